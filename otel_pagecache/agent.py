@@ -1,0 +1,125 @@
+"""The node agent: wires residency reading to the OpenTelemetry pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+
+from . import __version__
+from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
+from .config import Settings
+from .containers import Enricher
+from .export import base_resource, build_readers
+from .metrics import CGROUP_ID, SCOPE_NAME, PageCacheMetrics
+from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
+from .series import SeriesPruner
+
+_log = logging.getLogger(__name__)
+
+
+def build_residency_reader(settings: Settings, hierarchy: MemoryHierarchy) -> ResidencyReader:
+    enricher = Enricher(
+        pod_log_root=settings.pod_log_root,
+        containerd_state_root=settings.containerd_state_root,
+        crio_state_root=settings.crio_state_root,
+        docker_root=settings.docker_root,
+    )
+    selection = Selection(
+        include=settings.include,
+        exclude=settings.exclude,
+        containers_only=settings.containers_only,
+        max_cgroups=settings.max_cgroups,
+    )
+    return ResidencyReader(hierarchy, settings.proc_root, selection, enricher)
+
+
+def access_warnings(hierarchy: MemoryHierarchy) -> list[str]:
+    """What will not work on this host or with our privileges, each with its fix."""
+    warnings = []
+    stat = hierarchy.directory("/") + "/memory.stat"
+    if os.path.exists(stat) and not os.access(stat, os.R_OK):
+        warnings.append(
+            f"cannot read {stat}: run as root or grant read access to cgroupfs; "
+            "only node totals from /proc/meminfo will be exported"
+        )
+    return warnings
+
+
+def feature_notes(hierarchy: MemoryHierarchy) -> list[str]:
+    """What this host's cgroup layout leaves out; informational, nothing to fix."""
+    if hierarchy.version == 1:
+        return [
+            "memory controller is on cgroup v1: per-memcg memory pressure (PSI) is a cgroup v2 "
+            "feature, so pagecache.memcg.pressure.stall_time is not exported"
+        ]
+    return []
+
+
+class Agent:
+    """Owns the MeterProvider; ``stop()`` flushes the last export within a bound."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        readers: Sequence[MetricReader] | None = None,
+        hierarchy: MemoryHierarchy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hierarchy = hierarchy or find_memory_hierarchy(settings.cgroup_root)
+        for warning in access_warnings(self.hierarchy):
+            _log.warning("%s", warning)
+        for note in feature_notes(self.hierarchy):
+            _log.info("%s", note)
+        self.residency = build_residency_reader(settings, self.hierarchy)
+        # Every exported memcg yields up to two points per instrument (active/inactive,
+        # some/full); leave room for those plus the root and the overflow series.
+        limit = 2 * settings.max_cgroups + 16
+        self.readers = list(readers) if readers is not None else build_readers(settings, limit)
+        self.meter_provider = MeterProvider(metric_readers=self.readers, resource=base_resource())
+        self._pruner = SeriesPruner(self.meter_provider, CGROUP_ID)
+        self.source = SnapshotSource(self.residency.read, on_snapshot=self._after_snapshot)
+        meter = self.meter_provider.get_meter(SCOPE_NAME, __version__)
+        self.metrics = PageCacheMetrics(meter, self.source)
+        self._stopped = threading.Event()
+        _log.info(
+            "otel-pagecache %s: memory controller on cgroup v%d at %s; exporters: %s",
+            __version__,
+            self.hierarchy.version,
+            self.hierarchy.mountpoint,
+            ",".join(settings.metrics_exporters),
+        )
+
+    def _after_snapshot(self, snapshot: Snapshot) -> None:
+        self._pruner.prune({s.id for s in snapshot.memcgs})
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set (the periodic readers run in their own threads)."""
+        while not stop.wait(1.0):
+            pass
+
+    def stop(self) -> bool:
+        """Flush and shut down; gives up after ``shutdown_timeout_s``. True if clean."""
+        if self._stopped.is_set():
+            return True
+        self._stopped.set()
+        timeout_s = self.settings.shutdown_timeout_s
+        # MeterProvider.shutdown does the last collect+export; an exporter
+        # retrying against a dead collector could hold it far longer than the
+        # bound, so it runs in a daemon thread we stop waiting for.
+        worker = threading.Thread(
+            target=self.meter_provider.shutdown,
+            kwargs={"timeout_millis": timeout_s * 1000},
+            name="otel-pagecache-shutdown",
+            daemon=True,
+        )
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            _log.warning("last export did not finish within %.1f s; exiting anyway", timeout_s)
+            return False
+        return True

@@ -1,0 +1,227 @@
+"""Exporter set-up from the standard ``OTEL_*`` variables, and per-container Resources.
+
+One MeterProvider serves every container. Its points carry the identity
+attributes of their memcg (``metrics.RESOURCE_KEYS``); ``ResourceSplittingExporter``
+regroups them on the way out so each container's points travel under a
+Resource of its own (base Resource + identity), which is what an OpenTelemetry
+Collector's ``k8sattributes`` processor associates on. The Prometheus pull
+endpoint keeps the identity as labels instead: Prometheus has no per-series
+Resource.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+
+from . import __version__
+from .config import Settings
+from .metrics import RESOURCE_KEYS
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAME = "otel-pagecache"
+
+
+def base_resource() -> Resource:
+    """The agent's own Resource: ``OTEL_RESOURCE_ATTRIBUTES``/``OTEL_SERVICE_NAME``
+    win; otherwise ``service.name=otel-pagecache`` and the host name."""
+    detected = Resource.create()
+    attrs = dict(detected.attributes)
+    if str(attrs.get("service.name", "")).startswith("unknown_service"):
+        attrs["service.name"] = SERVICE_NAME
+    attrs.setdefault("service.version", __version__)
+    attrs.setdefault("host.name", socket.gethostname())
+    return Resource(attrs, detected.schema_url)
+
+
+def split_by_resource(
+    data: MetricsData, resource_keys: frozenset[str] = RESOURCE_KEYS
+) -> MetricsData:
+    """Move identity attributes from points to a Resource per identity."""
+    groups: dict[tuple, dict] = {}  # identity -> {scope -> {metric name -> (metric, points)}}
+    identities: dict[tuple, tuple[Resource, dict]] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in getattr(metric.data, "data_points", ()):
+                    attrs = point.attributes or {}
+                    ident = tuple(sorted((k, v) for k, v in attrs.items() if k in resource_keys))
+                    key = (id(rm.resource), ident)
+                    if key not in identities:
+                        identities[key] = (rm.resource, dict(ident))
+                    rest = {k: v for k, v in attrs.items() if k not in resource_keys}
+                    moved = dataclasses.replace(point, attributes=rest) if ident else point
+                    scopes = groups.setdefault(key, {})
+                    metrics = scopes.setdefault(id(sm), (sm, {}))[1]
+                    metrics.setdefault(metric.name, (metric, []))[1].append(moved)
+    resource_metrics = []
+    for key, scopes in groups.items():
+        base, ident = identities[key]
+        resource = base.merge(Resource(ident)) if ident else base
+        scope_metrics = []
+        for sm, metrics in scopes.values():
+            out = [
+                dataclasses.replace(m, data=dataclasses.replace(m.data, data_points=points))
+                for m, points in metrics.values()
+            ]
+            scope_metrics.append(ScopeMetrics(sm.scope, out, sm.schema_url))
+        resource_metrics.append(ResourceMetrics(resource, scope_metrics, base.schema_url))
+    return MetricsData(resource_metrics)
+
+
+class ResourceSplittingExporter(MetricExporter):
+    """Wraps any push exporter; see the module docstring. Also turns repeated
+    export failures into one rate-limited warning instead of one per cycle."""
+
+    def __init__(self, inner: MetricExporter, warn_every_s: float = 60.0) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+        self._warn_every_s = warn_every_s
+        self._failures = 0
+        self._last_warning = 0.0
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
+    ) -> MetricExportResult:
+        try:
+            result = self.inner.export(
+                split_by_resource(metrics_data), timeout_millis=timeout_millis
+            )
+        except Exception:  # noqa: BLE001 - a failed export must not stop the reader thread
+            _log.debug("export raised", exc_info=True)
+            result = MetricExportResult.FAILURE
+        if result is MetricExportResult.FAILURE:
+            self._failures += 1
+            now = time.monotonic()
+            if now - self._last_warning >= self._warn_every_s:
+                self._last_warning = now
+                _log.warning(
+                    "metric export via %s failed (%d failures so far); the agent keeps "
+                    "running and drops the points it cannot send",
+                    type(self.inner).__name__,
+                    self._failures,
+                )
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis)
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets one record per (logger, message template) through every ``period_s``.
+
+    The OTLP exporters log every failed attempt; with a collector down that is
+    a warning per retry, forever. One per minute says the same.
+    """
+
+    def __init__(self, period_s: float = 60.0, prefixes: Iterable[str] = ("opentelemetry",)):
+        super().__init__()
+        self._period_s = period_s
+        self._prefixes = tuple(prefixes)
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._period_s:
+                return False
+            if len(self._last) > 1000:  # bounded: forget old templates
+                self._last.clear()
+            self._last[key] = now
+        return True
+
+
+def _otlp_exporter(settings: Settings) -> MetricExporter:
+    protocol = settings.otlp_metrics_protocol
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    if protocol in ("http/protobuf", "http"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpExporter,
+        )
+
+        return HttpExporter()
+    raise ValueError(
+        f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use 'grpc' or 'http/protobuf'"
+    )
+
+
+def build_readers(settings: Settings, cardinality_limit: int) -> list[MetricReader]:
+    """One reader per name in ``OTEL_METRICS_EXPORTER`` (comma-separated)."""
+    from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge
+
+    limits: Mapping = {ObservableGauge: cardinality_limit, ObservableCounter: cardinality_limit}
+    readers: list[MetricReader] = []
+    for name in settings.metrics_exporters:
+        if name == "none":
+            continue
+        if name == "prometheus":
+            readers.append(_prometheus_reader(settings, dict(limits)))
+            continue
+        if name == "otlp":
+            inner = _otlp_exporter(settings)
+        elif name == "console":
+            inner = ConsoleMetricExporter()
+        else:
+            raise ValueError(
+                f"OTEL_METRICS_EXPORTER={name!r} is not supported: use otlp, console, "
+                "prometheus or none"
+            )
+        readers.append(
+            PeriodicExportingMetricReader(
+                ResourceSplittingExporter(inner),
+                export_interval_millis=settings.export_interval_ms,
+                export_timeout_millis=settings.export_timeout_ms,
+                cardinality_limits=dict(limits),
+            )
+        )
+    return readers
+
+
+def _prometheus_reader(settings: Settings, limits: dict) -> MetricReader:
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+    except ImportError as e:
+        raise ValueError(
+            "OTEL_METRICS_EXPORTER=prometheus needs the extra: "
+            "pip install 'otel-pagecache[prometheus]'"
+        ) from e
+    reader = PrometheusMetricReader(cardinality_limits=limits)
+    start_http_server(port=settings.prometheus_port, addr=settings.prometheus_host)
+    _log.info(
+        "Prometheus endpoint on http://%s:%d/metrics",
+        settings.prometheus_host,
+        settings.prometheus_port,
+    )
+    return reader

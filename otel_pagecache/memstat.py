@@ -1,0 +1,255 @@
+"""Read one memory cgroup's files: ``memory.stat`` and friends, v1 and v2.
+
+Parsers take bytes and never raise: unknown keys are ignored, garbage values
+dropped, and a key the kernel does not have yields no entry (never a zero).
+Readers take the cgroup directory and report a missing file as ``None``: a
+cgroup removed between listing and reading is normal.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+# Canonical field names used by the rest of the agent, and the memory.stat key
+# behind each, per hierarchy version. v1 keys without "total_" are the memcg's
+# own (local) pages; v2 keys are hierarchical (the memcg and all descendants).
+V1_STAT_KEYS: dict[bytes, str] = {
+    b"cache": "file",  # includes shmem, like v2 "file"
+    b"active_file": "active_file",
+    b"inactive_file": "inactive_file",
+    b"dirty": "dirty",
+    b"writeback": "writeback",
+    b"mapped_file": "mapped",
+    b"shmem": "shmem",
+    b"workingset_refault_file": "refault_file",
+    # Absent on v1 (it only has workingset_refault_*), but kept should a kernel add it.
+    b"workingset_activate_file": "activate_file",
+    # Hierarchical figures for the memcg-as-a-whole family (working set, faults).
+    b"total_inactive_file": "tree_inactive_file",
+    b"total_pgmajfault": "tree_pgmajfault",
+}
+V2_STAT_KEYS: dict[bytes, str] = {
+    b"file": "file",
+    b"active_file": "active_file",
+    b"inactive_file": "inactive_file",
+    b"file_dirty": "dirty",
+    b"file_writeback": "writeback",
+    b"file_mapped": "mapped",
+    b"shmem": "shmem",
+    b"workingset_refault_file": "refault_file",
+    b"workingset_activate_file": "activate_file",
+    b"pgmajfault": "tree_pgmajfault",
+}
+
+# Fields that are the memcg's own on v1 and must be made own on v2 by
+# subtracting the children (see residency.own_stats).
+OWN_FIELDS: tuple[str, ...] = (
+    "file",
+    "active_file",
+    "inactive_file",
+    "dirty",
+    "writeback",
+    "mapped",
+    "shmem",
+    "refault_file",
+    "activate_file",
+)
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX rounded down to a page:
+# 9223372036854771712 on 4 KiB pages; anything this large is unlimited.
+V1_UNLIMITED = 9223372036854771712
+
+# errno values meaning "the cgroup went away under us" rather than a fault.
+_VANISHED = {errno.ENOENT, errno.ENODEV, errno.ESRCH}
+
+
+class ReadStats:
+    """Counts what went wrong while reading, by kind; shared by one collection cycle."""
+
+    __slots__ = ("errors", "vanished")
+
+    def __init__(self) -> None:
+        self.errors = 0
+        self.vanished = 0
+
+
+def read_file(path: str, stats: ReadStats | None = None) -> bytes | None:
+    """Whole small file as bytes, or None. ``os.read`` avoids the text-IO overhead."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        if stats is not None:
+            if e.errno in _VANISHED:
+                stats.vanished += 1
+            else:
+                stats.errors += 1
+        return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if len(chunks) > 16:  # no cgroup file is a MiB; garbage, stop
+                break
+        return b"".join(chunks)
+    except OSError as e:
+        if stats is not None:
+            if e.errno in _VANISHED:
+                stats.vanished += 1
+            else:
+                stats.errors += 1
+        return None
+    finally:
+        os.close(fd)
+
+
+def parse_flat_keyed(data: bytes, wanted: dict[bytes, str]) -> dict[str, int]:
+    """Parse "key value" lines, keeping the ``wanted`` keys under their canonical names.
+
+    Sample (v1 memory.stat): ``cache 4313088``; (v2): ``file_dirty 40960``.
+    """
+    # Line by line with partition: as fast as splitting the whole file at
+    # once, and a garbled line cannot shift the pairs after it.
+    out: dict[str, int] = {}
+    for line in data.split(b"\n"):
+        key, _, value = line.partition(b" ")
+        name = wanted.get(key)
+        if name is None:
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            continue
+        if number >= 0:
+            out[name] = number
+    return out
+
+
+def parse_single_value(data: bytes | None, unlimited_word: bytes = b"max") -> int | None:
+    """A one-number file (``memory.current``, ``memory.max`` …); None when absent,
+    garbage or unlimited. Sample: ``9223372036854771712`` (v1), ``max`` (v2)."""
+    if not data:
+        return None
+    token = data.strip()
+    if token == unlimited_word:
+        return None
+    try:
+        number = int(token)
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+def parse_pressure_totals(data: bytes | None) -> dict[str, int]:
+    """``memory.pressure`` → {"some": total_us, "full": total_us}.
+
+    Sample: ``some avg10=0.00 avg60=0.00 avg300=0.00 total=1234``
+    """
+    out: dict[str, int] = {}
+    if not data:
+        return out
+    for line in data.splitlines():
+        fields = line.split()
+        if not fields or fields[0] not in (b"some", b"full"):
+            continue
+        for f in fields[1:]:
+            if f.startswith(b"total=") and f[6:].isdigit():
+                out[fields[0].decode()] = int(f[6:])
+    return out
+
+
+_EVENT_KEYS = {b"max": "max", b"oom": "oom", b"oom_kill": "oom_kill"}
+
+
+@dataclass(slots=True)
+class MemcgReading:
+    """What one memcg's files said, before v2 children are subtracted.
+
+    ``stat`` holds canonical names (see ``V1_STAT_KEYS``/``V2_STAT_KEYS``);
+    figures the kernel does not provide are simply absent.
+    """
+
+    stat: dict[str, int] = field(default_factory=dict)
+    usage: int | None = None
+    limit: int | None = None  # None: unlimited or unknown
+    limit_hits: int | None = None
+    pressure_us: dict[str, int] = field(default_factory=dict)
+    present: bool = True  # False when memory.stat was missing (the cgroup vanished)
+
+
+def read_memcg(directory: str, version: int, stats: ReadStats | None = None) -> MemcgReading:
+    """Read the files of one memcg directory; never raises."""
+    if version == 1:
+        return _read_v1(directory, stats)
+    return _read_v2(directory, stats)
+
+
+def _read_v1(directory: str, stats: ReadStats | None) -> MemcgReading:
+    reading = MemcgReading()
+    raw = read_file(directory + "/memory.stat", stats)
+    if raw is None:
+        reading.present = False
+        return reading
+    reading.stat = parse_flat_keyed(raw, V1_STAT_KEYS)
+    reading.usage = parse_single_value(read_file(directory + "/memory.usage_in_bytes", stats))
+    limit = parse_single_value(read_file(directory + "/memory.limit_in_bytes", stats))
+    reading.limit = None if limit is None or limit >= V1_UNLIMITED else limit
+    reading.limit_hits = parse_single_value(read_file(directory + "/memory.failcnt", stats))
+    return reading
+
+
+def _read_v2(directory: str, stats: ReadStats | None) -> MemcgReading:
+    reading = MemcgReading()
+    raw = read_file(directory + "/memory.stat", stats)
+    if raw is None:
+        reading.present = False
+        return reading
+    reading.stat = parse_flat_keyed(raw, V2_STAT_KEYS)
+    # The root cgroup has no memory.current/max: a quiet None, not an error.
+    reading.usage = parse_single_value(_read_optional(directory + "/memory.current"))
+    reading.limit = parse_single_value(_read_optional(directory + "/memory.max"))
+    # memory.events.local (5.7+) counts hits of this memcg's own limit, like
+    # v1 memory.failcnt; plain memory.events also counts descendants' limits.
+    events = _read_optional(directory + "/memory.events.local")
+    if events is None:
+        events = _read_optional(directory + "/memory.events")
+    if events is not None:
+        reading.limit_hits = parse_flat_keyed(events, _EVENT_KEYS).get("max")
+    # Pressure stall information needs CONFIG_PSI and psi=1: absent is normal.
+    reading.pressure_us = parse_pressure_totals(_read_optional(directory + "/memory.pressure"))
+    return reading
+
+
+def _read_optional(path: str) -> bytes | None:
+    return read_file(path, None)
+
+
+def parse_meminfo(data: bytes | None) -> dict[str, int]:
+    """``/proc/meminfo`` → bytes per key. Sample: ``Active(file):     380928 kB``."""
+    out: dict[str, int] = {}
+    if not data:
+        return out
+    for line in data.splitlines():
+        key, sep, rest = line.partition(b":")
+        if not sep:
+            continue
+        fields = rest.split()
+        if not fields:
+            continue
+        try:
+            value = int(fields[0])
+        except ValueError:
+            continue
+        if value < 0:
+            continue
+        scale = 1024 if len(fields) > 1 and fields[1] == b"kB" else 1
+        out[key.strip().decode("ascii", "replace")] = value * scale
+    return out
+
+
+def read_meminfo(proc_root: str = "/proc") -> dict[str, int]:
+    return parse_meminfo(read_file(os.path.join(proc_root, "meminfo")))

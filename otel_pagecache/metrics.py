@@ -1,0 +1,326 @@
+"""The product's metric names, units and attributes, and the callbacks behind them.
+
+Every name here is public interface and is documented in the README's metric
+table. Per-memcg points carry the memcg's identity attributes
+(``RESOURCE_KEYS``); the exporter moves those onto a per-container Resource
+(see ``export.ResourceSplittingExporter``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from .residency import MemcgSample, Snapshot, SnapshotSource
+
+_log = logging.getLogger(__name__)
+
+SCOPE_NAME = "otel_pagecache"
+
+# Attributes that identify the memcg; they belong on the Resource, not the point.
+CGROUP_PATH = "pagecache.cgroup.path"
+CGROUP_ID = "pagecache.cgroup.id"
+RESOURCE_KEYS = frozenset(
+    {
+        "container.id",
+        "container.runtime.name",
+        "k8s.pod.uid",
+        "k8s.namespace.name",
+        "k8s.pod.name",
+        "k8s.container.name",
+        "pagecache.k8s.qos_class",
+        "pagecache.cgroup.kind",
+        CGROUP_PATH,
+        CGROUP_ID,
+    }
+)
+
+STATE = "pagecache.state"
+PRESSURE = "pagecache.pressure"
+CGROUP_SET = "pagecache.cgroup.set"
+
+PAGE_SIZE = 4096  # only for documentation of {page} counters; values are kernel counts
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # "gauge" | "counter"
+    unit: str
+    description: str
+
+
+def _stat(key: str) -> Callable[[MemcgSample], Iterable[tuple[float, dict]]]:
+    def extract(sample: MemcgSample) -> Iterable[tuple[float, dict]]:
+        value = sample.stat.get(key)
+        return () if value is None else ((value, {}),)
+
+    return extract
+
+
+def _usage_by_state(sample: MemcgSample) -> Iterable[tuple[float, dict]]:
+    for key, state in (("active_file", "active"), ("inactive_file", "inactive")):
+        value = sample.stat.get(key)
+        if value is not None:
+            yield value, {STATE: state}
+
+
+def _attr(name: str) -> Callable[[MemcgSample], Iterable[tuple[float, dict]]]:
+    def extract(sample: MemcgSample) -> Iterable[tuple[float, dict]]:
+        value = getattr(sample, name)
+        return () if value is None else ((value, {}),)
+
+    return extract
+
+
+def _pressure(sample: MemcgSample) -> Iterable[tuple[float, dict]]:
+    for kind in ("some", "full"):
+        value = sample.pressure_us.get(kind)
+        if value is not None:
+            yield value / 1e6, {PRESSURE: kind}
+
+
+# Per-memcg metrics: spec and how to get its values from one sample.
+MEMCG_METRICS: tuple[
+    tuple[MetricSpec, Callable[[MemcgSample], Iterable[tuple[float, dict]]]], ...
+] = (
+    (
+        MetricSpec(
+            "pagecache.usage",
+            "gauge",
+            "By",
+            "Page cache on the memcg's own file LRU lists (shmem excluded), by LRU state",
+        ),
+        _usage_by_state,
+    ),
+    (
+        MetricSpec("pagecache.dirty", "gauge", "By", "Own file pages waiting to be written back"),
+        _stat("dirty"),
+    ),
+    (
+        MetricSpec("pagecache.writeback", "gauge", "By", "Own file pages under writeback"),
+        _stat("writeback"),
+    ),
+    (
+        MetricSpec("pagecache.mapped", "gauge", "By", "Own file pages mapped into page tables"),
+        _stat("mapped"),
+    ),
+    (
+        MetricSpec("pagecache.shmem", "gauge", "By", "Own shmem/tmpfs pages (swap-backed)"),
+        _stat("shmem"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.refaults",
+            "counter",
+            "{page}",
+            "File pages faulted back in soon after being evicted (workingset_refault_file)",
+        ),
+        _stat("refault_file"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.activations",
+            "counter",
+            "{page}",
+            "Refaulted file pages activated immediately (workingset_activate_file)",
+        ),
+        _stat("activate_file"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.memcg.usage", "gauge", "By", "Memory charged to the memcg and its children"
+        ),
+        _attr("usage"),
+    ),
+    (
+        MetricSpec("pagecache.memcg.limit", "gauge", "By", "The memcg's hard limit (if any)"),
+        _attr("limit"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.memcg.working_set",
+            "gauge",
+            "By",
+            "usage - inactive_file, the working set the kubelet and cAdvisor evict on",
+        ),
+        _attr("working_set"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.memcg.major_faults",
+            "counter",
+            "{fault}",
+            "Major page faults in the memcg and its children",
+        ),
+        _attr("major_faults"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.memcg.limit_hits",
+            "counter",
+            "{event}",
+            "Times the memcg's usage hit its own limit",
+        ),
+        _attr("limit_hits"),
+    ),
+    (
+        MetricSpec(
+            "pagecache.memcg.pressure.stall_time",
+            "counter",
+            "s",
+            "Time tasks of the memcg stalled on memory (PSI), some or all of them",
+        ),
+        _pressure,
+    ),
+)
+
+# Node totals from /proc/meminfo: the host-wide figures per-memcg numbers add up to.
+NODE_METRICS: tuple[tuple[MetricSpec, tuple[tuple[str, dict], ...]], ...] = (
+    (
+        MetricSpec("pagecache.node.usage", "gauge", "By", "Host file LRU pages, by LRU state"),
+        (("Active(file)", {STATE: "active"}), ("Inactive(file)", {STATE: "inactive"})),
+    ),
+    (
+        MetricSpec("pagecache.node.cached", "gauge", "By", "Host page cache incl. shmem (Cached)"),
+        (("Cached", {}),),
+    ),
+    (
+        MetricSpec("pagecache.node.dirty", "gauge", "By", "Host dirty pages (Dirty)"),
+        (("Dirty", {}),),
+    ),
+    (
+        MetricSpec("pagecache.node.writeback", "gauge", "By", "Host pages under writeback"),
+        (("Writeback", {}),),
+    ),
+    (
+        MetricSpec("pagecache.node.shmem", "gauge", "By", "Host shmem/tmpfs pages (Shmem)"),
+        (("Shmem", {}),),
+    ),
+)
+
+AGENT_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "pagecache.agent.collection.duration",
+        "gauge",
+        "s",
+        "Wall time of the last residency collection (walk, read, parse)",
+    ),
+    MetricSpec(
+        "pagecache.agent.cgroups",
+        "gauge",
+        "{cgroup}",
+        "Memory cgroups discovered and exported in the last collection",
+    ),
+    MetricSpec(
+        "pagecache.agent.read_errors",
+        "counter",
+        "{error}",
+        "cgroupfs/procfs reads that failed for a reason other than the cgroup vanishing",
+    ),
+    MetricSpec(
+        "pagecache.agent.vanished",
+        "counter",
+        "{cgroup}",
+        "cgroups that disappeared between listing and reading (normal under churn)",
+    ),
+)
+
+
+def sample_resource_attributes(sample: MemcgSample) -> dict[str, str | int]:
+    attrs = sample.attrs
+    if attrs is None:
+        attrs = dict(sample.identity.resource_attributes())
+        attrs[CGROUP_PATH] = sample.path
+        attrs[CGROUP_ID] = sample.id
+        sample.attrs = attrs
+    return attrs
+
+
+class PageCacheMetrics:
+    """Registers every instrument on ``meter``; all callbacks share one snapshot."""
+
+    def __init__(self, meter: Meter, source: SnapshotSource) -> None:
+        self._source = source
+        self._read_errors_total = 0
+        self._vanished_total = 0
+        self._counted_snapshot: Snapshot | None = None
+        for spec, extract in MEMCG_METRICS:
+            self._register(meter, spec, self._memcg_callback(spec, extract))
+        for spec, keys in NODE_METRICS:
+            self._register(meter, spec, self._node_callback(spec, keys))
+        callbacks = {
+            "pagecache.agent.collection.duration": self._duration,
+            "pagecache.agent.cgroups": self._cgroups,
+            "pagecache.agent.read_errors": self._read_errors,
+            "pagecache.agent.vanished": self._vanished,
+        }
+        for spec in AGENT_METRICS:
+            self._register(meter, spec, _guarded(spec.name, callbacks[spec.name]))
+
+    @staticmethod
+    def _register(meter: Meter, spec: MetricSpec, callback) -> None:
+        create = (
+            meter.create_observable_gauge
+            if spec.kind == "gauge"
+            else meter.create_observable_counter
+        )
+        create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
+
+    def _memcg_callback(self, spec: MetricSpec, extract):
+        def callback(_options: CallbackOptions) -> Iterator[Observation]:
+            snapshot = self._source.current()
+            for sample in snapshot.memcgs:
+                base = sample_resource_attributes(sample)
+                for value, extra in extract(sample):
+                    yield Observation(value, {**base, **extra} if extra else base)
+
+        return _guarded(spec.name, callback)
+
+    def _node_callback(self, spec: MetricSpec, keys):
+        def callback(_options: CallbackOptions) -> Iterator[Observation]:
+            meminfo = self._source.current().meminfo
+            for key, attrs in keys:
+                value = meminfo.get(key)
+                if value is not None:
+                    yield Observation(value, attrs)
+
+        return _guarded(spec.name, callback)
+
+    def _account(self, snapshot: Snapshot) -> None:
+        # Error counters are cumulative across snapshots; count each snapshot once.
+        if snapshot is not self._counted_snapshot:
+            self._counted_snapshot = snapshot
+            self._read_errors_total += snapshot.read_errors
+            self._vanished_total += snapshot.vanished
+
+    def _duration(self, _options: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(self._source.current().duration_s)
+
+    def _cgroups(self, _options: CallbackOptions) -> Iterator[Observation]:
+        snapshot = self._source.current()
+        yield Observation(snapshot.cgroups_discovered, {CGROUP_SET: "discovered"})
+        yield Observation(len(snapshot.memcgs), {CGROUP_SET: "exported"})
+
+    def _read_errors(self, _options: CallbackOptions) -> Iterator[Observation]:
+        self._account(self._source.current())
+        yield Observation(self._read_errors_total)
+
+    def _vanished(self, _options: CallbackOptions) -> Iterator[Observation]:
+        self._account(self._source.current())
+        yield Observation(self._vanished_total)
+
+
+def _guarded(name: str, callback):
+    """Callbacks never raise: a failure costs this metric's points for one cycle."""
+
+    def guarded(options: CallbackOptions) -> Iterator[Observation]:
+        try:
+            yield from callback(options)
+        except Exception:  # noqa: BLE001 - the SDK must never see our exceptions
+            _log.debug("callback for %s failed", name, exc_info=True)
+
+    return guarded

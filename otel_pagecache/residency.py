@@ -1,0 +1,259 @@
+"""One collection cycle: every memcg's own page-cache residency, named.
+
+A ``Snapshot`` is taken once per collection and shared by every instrument
+callback (see ``SnapshotSource``), so a cycle reads each file once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .cgroupfs import CgroupEntry, CgroupIndex, MemoryHierarchy, walk
+from .containers import Enricher, Identity, identify
+from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class MemcgSample:
+    """One memcg in one snapshot.
+
+    ``stat`` holds the memcg's *own* pages (children excluded), so sums across
+    memcgs never double count. ``usage``/``limit``/``working_set``/
+    ``major_faults``/``pressure_us`` describe the memcg as a whole, the unit
+    its limit applies to (children included).
+    """
+
+    id: int
+    path: str
+    identity: Identity
+    stat: dict[str, int]
+    usage: int | None
+    limit: int | None
+    working_set: int | None
+    major_faults: int | None
+    limit_hits: int | None
+    pressure_us: dict[str, int]
+    # Identity attributes for export, built once per snapshot by metrics.py.
+    attrs: dict | None = None
+
+    @property
+    def file_lru_bytes(self) -> int:
+        return self.stat.get("active_file", 0) + self.stat.get("inactive_file", 0)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    taken_at: float
+    hierarchy_version: int
+    memcgs: list[MemcgSample] = field(default_factory=list)
+    meminfo: dict[str, int] = field(default_factory=dict)
+    cgroups_discovered: int = 0
+    read_errors: int = 0
+    vanished: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class Selection:
+    """Which memcgs are exported: path globs and a cap, to bound cardinality."""
+
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    containers_only: bool = False
+    max_cgroups: int = 1000
+
+    def admits(self, path: str, identity: Identity) -> bool:
+        if self.containers_only and identity.kind != "container":
+            return False
+        if self.include and not any(fnmatch.fnmatchcase(path, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(path, p) for p in self.exclude)
+
+
+def own_stats(readings: dict[int, MemcgReading], entries: Sequence[CgroupEntry]) -> None:
+    """Turn v2's hierarchical ``memory.stat`` into each memcg's own figures, in place.
+
+    v2 has no local ``memory.stat``: a parent's numbers include every
+    descendant. Subtracting the live children's hierarchical values leaves the
+    parent's own pages. Clamped at 0 because the files are read at slightly
+    different moments and a child can grow between the two reads. Pages of
+    children already removed stay in the parent (they are reparented by the
+    kernel), which is where they belong.
+    """
+    children_sum: dict[int, dict[str, int]] = {}
+    for entry in entries:
+        if entry.parent_id is None:
+            continue
+        child = readings.get(entry.id)
+        if child is None or not child.present:
+            continue
+        acc = children_sum.setdefault(entry.parent_id, {})
+        for name in OWN_FIELDS:
+            value = child.stat.get(name)
+            if value is not None:
+                acc[name] = acc.get(name, 0) + value
+    # Compute every subtraction from the original hierarchical values first,
+    # then write, so a parent never subtracts an already-reduced child.
+    updates: dict[int, dict[str, int]] = {}
+    for parent_id, sums in children_sum.items():
+        parent = readings.get(parent_id)
+        if parent is None or not parent.present:
+            continue
+        updates[parent_id] = {
+            name: max(0, parent.stat[name] - sums.get(name, 0))
+            for name in OWN_FIELDS
+            if name in parent.stat
+        }
+    for parent_id, own in updates.items():
+        readings[parent_id].stat.update(own)
+
+
+class ResidencyReader:
+    """Reads every memcg of one hierarchy into a ``Snapshot``."""
+
+    def __init__(
+        self,
+        hierarchy: MemoryHierarchy,
+        proc_root: str = "/proc",
+        selection: Selection | None = None,
+        enricher: Enricher | None = None,
+        index: CgroupIndex | None = None,
+    ) -> None:
+        self.hierarchy = hierarchy
+        self.proc_root = proc_root
+        self.selection = selection or Selection()
+        self.enricher = enricher
+        self.index = index or CgroupIndex()
+
+    def read(self) -> Snapshot:
+        started = time.perf_counter()
+        snapshot = Snapshot(taken_at=time.time(), hierarchy_version=self.hierarchy.version)
+        try:
+            self._fill(snapshot)
+        except Exception:  # noqa: BLE001 - a collection must never take the agent down
+            _log.exception("residency collection failed; exporting what was read")
+            snapshot.read_errors += 1
+        snapshot.duration_s = time.perf_counter() - started
+        return snapshot
+
+    def _fill(self, snapshot: Snapshot) -> None:
+        stats = ReadStats()
+        entries = walk(self.hierarchy)
+        self.index.update(entries)
+        snapshot.cgroups_discovered = len(entries)
+        version = self.hierarchy.version
+        directory = self.hierarchy.directory
+        readings = {e.id: read_memcg(directory(e.path), version, stats) for e in entries}
+        if version == 2:
+            tree_stats = {cid: dict(r.stat) for cid, r in readings.items()}
+            own_stats(readings, entries)
+        else:
+            tree_stats = None
+        samples = []
+        identities = self._identities(entries)
+        for entry in entries:
+            reading = readings[entry.id]
+            if not reading.present:
+                continue
+            identity = identities[entry.path]
+            if not self.selection.admits(entry.path, identity):
+                continue
+            samples.append(self._sample(entry, identity, reading, tree_stats))
+        cap = self.selection.max_cgroups
+        if len(samples) > cap:
+            # Keep the memcgs holding the most page cache: those are the ones
+            # an operator is looking for when cardinality has to be cut.
+            samples.sort(key=lambda s: s.stat.get("file", 0), reverse=True)
+            del samples[cap:]
+        snapshot.memcgs = samples
+        snapshot.meminfo = read_meminfo(self.proc_root)
+        snapshot.read_errors += stats.errors
+        snapshot.vanished = stats.vanished
+
+    def _identities(self, entries: Sequence[CgroupEntry]) -> dict[str, Identity]:
+        # identify() is a pure, cached function of the path; the enricher keeps
+        # its own time-bounded caches of the node's metadata files.
+        enrich = self.enricher.enrich if self.enricher is not None else None
+        out: dict[str, Identity] = {}
+        for entry in entries:
+            identity = identify(entry.path)
+            out[entry.path] = enrich(identity) if enrich is not None else identity
+        return out
+
+    @staticmethod
+    def _sample(
+        entry: CgroupEntry,
+        identity: Identity,
+        reading: MemcgReading,
+        tree_stats: dict[int, dict[str, int]] | None,
+    ) -> MemcgSample:
+        stat = reading.stat
+        if tree_stats is None:  # v1: hierarchical figures carry a "tree_" key
+            tree_inactive = stat.pop("tree_inactive_file", None)
+            major_faults = stat.pop("tree_pgmajfault", None)
+        else:
+            tree = tree_stats.get(entry.id, {})
+            tree_inactive = tree.get("inactive_file")
+            major_faults = stat.pop("tree_pgmajfault", None)
+        working_set = None
+        if reading.usage is not None and tree_inactive is not None:
+            # cAdvisor's and the kubelet's working set: usage minus inactive
+            # file pages, the figure memory-pressure eviction is decided on.
+            working_set = max(0, reading.usage - tree_inactive)
+        return MemcgSample(
+            id=entry.id,
+            path=entry.path,
+            identity=identity,
+            stat=stat,
+            usage=reading.usage,
+            limit=reading.limit,
+            working_set=working_set,
+            major_faults=major_faults,
+            limit_hits=reading.limit_hits,
+            pressure_us=reading.pressure_us,
+        )
+
+
+class SnapshotSource:
+    """Hands every callback of one collection the same snapshot.
+
+    The SDK calls each observable instrument's callback in turn; the first one
+    of a collection reads, the rest reuse that snapshot. A snapshot younger
+    than ``max_age_s`` is considered part of the current collection; no
+    exporter collects more often than that.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Snapshot],
+        max_age_s: float = 0.5,
+        on_snapshot: Callable[[Snapshot], object] | None = None,
+    ) -> None:
+        self._read = read
+        self._on_snapshot = on_snapshot
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._taken_mono = 0.0
+        self.reads = 0
+
+    def current(self) -> Snapshot:
+        with self._lock:
+            now = time.monotonic()
+            if self._snapshot is None or now - self._taken_mono > self._max_age_s:
+                self._snapshot = self._read()
+                self._taken_mono = time.monotonic()
+                self.reads += 1
+                if self._on_snapshot is not None:
+                    try:
+                        self._on_snapshot(self._snapshot)
+                    except Exception:  # noqa: BLE001 - a hook must not cost the snapshot
+                        _log.debug("snapshot hook failed", exc_info=True)
+            return self._snapshot

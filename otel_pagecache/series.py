@@ -1,0 +1,55 @@
+"""Forget the SDK's state for series whose memcg is gone.
+
+The OpenTelemetry SDK keeps one aggregation per attribute set of an
+asynchronous instrument for the life of the MeterProvider (it needs the last
+value for delta conversion), and counts them against the cardinality limit.
+Under container churn that state grows until new containers land in the
+``otel.metric.overflow`` series. There is no public API to expire series, so
+this reaches into SDK internals, defensively: if they change, pruning stops
+(logged once) and the SDK's cardinality limit still bounds memory.
+``tests/test_series.py`` fails when the internals move.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container
+
+_log = logging.getLogger(__name__)
+
+
+class SeriesPruner:
+    def __init__(self, meter_provider: object, key: str) -> None:
+        self._provider = meter_provider
+        self._key = key
+        self._broken = False
+
+    def prune(self, live: Container) -> int:
+        """Drop series whose ``key`` attribute is not in ``live``; returns how many."""
+        if self._broken:
+            return 0
+        try:
+            return self._prune(live)
+        except Exception:  # noqa: BLE001 - SDK internals changed; degrade, don't fail
+            self._broken = True
+            _log.warning("cannot prune stale series with this SDK version", exc_info=True)
+            return 0
+
+    def _prune(self, live: Container) -> int:
+        consumer = self._provider._measurement_consumer  # noqa: SLF001
+        removed = 0
+        for storage in consumer._reader_storages.values():  # noqa: SLF001
+            for matches in list(storage._instrument_view_instrument_matches.values()):  # noqa: SLF001
+                for match in matches:
+                    with match._lock:  # noqa: SLF001
+                        table = match._attributes_aggregation  # noqa: SLF001
+                        stale = [
+                            k
+                            for k, aggregation in table.items()
+                            if self._key in (aggregation._attributes or {})  # noqa: SLF001
+                            and aggregation._attributes[self._key] not in live  # noqa: SLF001
+                        ]
+                        for k in stale:
+                            del table[k]
+                        removed += len(stale)
+        return removed

@@ -1,0 +1,123 @@
+"""Shared fixtures: real memory cgroups beneath our own, cold files, test peers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otel_pagecache.cgroupfs import MemoryHierarchy, find_memory_hierarchy, own_cgroup_path
+from tests.peers.fixtures import *  # noqa: F403 - pytest fixtures for the real peers
+
+
+def _real_hierarchy() -> MemoryHierarchy | None:
+    try:
+        return find_memory_hierarchy("/sys/fs/cgroup")
+    except Exception:  # noqa: BLE001 - no memory controller: the tests that need one skip
+        return None
+
+
+@pytest.fixture(scope="session")
+def real_hierarchy() -> MemoryHierarchy:
+    hierarchy = _real_hierarchy()
+    if hierarchy is None:
+        pytest.skip("no memory controller mounted under /sys/fs/cgroup")
+    if os.geteuid() != 0:
+        pytest.skip("creating memory cgroups needs root")
+    return hierarchy
+
+
+class MemcgFactory:
+    """Creates memory cgroups beneath the test process's own cgroup, and removes them."""
+
+    def __init__(self, hierarchy: MemoryHierarchy) -> None:
+        self.hierarchy = hierarchy
+        self.parent_path = own_cgroup_path(hierarchy.version)
+        self.parent_dir = Path(hierarchy.directory(self.parent_path))
+        self.created: list[Path] = []
+        self.children: list[subprocess.Popen] = []
+
+    def create(self, relative: str | None = None) -> tuple[str, Path]:
+        """Returns (cgroup path in the hierarchy, directory). ``relative`` may nest."""
+        relative = relative or f"otel-pagecache-test-{uuid.uuid4().hex[:8]}"
+        directory = self.parent_dir
+        for part in relative.strip("/").split("/"):
+            directory = directory / part
+            if not directory.exists():
+                directory.mkdir()
+                self.created.append(directory)
+        rel = str(directory.relative_to(self.hierarchy.mountpoint))
+        return "/" + rel, directory
+
+    def run(self, directory: Path, argv: list[str], timeout: float = 120) -> None:
+        """Run ``argv`` inside the cgroup at ``directory`` and wait for it."""
+        procs = directory / "cgroup.procs"
+
+        def enter() -> None:
+            procs.write_text(str(os.getpid()))
+
+        child = subprocess.Popen(argv, preexec_fn=enter, stdout=subprocess.DEVNULL)
+        self.children.append(child)
+        assert child.wait(timeout) == 0, f"{argv} failed in {directory}"
+
+    def cleanup(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+        for directory in reversed(self.created):
+            for _ in range(50):
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+@pytest.fixture
+def memcgs(real_hierarchy: MemoryHierarchy) -> Iterator[MemcgFactory]:
+    factory = MemcgFactory(real_hierarchy)
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+def make_cold_file(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes whose pages are not in the page cache.
+
+    Written, fsynced (dirty pages cannot be dropped), then dropped with
+    posix_fadvise(DONTNEED) for this file only; never the global drop_caches.
+    """
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        remaining = size
+        while remaining > 0:
+            chunk = block[: min(remaining, len(block))]
+            f.write(chunk)
+            remaining -= len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A directory on a disk filesystem (not tmpfs, whose pages are shmem)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    fs_type = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(d)], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if fs_type == "tmpfs":
+        d = Path(__file__).resolve().parent.parent / ".test-data" / uuid.uuid4().hex[:8]
+        d.mkdir(parents=True)
+    return d

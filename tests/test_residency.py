@@ -1,0 +1,198 @@
+"""Snapshots on fixture trees: own numbers, v2 subtraction, selection, races."""
+
+from __future__ import annotations
+
+import shutil
+
+from otel_pagecache.cgroupfs import MemoryHierarchy
+from otel_pagecache.residency import ResidencyReader, Selection, SnapshotSource
+from tests.cgroup_trees import write_v1_cgroup, write_v2_cgroup
+
+CID = "7be92808767a667f35c8505cbf40d14e931ef6db5b0210329cf193b15ba9d605"
+POD = "kubepods-burstable-pod1c0a2f7e_3f1d_4b8e_9a55_2f0d8f0c7a11.slice"
+
+
+def _by_path(snapshot):
+    return {m.path: m for m in snapshot.memcgs}
+
+
+def _v2_tree(tmp_path):
+    # Hierarchical figures as the kernel would report them: each parent
+    # includes its children.
+    write_v2_cgroup(tmp_path, "/", {"file": 1000, "active_file": 600, "inactive_file": 400})
+    write_v2_cgroup(
+        tmp_path,
+        "/kubepods.slice",
+        {"file": 700, "active_file": 400, "inactive_file": 300, "workingset_refault_file": 9},
+        current=5000,
+        maximum=1 << 30,
+    )
+    write_v2_cgroup(
+        tmp_path,
+        f"/kubepods.slice/{POD}/cri-containerd-{CID}.scope",
+        {
+            "file": 500,
+            "active_file": 300,
+            "inactive_file": 200,
+            "workingset_refault_file": 4,
+            "pgmajfault": 11,
+        },
+        current=3000,
+        maximum=4096 * 1000,
+        events_max=2,
+        pressure_total=(2_000_000, 500_000),
+    )
+    # The pod slice between them: hierarchical again.
+    write_v2_cgroup(
+        tmp_path,
+        f"/kubepods.slice/{POD}",
+        {"file": 650, "active_file": 380, "inactive_file": 270, "workingset_refault_file": 4},
+        current=3100,
+    )
+    return MemoryHierarchy(2, str(tmp_path))
+
+
+def test_v2_own_numbers_subtract_live_children(tmp_path):
+    snapshot = ResidencyReader(_v2_tree(tmp_path), proc_root=str(tmp_path)).read()
+    m = _by_path(snapshot)
+    container = m[f"/kubepods.slice/{POD}/cri-containerd-{CID}.scope"]
+    pod = m[f"/kubepods.slice/{POD}"]
+    assert container.stat["active_file"] == 300 and container.stat["inactive_file"] == 200
+    assert pod.stat["file"] == 150 and pod.stat["active_file"] == 80
+    assert m["/kubepods.slice"].stat["file"] == 50
+    assert m["/"].stat["file"] == 300
+    # Own numbers never double count: they add up to the root's hierarchical figure.
+    assert sum(s.stat["file"] for s in snapshot.memcgs) == 1000
+    assert sum(s.file_lru_bytes for s in snapshot.memcgs) == 1000
+    # Counters too; and clamped at zero when a child grew between reads.
+    assert pod.stat["refault_file"] == 0
+    assert m["/kubepods.slice"].stat["refault_file"] == 5
+
+
+def test_v2_memcg_as_a_whole(tmp_path):
+    snapshot = ResidencyReader(_v2_tree(tmp_path), proc_root=str(tmp_path)).read()
+    c = _by_path(snapshot)[f"/kubepods.slice/{POD}/cri-containerd-{CID}.scope"]
+    assert c.usage == 3000 and c.limit == 4096 * 1000 and c.limit_hits == 2
+    assert c.working_set == 3000 - 200
+    assert c.major_faults == 11
+    assert c.pressure_us == {"some": 2_000_000, "full": 500_000}
+    assert c.identity.kind == "container" and c.identity.container_id == CID
+    assert c.identity.pod_uid == "1c0a2f7e-3f1d-4b8e-9a55-2f0d8f0c7a11"
+    root = _by_path(snapshot)["/"]
+    assert root.usage is None and root.limit is None
+
+
+def test_v2_clamps_when_children_exceed_parent(tmp_path):
+    write_v2_cgroup(tmp_path, "/", {"file": 10, "active_file": 10})
+    write_v2_cgroup(tmp_path, "/a", {"file": 50, "active_file": 50})
+    snapshot = ResidencyReader(MemoryHierarchy(2, str(tmp_path)), str(tmp_path)).read()
+    assert _by_path(snapshot)["/"].stat["file"] == 0
+
+
+def test_missing_key_means_no_value_not_zero(tmp_path):
+    write_v2_cgroup(tmp_path, "/", {"file": 10}, drop=("workingset_activate_file", "file_dirty"))
+    snapshot = ResidencyReader(MemoryHierarchy(2, str(tmp_path)), str(tmp_path)).read()
+    stat = _by_path(snapshot)["/"].stat
+    assert "activate_file" not in stat and "dirty" not in stat
+    assert stat["file"] == 10
+
+
+def test_v1_uses_local_values(tmp_path):
+    docker = f"/docker/{CID}"
+    write_v1_cgroup(tmp_path, "/", {"cache": 100, "active_file": 60, "total_cache": 900})
+    write_v1_cgroup(
+        tmp_path, "/docker", {"cache": 0, "total_cache": 800, "total_inactive_file": 300}
+    )
+    write_v1_cgroup(
+        tmp_path,
+        docker,
+        {
+            "cache": 800,
+            "active_file": 500,
+            "inactive_file": 300,
+            "total_cache": 800,
+            "total_inactive_file": 300,
+            "total_pgmajfault": 6,
+            "pgmajfault": 6,
+        },
+        usage=4096 * 300,
+        limit=1 << 30,
+        failcnt=4,
+    )
+    snapshot = ResidencyReader(MemoryHierarchy(1, str(tmp_path)), str(tmp_path)).read()
+    m = _by_path(snapshot)
+    assert m["/"].stat["file"] == 100
+    assert m["/docker"].stat["file"] == 0
+    c = m[docker]
+    assert (c.stat["active_file"], c.stat["inactive_file"]) == (500, 300)
+    assert c.working_set == 4096 * 300 - 300
+    assert (c.major_faults, c.limit_hits, c.limit) == (6, 4, 1 << 30)
+    assert "tree_inactive_file" not in c.stat
+    assert c.identity.runtime == "docker" and c.identity.container_id == CID
+
+
+def test_selection_include_exclude_containers_only_and_cap(tmp_path):
+    write_v1_cgroup(tmp_path, "/", {"cache": 5})
+    write_v1_cgroup(tmp_path, "/system.slice/sshd.service", {"cache": 50})
+    for i, size in enumerate((10, 30, 20)):
+        write_v1_cgroup(tmp_path, f"/docker/{str(i) * 64}", {"cache": size})
+    h = MemoryHierarchy(1, str(tmp_path))
+    only = ResidencyReader(h, str(tmp_path), Selection(containers_only=True)).read()
+    assert sorted(m.path for m in only.memcgs) == [f"/docker/{str(i) * 64}" for i in range(3)]
+    capped = ResidencyReader(h, str(tmp_path), Selection(max_cgroups=2)).read()
+    assert [m.stat["file"] for m in capped.memcgs] == [50, 30]
+    assert capped.cgroups_discovered == 7
+    inc = ResidencyReader(
+        h, str(tmp_path), Selection(include=("/docker/*",), exclude=("*/1111*",))
+    ).read()
+    assert sorted(m.path for m in inc.memcgs) == [f"/docker/{'0' * 64}", f"/docker/{'2' * 64}"]
+
+
+def test_cgroup_removed_between_listing_and_reading(tmp_path, monkeypatch):
+    write_v1_cgroup(tmp_path, "/", {"cache": 5})
+    write_v1_cgroup(tmp_path, "/gone", {"cache": 5})
+    h = MemoryHierarchy(1, str(tmp_path))
+    reader = ResidencyReader(h, str(tmp_path))
+    import otel_pagecache.residency as residency
+
+    real_walk = residency.walk
+
+    def walk_then_delete(hierarchy):
+        entries = real_walk(hierarchy)
+        shutil.rmtree(tmp_path / "gone")
+        return entries
+
+    monkeypatch.setattr(residency, "walk", walk_then_delete)
+    snapshot = reader.read()
+    assert [m.path for m in snapshot.memcgs] == ["/"]
+    assert snapshot.vanished >= 1 and snapshot.read_errors == 0
+
+
+def test_garbage_files_never_raise(tmp_path):
+    write_v2_cgroup(tmp_path, "/", {"file": 5})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "memory.stat").write_bytes(b"\x00\xff garbage\nfile notanumber\nfile_dirty -3\n")
+    (bad / "memory.current").write_bytes(b"\xff\xfe")
+    (bad / "memory.max").write_text("maxx\n")
+    (bad / "memory.events").write_text("max\n")
+    (bad / "memory.pressure").write_text("some total=abc\n")
+    snapshot = ResidencyReader(MemoryHierarchy(2, str(tmp_path)), str(tmp_path)).read()
+    b = _by_path(snapshot)["/bad"]
+    assert b.stat == {} and b.usage is None and b.limit is None and b.limit_hits is None
+
+
+def test_snapshot_source_reads_once_per_collection():
+    calls = []
+
+    def read():
+        calls.append(1)
+        return object()
+
+    source = SnapshotSource(read, max_age_s=60)
+    first = source.current()
+    assert source.current() is first and len(calls) == 1
+    source = SnapshotSource(read, max_age_s=0)
+    source.current()
+    source.current()
+    assert len(calls) == 3
