@@ -7,15 +7,15 @@ import os
 import threading
 from collections.abc import Sequence
 
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from . import __version__
 from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
 from .containers import Enricher
-from .export import base_resource, build_readers
-from .metrics import CGROUP_ID, SCOPE_NAME, PageCacheMetrics
+from .export import ResourceSplittingExporter, base_resource, build_readers
+from .metrics import CGROUP_ID, SCOPE_NAME, PageCacheMetrics, sample_resource_attributes
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
 from .series import SeriesPruner
 
@@ -79,12 +79,27 @@ class Agent:
         # Every exported memcg yields up to two points per instrument (active/inactive,
         # some/full); leave room for those plus the root and the overflow series.
         limit = 2 * settings.max_cgroups + 16
-        self.readers = list(readers) if readers is not None else build_readers(settings, limit)
-        self.meter_provider = MeterProvider(metric_readers=self.readers, resource=base_resource())
+        # Identity of every memcg in the last two snapshots, for the exporter
+        # to put on Resources (two, so an export that races a newer snapshot
+        # still finds a cgroup removed in between).
+        self._identities: dict[int, dict] = {}
+        self._previous_identities: dict[int, dict] = {}
+        if readers is None:
+            readers = build_readers(settings, limit, self._identity)
+        self.readers = list(readers)
+        # Observable callbacks run outside any trace: exemplars would be empty
+        # and only cost time per point.
+        self.meter_provider = MeterProvider(
+            metric_readers=self.readers,
+            resource=base_resource(),
+            exemplar_filter=AlwaysOffExemplarFilter(),
+        )
         self._pruner = SeriesPruner(self.meter_provider, CGROUP_ID)
         self.source = SnapshotSource(self.residency.read, on_snapshot=self._after_snapshot)
         meter = self.meter_provider.get_meter(SCOPE_NAME, __version__)
-        self.metrics = PageCacheMetrics(meter, self.source)
+        # Prometheus has no per-series Resource: there the identity must be labels.
+        labels = "prometheus" in settings.metrics_exporters or not self._pushes_only()
+        self.metrics = PageCacheMetrics(meter, self.source, identity_on_points=labels)
         self._stopped = threading.Event()
         _log.info(
             "otel-pagecache %s: memory controller on cgroup v%d at %s; exporters: %s",
@@ -94,7 +109,22 @@ class Agent:
             ",".join(settings.metrics_exporters),
         )
 
+    def _pushes_only(self) -> bool:
+        """True when every reader exports through our ResourceSplittingExporter."""
+        return all(
+            isinstance(getattr(r, "_exporter", None), ResourceSplittingExporter)
+            for r in self.readers
+        )
+
+    def _identity(self, cgroup_id: object) -> dict | None:
+        found = self._identities.get(cgroup_id)  # type: ignore[call-overload]
+        if found is None:
+            found = self._previous_identities.get(cgroup_id)  # type: ignore[call-overload]
+        return found
+
     def _after_snapshot(self, snapshot: Snapshot) -> None:
+        self._previous_identities = self._identities
+        self._identities = {s.id: sample_resource_attributes(s) for s in snapshot.memcgs}
         self._pruner.prune({s.id for s in snapshot.memcgs})
 
     def wait(self, stop: threading.Event) -> None:

@@ -68,6 +68,15 @@ def find_memory_hierarchy(cgroup_root: str = DEFAULT_CGROUP_ROOT) -> MemoryHiera
     ``unified/``, as systemd sets up). ``cgroup_root`` may also name the memory
     hierarchy itself.
     """
+    try:
+        os.stat(cgroup_root)
+    except PermissionError as e:
+        raise CgroupSetupError(
+            f"cannot access cgroup root {cgroup_root!r} ({e.strerror}): run as root or grant "
+            "read access to cgroupfs"
+        ) from e
+    except OSError:
+        pass
     if not os.path.isdir(cgroup_root):
         raise CgroupSetupError(
             f"cgroup root {cgroup_root!r} does not exist: mount cgroupfs there "
@@ -110,6 +119,27 @@ def _v1_memory_candidates(cgroup_root: str) -> Iterable[str]:
             yield os.path.join(cgroup_root, name)
 
 
+def _subtree(directory: str, rel: str, parent_id: int, budget: int) -> list[CgroupEntry]:
+    """Every cgroup below ``directory`` (not itself), parents before children."""
+    out: list[CgroupEntry] = []
+    stack: list[tuple[str, str, int]] = [(directory, rel, parent_id)]
+    while stack and len(out) < budget:
+        directory, rel, parent_id = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                children = [e for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue  # removed while we walked: that's fine
+        children.sort(key=lambda e: e.name, reverse=True)
+        for child in children:
+            child_rel = f"{rel}/{child.name}"
+            # On kernfs the directory entry's inode is the cgroup id, so no stat().
+            out.append(CgroupEntry(child.inode(), child_rel, parent_id))
+            stack.append((child.path, child_rel, child.inode()))
+    out.sort(key=lambda e: (e.path.count("/"), e.path))
+    return out[:budget]
+
+
 def walk(hierarchy: MemoryHierarchy, max_cgroups: int = 100_000) -> list[CgroupEntry]:
     """Every cgroup of the hierarchy, parents before children.
 
@@ -122,22 +152,90 @@ def walk(hierarchy: MemoryHierarchy, max_cgroups: int = 100_000) -> list[CgroupE
     except OSError:
         return []
     entries = [CgroupEntry(root_id, "/", None)]
-    stack: list[tuple[str, str, int]] = [(root, "", root_id)]
-    while stack and len(entries) < max_cgroups:
-        directory, rel, parent_id = stack.pop()
+    entries += _subtree(root, "", root_id, max_cgroups - 1)
+    return entries
+
+
+class CgroupTree:
+    """The hierarchy's cgroups, kept between collection cycles.
+
+    Listing every cgroup directory costs more than reading the memory files
+    of every cgroup. So a full walk happens every ``full_walk_s`` seconds, and
+    in between only directories whose link count changed are listed again: on
+    kernfs a directory's ``st_nlink`` is 2 + its number of subdirectories, and
+    the reader gets it for free from the directory it opens anyway (its
+    mtime, by contrast, does not change when a child is created). A child
+    created and another removed under the same parent between two cycles
+    leave the count unchanged; the next full walk finds the new one.
+    """
+
+    def __init__(
+        self, hierarchy: MemoryHierarchy, full_walk_s: float = 30.0, max_cgroups: int = 100_000
+    ) -> None:
+        self.hierarchy = hierarchy
+        self.full_walk_s = full_walk_s
+        self.max_cgroups = max_cgroups
+        self._entries: dict[int, CgroupEntry] = {}
+        self._nlink: dict[int, int] = {}
+        self._last_full = float("-inf")
+        self.full_walks = 0
+        self.rescans = 0
+
+    def entries(self, now: float) -> list[CgroupEntry]:
+        """Current entries, parents before children; walks fully when due."""
+        if now - self._last_full >= self.full_walk_s or not self._entries:
+            self._entries = {e.id: e for e in walk(self.hierarchy, self.max_cgroups)}
+            self._nlink = {}
+            self._last_full = now
+            self.full_walks += 1
+        return list(self._entries.values())
+
+    def current(self) -> list[CgroupEntry]:
+        """The entries as they stand, without walking."""
+        return list(self._entries.values())
+
+    def link_count_changed(self, entry: CgroupEntry, nlink: int) -> bool:
+        """Record ``nlink`` for ``entry``; True if it differs from the last one seen."""
+        previous = self._nlink.get(entry.id)
+        self._nlink[entry.id] = nlink
+        return previous is not None and previous != nlink
+
+    def rescan(self, entry: CgroupEntry) -> list[CgroupEntry]:
+        """List ``entry``'s directory again; returns the cgroups new below it."""
+        self.rescans += 1
+        directory = self.hierarchy.directory(entry.path)
+        rel = "" if entry.path == "/" else entry.path
         try:
             with os.scandir(directory) as it:
-                children = [e for e in it if e.is_dir(follow_symlinks=False)]
+                present = {e.inode(): e for e in it if e.is_dir(follow_symlinks=False)}
         except OSError:
-            continue
-        children.sort(key=lambda e: e.name, reverse=True)
-        for child in children:
+            self.forget(entry.id)
+            return []
+        known = {cid for cid, e in self._entries.items() if e.parent_id == entry.id}
+        for gone in known - present.keys():
+            self.forget(gone)
+        new: list[CgroupEntry] = []
+        budget = self.max_cgroups - len(self._entries)
+        for cid in sorted(present.keys() - known, key=lambda c: present[c].name):
+            if budget - len(new) <= 0:
+                break
+            child = present[cid]
             child_rel = f"{rel}/{child.name}"
-            # On kernfs the directory entry's inode is the cgroup id, so no stat().
-            entries.append(CgroupEntry(child.inode(), child_rel, parent_id))
-            stack.append((child.path, child_rel, child.inode()))
-    entries.sort(key=lambda e: (e.path.count("/") if e.path != "/" else 0, e.path))
-    return entries[:max_cgroups]
+            new.append(CgroupEntry(cid, child_rel, entry.id))
+            new += _subtree(child.path, child_rel, cid, budget - len(new))
+        for e in new:
+            self._entries[e.id] = e
+        return new
+
+    def forget(self, cgroup_id: int) -> None:
+        """Drop a vanished cgroup and everything below it."""
+        doomed = {cgroup_id}
+        for cid, e in self._entries.items():  # parents come first, so one pass suffices
+            if e.parent_id in doomed:
+                doomed.add(cid)
+        for cid in doomed:
+            self._entries.pop(cid, None)
+            self._nlink.pop(cid, None)
 
 
 class CgroupIndex:

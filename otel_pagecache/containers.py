@@ -126,8 +126,13 @@ _POD_SLICE = re.compile(
 # /kubepods.slice/kubepods-besteffort.slice
 _QOS_SLICE = re.compile(r"(?:.*-)?kubepods(?:-(burstable|besteffort))?\.slice")
 
+# A pod uid as the API server writes it (dashed), or a static pod's 32 hex; the
+# kubelet's log directories end with it.
+# 74c13223-5a00-11e9-b385-42010a80018d
+_POD_UID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}")
+
 # /kubepods/besteffort/pod74c13223-5a00-11e9-b385-42010a80018d/34dc0b5e626f2c5c4c5170e34b10e7654ce36f0fcd532739f4445baabea03376  # noqa: E501
-_POD_DIR = re.compile(r"pod([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32})")
+_POD_DIR = re.compile(rf"pod({_POD_UID.pattern})")
 
 # 12:name=systemd:/docker/31cb02944da7a12196a193cf0e0f6c226d7c453a1db62e65ba98287593a2ee30
 _BARE_ID = re.compile(_ID)
@@ -203,9 +208,12 @@ def _containerd_colon(part: str) -> Identity | None:
 
 def _lxc(parts: tuple[str, ...], index: int) -> Identity | None:
     match = _LXC_PAYLOAD.fullmatch(parts[index])
-    # Before LXC 4.0 the payload lived at the top-level /lxc/<name>.
-    name = match.group(1) if match else (parts[index] if index == 1 and parts[0] == "lxc" else None)
-    if not name:
+    if match:
+        name = match.group(1)
+    elif index == 1 and parts[0] == "lxc":
+        # Before LXC 4.0 the payload lived at the top-level /lxc/<name>.
+        name = parts[index]
+    else:
         return None
     return Identity(kind=KIND_CONTAINER, container_id=name, runtime="lxc", container_name=name)
 
@@ -626,7 +634,7 @@ def _list_pod_log_dirs(root: str) -> dict[str, _PodLogDir]:
         if len(fields) != 3 or not all(fields):
             continue
         namespace, pod_name, uid = fields
-        if _POD_DIR.fullmatch("pod" + uid):
+        if _POD_UID.fullmatch(uid):
             pods[uid] = _PodLogDir(namespace=namespace, pod_name=pod_name, path=path)
     return pods
 

@@ -16,23 +16,27 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
+    Gauge,
+    Metric,
     MetricExporter,
     MetricExportResult,
     MetricReader,
     MetricsData,
+    NumberDataPoint,
     PeriodicExportingMetricReader,
     ResourceMetrics,
     ScopeMetrics,
+    Sum,
 )
 from opentelemetry.sdk.resources import Resource
 
 from . import __version__
 from .config import Settings
-from .metrics import RESOURCE_KEYS
+from .metrics import CGROUP_ID, RESOURCE_KEYS
 
 _log = logging.getLogger(__name__)
 
@@ -51,61 +55,163 @@ def base_resource() -> Resource:
     return Resource(attrs, detected.schema_url)
 
 
+IdentityLookup = Callable[[object], Mapping[str, object] | None]
+
+
+class ResourceSplitter:
+    """Regroups one MetricsData into a ResourceMetrics per identity.
+
+    A point's identity is the ``RESOURCE_KEYS`` attributes it carries, plus
+    whatever ``lookup`` returns for its ``pagecache.cgroup.id`` (points carry
+    only the id when nothing needs the identity as labels: attribute sets of
+    one key are far cheaper for the SDK to aggregate than sets of ten).
+    Resources are cached per identity, so a steady host builds none per cycle.
+    """
+
+    def __init__(
+        self,
+        resource_keys: frozenset[str] = RESOURCE_KEYS,
+        lookup: IdentityLookup | None = None,
+        max_cached: int = 20_000,
+    ) -> None:
+        self._keys = resource_keys
+        self._lookup = lookup
+        self._max_cached = max_cached
+        self._resources: dict[tuple, Resource] = {}
+
+    def _resource(self, base: Resource, ident: tuple) -> Resource:
+        key = (id(base), ident)
+        resource = self._resources.get(key)
+        if resource is None:
+            if len(self._resources) >= self._max_cached:
+                self._resources.clear()  # bounded; rebuilt on demand
+            resource = base.merge(Resource(dict(ident))) if ident else base
+            self._resources[key] = resource
+        return resource
+
+    @staticmethod
+    def _identity(found: tuple, lookup: IdentityLookup | None) -> tuple:
+        identity = dict(found)
+        if lookup is not None and CGROUP_ID in identity:
+            identity.update(lookup(identity[CGROUP_ID]) or {})
+        return tuple(sorted(identity.items()))
+
+    def split(self, data: MetricsData) -> MetricsData:
+        keys, lookup = self._keys, self._lookup
+        # Identity per distinct set of identity items on points, for this call.
+        idents: dict[tuple, tuple] = {}
+        # (resource, identity) -> {scope id -> (scope, resource, {metric name -> (metric, points)})}
+        groups: dict[tuple, dict] = {}
+        for rm in data.resource_metrics:
+            rid = id(rm.resource)
+            for sm in rm.scope_metrics:
+                sid = id(sm)
+                for metric in sm.metrics:
+                    name = metric.name
+                    for point in getattr(metric.data, "data_points", ()):
+                        attrs = point.attributes
+                        found = tuple(i for i in attrs.items() if i[0] in keys) if attrs else ()
+                        if not found:
+                            ident: tuple = ()
+                            moved = point
+                        else:
+                            ident = idents.get(found)
+                            if ident is None:
+                                ident = idents[found] = self._identity(found, lookup)
+                            rest = (
+                                {k: v for k, v in attrs.items() if k not in keys}
+                                if len(found) != len(attrs)
+                                else {}
+                            )
+                            moved = _with_attributes(point, rest)
+                        scopes = groups.get((rid, ident))
+                        if scopes is None:
+                            scopes = groups[(rid, ident)] = {}
+                        entry = scopes.get(sid)
+                        if entry is None:
+                            entry = scopes[sid] = (sm, rm.resource, {})
+                        bucket = entry[2].get(name)
+                        if bucket is None:
+                            bucket = entry[2][name] = (metric, [])
+                        bucket[1].append(moved)
+        resource_metrics = []
+        for (_, ident), scopes in groups.items():
+            base = next(iter(scopes.values()))[1]
+            scope_metrics = [
+                ScopeMetrics(
+                    sm.scope,
+                    [_with_points(m, pts) for m, pts in metrics.values()],
+                    sm.schema_url,
+                )
+                for sm, _, metrics in scopes.values()
+            ]
+            resource_metrics.append(
+                ResourceMetrics(self._resource(base, ident), scope_metrics, base.schema_url)
+            )
+        return MetricsData(resource_metrics)
+
+
+def _with_points(metric: Metric, points: list) -> Metric:
+    """A copy of a metric with other points; direct construction, as below."""
+    data = metric.data
+    if isinstance(data, Gauge):
+        data = Gauge(points)
+    elif isinstance(data, Sum):
+        data = Sum(points, data.aggregation_temporality, data.is_monotonic)
+    else:
+        data = dataclasses.replace(data, data_points=points)
+    return Metric(metric.name, metric.description, metric.unit, data)
+
+
+def _with_attributes(point, attributes: dict):
+    """A copy of a data point with other attributes; direct construction is
+    several times cheaper than dataclasses.replace on the hot path."""
+    if isinstance(point, NumberDataPoint):
+        return NumberDataPoint(
+            attributes,
+            point.start_time_unix_nano,
+            point.time_unix_nano,
+            point.value,
+            point.exemplars,
+        )
+    return dataclasses.replace(point, attributes=attributes)
+
+
 def split_by_resource(
-    data: MetricsData, resource_keys: frozenset[str] = RESOURCE_KEYS
+    data: MetricsData,
+    resource_keys: frozenset[str] = RESOURCE_KEYS,
+    lookup: IdentityLookup | None = None,
 ) -> MetricsData:
     """Move identity attributes from points to a Resource per identity."""
-    groups: dict[tuple, dict] = {}  # identity -> {scope -> {metric name -> (metric, points)}}
-    identities: dict[tuple, tuple[Resource, dict]] = {}
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for point in getattr(metric.data, "data_points", ()):
-                    attrs = point.attributes or {}
-                    ident = tuple(sorted((k, v) for k, v in attrs.items() if k in resource_keys))
-                    key = (id(rm.resource), ident)
-                    if key not in identities:
-                        identities[key] = (rm.resource, dict(ident))
-                    rest = {k: v for k, v in attrs.items() if k not in resource_keys}
-                    moved = dataclasses.replace(point, attributes=rest) if ident else point
-                    scopes = groups.setdefault(key, {})
-                    metrics = scopes.setdefault(id(sm), (sm, {}))[1]
-                    metrics.setdefault(metric.name, (metric, []))[1].append(moved)
-    resource_metrics = []
-    for key, scopes in groups.items():
-        base, ident = identities[key]
-        resource = base.merge(Resource(ident)) if ident else base
-        scope_metrics = []
-        for sm, metrics in scopes.values():
-            out = [
-                dataclasses.replace(m, data=dataclasses.replace(m.data, data_points=points))
-                for m, points in metrics.values()
-            ]
-            scope_metrics.append(ScopeMetrics(sm.scope, out, sm.schema_url))
-        resource_metrics.append(ResourceMetrics(resource, scope_metrics, base.schema_url))
-    return MetricsData(resource_metrics)
+    return ResourceSplitter(resource_keys, lookup).split(data)
 
 
 class ResourceSplittingExporter(MetricExporter):
     """Wraps any push exporter; see the module docstring. Also turns repeated
     export failures into one rate-limited warning instead of one per cycle."""
 
-    def __init__(self, inner: MetricExporter, warn_every_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        inner: MetricExporter,
+        lookup: IdentityLookup | None = None,
+        warn_every_s: float = 60.0,
+    ) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self.inner = inner
+        self._splitter = ResourceSplitter(RESOURCE_KEYS, lookup)
         self._warn_every_s = warn_every_s
         self._failures = 0
-        self._last_warning = 0.0
+        self._last_warning = float("-inf")
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
     ) -> MetricExportResult:
         try:
             result = self.inner.export(
-                split_by_resource(metrics_data), timeout_millis=timeout_millis
+                self._splitter.split(metrics_data), timeout_millis=timeout_millis
             )
         except Exception:  # noqa: BLE001 - a failed export must not stop the reader thread
             _log.debug("export raised", exc_info=True)
@@ -176,7 +282,9 @@ def _otlp_exporter(settings: Settings) -> MetricExporter:
     )
 
 
-def build_readers(settings: Settings, cardinality_limit: int) -> list[MetricReader]:
+def build_readers(
+    settings: Settings, cardinality_limit: int, lookup: IdentityLookup | None = None
+) -> list[MetricReader]:
     """One reader per name in ``OTEL_METRICS_EXPORTER`` (comma-separated)."""
     from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge
 
@@ -199,7 +307,7 @@ def build_readers(settings: Settings, cardinality_limit: int) -> list[MetricRead
             )
         readers.append(
             PeriodicExportingMetricReader(
-                ResourceSplittingExporter(inner),
+                ResourceSplittingExporter(inner, lookup),
                 export_interval_millis=settings.export_interval_ms,
                 export_timeout_millis=settings.export_timeout_ms,
                 cardinality_limits=dict(limits),

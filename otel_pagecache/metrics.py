@@ -240,11 +240,27 @@ def sample_resource_attributes(sample: MemcgSample) -> dict[str, str | int]:
     return attrs
 
 
-class PageCacheMetrics:
-    """Registers every instrument on ``meter``; all callbacks share one snapshot."""
+def _id_only(sample: MemcgSample) -> dict[str, int]:
+    attrs = sample.id_attrs
+    if attrs is None:
+        attrs = sample.id_attrs = {CGROUP_ID: sample.id}
+    return attrs
 
-    def __init__(self, meter: Meter, source: SnapshotSource) -> None:
+
+class PageCacheMetrics:
+    """Registers every instrument on ``meter``; all callbacks share one snapshot.
+
+    With ``identity_on_points`` every point carries its memcg's whole identity
+    (needed where it must become labels, as for Prometheus); otherwise points
+    carry only ``pagecache.cgroup.id`` and the exporter looks the identity up
+    (see ``export.ResourceSplitter``), which makes SDK aggregation much cheaper.
+    """
+
+    def __init__(
+        self, meter: Meter, source: SnapshotSource, identity_on_points: bool = True
+    ) -> None:
         self._source = source
+        self._identity_on_points = identity_on_points
         self._read_errors_total = 0
         self._vanished_total = 0
         self._counted_snapshot: Snapshot | None = None
@@ -273,8 +289,9 @@ class PageCacheMetrics:
     def _memcg_callback(self, spec: MetricSpec, extract):
         def callback(_options: CallbackOptions) -> Iterator[Observation]:
             snapshot = self._source.current()
+            full = self._identity_on_points
             for sample in snapshot.memcgs:
-                base = sample_resource_attributes(sample)
+                base = sample_resource_attributes(sample) if full else _id_only(sample)
                 for value, extra in extract(sample):
                     yield Observation(value, {**base, **extra} if extra else base)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .cgroupfs import CgroupEntry, CgroupIndex, MemoryHierarchy, walk
+from .cgroupfs import CgroupEntry, CgroupIndex, CgroupTree, MemoryHierarchy
 from .containers import Enricher, Identity, identify
 from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo
 
@@ -42,6 +42,7 @@ class MemcgSample:
     pressure_us: dict[str, int]
     # Identity attributes for export, built once per snapshot by metrics.py.
     attrs: dict | None = None
+    id_attrs: dict | None = None
 
     @property
     def file_lru_bytes(self) -> int:
@@ -125,8 +126,10 @@ class ResidencyReader:
         selection: Selection | None = None,
         enricher: Enricher | None = None,
         index: CgroupIndex | None = None,
+        full_walk_s: float = 30.0,
     ) -> None:
         self.hierarchy = hierarchy
+        self.tree = CgroupTree(hierarchy, full_walk_s)
         self.proc_root = proc_root
         self.selection = selection or Selection()
         self.enricher = enricher
@@ -145,12 +148,31 @@ class ResidencyReader:
 
     def _fill(self, snapshot: Snapshot) -> None:
         stats = ReadStats()
-        entries = walk(self.hierarchy)
-        self.index.update(entries)
-        snapshot.cgroups_discovered = len(entries)
         version = self.hierarchy.version
         directory = self.hierarchy.directory
+        entries = self.tree.entries(time.monotonic())
         readings = {e.id: read_memcg(directory(e.path), version, stats) for e in entries}
+        # Directories whose link count moved gained or lost children: list
+        # them again and read what is new, in this same cycle.
+        changed = [
+            e
+            for e in entries
+            if readings[e.id].nlink is not None
+            and self.tree.link_count_changed(e, readings[e.id].nlink)
+        ]
+        for entry in changed:
+            for new in self.tree.rescan(entry):
+                reading = read_memcg(directory(new.path), version, stats)
+                readings[new.id] = reading
+                if reading.nlink is not None:
+                    self.tree.link_count_changed(new, reading.nlink)
+        for entry in entries:
+            if not readings[entry.id].present:
+                self.tree.forget(entry.id)
+        if changed or len(readings) != len(entries):
+            entries = [e for e in self.tree.current() if e.id in readings]
+        self.index.update(entries)
+        snapshot.cgroups_discovered = len(entries)
         if version == 2:
             tree_stats = {cid: dict(r.stat) for cid, r in readings.items()}
             own_stats(readings, entries)

@@ -15,6 +15,7 @@ class AgentProcess:
         self.env = {**os.environ, **env}
         self.log_path = log_dir / f"agent-{len(list(log_dir.glob('agent-*')))}.log"
         self.proc: subprocess.Popen | None = None
+        self.preexec_fn = None  # e.g. drop privileges before exec
 
     def start(self) -> AgentProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -24,6 +25,7 @@ class AgentProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn,
         )
         return self
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import subprocess
 import time
@@ -107,6 +109,44 @@ def make_cold_file(path: Path, size: int) -> Path:
         os.fsync(f.fileno())
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return path
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long,
+)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte))
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def resident_bytes(path: Path) -> int:
+    """How much of ``path`` is in the page cache right now, by mincore(2).
+
+    Mapping the file does not fault its pages in, so this only looks. Page
+    cache can vanish on these VMs without memory pressure (the host takes
+    memory back), so tests compare exported figures with this at the moment,
+    not only with the file size.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, _MAP_FAILED):
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        try:
+            if _libc.mincore(addr, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+        finally:
+            _libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+    return sum(b & 1 for b in vec) * mmap.PAGESIZE
 
 
 @pytest.fixture

@@ -211,12 +211,16 @@ POSITIVE = [
         "/osctl/pool.tank/group.default/user.alice/ct.ct1/user-owned/lxc.payload.ct1/osctl.attach",
         container("ct1", "lxc", container_name="ct1"),
     ),
-    # Incus/LXD at the root of the hierarchy; prefix from lxc/lxc src/lxc/cgroups/cgroup.h
-    # (DEFAULT_PAYLOAD_CGROUP_PREFIX), with a systemd unit inside the instance
+    # Incus at the root of the hierarchy, the instance's init inside it: a line from public
+    # Incus networking notes in the search index (repository not identified); the prefix is
+    # lxc/lxc src/lxc/cgroups/cgroup.h DEFAULT_PAYLOAD_CGROUP_PREFIX
     (
-        "/lxc.payload.backupserver/system.slice/postfix.service",
+        "/lxc.payload.backupserver/init.scope",
         container("backupserver", "lxc", container_name="backupserver"),
     ),
+    # Pre-4.0 LXC: /lxc/<container> (layout described by a munin lxc_proc plugin in the search
+    # index, repository not identified); ns/ is a sub-cgroup inside the container
+    ("/lxc/web01/ns", container("web01", "lxc", container_name="web01")),
     # DataDog/dd-trace-go internal/container_linux_test.go: ECS on EC2 (UUID-style task id)
     (
         "/ecs/55091c13-b8cf-4801-b527-f4601742204d/"
@@ -341,7 +345,8 @@ PODS = [
         "/kubepods/burstable/podfd52ef25-a87d-11e9-9423-0800271a638e",
         Identity(kind="pod", pod_uid="fd52ef25-a87d-11e9-9423-0800271a638e", qos_class="burstable"),
     ),
-    # CJLove/rt-operator notes/cgroupv1_notes.md: K3s guaranteed pods sit right under kubepods
+    # Guaranteed pods sit right under kubepods (layout described for K3s in CJLove/rt-operator
+    # notes/cgroupv1_notes.md); the uid is Qard/container-info's
     (
         "/kubepods/pod74c13223-5a00-11e9-b385-42010a80018d",
         Identity(

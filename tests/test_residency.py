@@ -153,16 +153,14 @@ def test_cgroup_removed_between_listing_and_reading(tmp_path, monkeypatch):
     write_v1_cgroup(tmp_path, "/gone", {"cache": 5})
     h = MemoryHierarchy(1, str(tmp_path))
     reader = ResidencyReader(h, str(tmp_path))
-    import otel_pagecache.residency as residency
+    real_entries = reader.tree.entries
 
-    real_walk = residency.walk
-
-    def walk_then_delete(hierarchy):
-        entries = real_walk(hierarchy)
+    def list_then_delete(now):
+        entries = real_entries(now)
         shutil.rmtree(tmp_path / "gone")
         return entries
 
-    monkeypatch.setattr(residency, "walk", walk_then_delete)
+    monkeypatch.setattr(reader.tree, "entries", list_then_delete)
     snapshot = reader.read()
     assert [m.path for m in snapshot.memcgs] == ["/"]
     assert snapshot.vanished >= 1 and snapshot.read_errors == 0
@@ -196,3 +194,29 @@ def test_snapshot_source_reads_once_per_collection():
     source.current()
     source.current()
     assert len(calls) == 3
+
+
+def test_new_cgroups_found_between_full_walks_and_removed_ones_dropped(tmp_path):
+    write_v1_cgroup(tmp_path, "/", {"cache": 1})
+    write_v1_cgroup(tmp_path, "/a", {"cache": 2})
+    reader = ResidencyReader(MemoryHierarchy(1, str(tmp_path)), str(tmp_path), full_walk_s=3600)
+    assert sorted(m.path for m in reader.read().memcgs) == ["/", "/a"]
+    # A new child (and grandchild) changes the parent's link count: found in
+    # the very next cycle although no full walk is due.
+    write_v1_cgroup(tmp_path, "/a/b", {"cache": 3})
+    write_v1_cgroup(tmp_path, "/a/b/c", {"cache": 4})
+    write_v1_cgroup(tmp_path, "/d", {"cache": 5})
+    snapshot = reader.read()
+    assert sorted(m.path for m in snapshot.memcgs) == ["/", "/a", "/a/b", "/a/b/c", "/d"]
+    assert reader.tree.full_walks == 1 and reader.tree.rescans == 2
+    b = {m.path: m for m in snapshot.memcgs}["/a/b"]
+    assert b.stat["file"] == 3 and reader.index.path(b.id) == "/a/b"
+    shutil.rmtree(tmp_path / "a" / "b")
+    assert sorted(m.path for m in reader.read().memcgs) == ["/", "/a", "/d"]
+    assert reader.index.id("/a/b/c") is None
+    # Same count, different child: invisible until the next full walk.
+    shutil.rmtree(tmp_path / "d")
+    write_v1_cgroup(tmp_path, "/e", {"cache": 6})
+    assert "/e" not in {m.path for m in reader.read().memcgs}
+    reader.tree.full_walk_s = 0
+    assert sorted(m.path for m in reader.read().memcgs) == ["/", "/a", "/e"]
