@@ -69,10 +69,17 @@ def measure(fn, repeat: int) -> float:
     return best
 
 
-def agent_rss_kib(max_cgroups: int) -> tuple[int, int]:
+def agent_rss_kib(max_cgroups: int) -> tuple[int, int, int]:
+    """RSS and peak RSS of a real agent exporting over OTLP/gRPC to a loopback
+    receiver every 500 ms; also how many export requests arrived."""
+    from tests.peers.otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver().start()
     env = {
         **os.environ,
-        "OTEL_METRICS_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
         "OTEL_PAGECACHE_MAX_CGROUPS": str(max_cgroups),
     }
@@ -86,10 +93,12 @@ def agent_rss_kib(max_cgroups: int) -> tuple[int, int]:
         time.sleep(6)  # about ten export cycles
         status = Path(f"/proc/{proc.pid}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+        requests = len(receiver.metrics_requests())
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]), requests
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(30)
+        receiver.stop()
 
 
 def main(sizes: list[int]) -> int:
@@ -150,10 +159,10 @@ def main(sizes: list[int]) -> int:
                 f"{full_walk * 1e3:>13.2f} {full_walk / floor:>6.2f} "
                 f"{sdk * 1e3:>18.2f} {(read_parse + sdk) * 1e3:>9.2f}"
             )
-        rss, hwm = agent_rss_kib(max(sizes) + 100)
+        rss, hwm, requests = agent_rss_kib(max(sizes) + 100)
         print(
-            f"agent process at {len(walk(hierarchy))} memcgs "
-            f"(otel-pagecache run, console exporter): RSS {rss / 1024:.1f} MiB, "
+            f"agent process at {len(walk(hierarchy))} memcgs (otel-pagecache run, OTLP/gRPC "
+            f"every 500 ms, {requests} exports received): RSS {rss / 1024:.1f} MiB, "
             f"peak {hwm / 1024:.1f} MiB"
         )
     finally:

@@ -32,6 +32,7 @@ RESOURCE_KEYS = frozenset(
         "k8s.pod.name",
         "k8s.container.name",
         "pagecache.k8s.qos_class",
+        "aws.ecs.task.id",
         "pagecache.cgroup.kind",
         CGROUP_PATH,
         CGROUP_ID,

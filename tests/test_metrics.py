@@ -165,3 +165,20 @@ def test_settings_from_standard_env():
     assert s.pod_log_root == "/host/var/log/pods"
     assert s.include == ("/kubepods*", "/docker/*") and s.max_cgroups == 10
     assert Settings.from_env({}).metrics_exporters == ("otlp",)
+
+
+def test_every_identity_attribute_is_a_resource_key():
+    from otel_pagecache.containers import Identity
+
+    full = Identity(
+        kind="container",
+        container_id="c" * 64,
+        runtime="docker",
+        pod_uid="u",
+        qos_class="q",
+        namespace="n",
+        pod_name="p",
+        container_name="c",
+        ecs_task_id="t",
+    )
+    assert set(full.resource_attributes()) <= RESOURCE_KEYS
