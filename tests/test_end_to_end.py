@@ -374,3 +374,19 @@ def test_unreadable_cgroupfs_names_cause_and_fix_and_keeps_node_totals(tmp_path)
     log = agent.log()
     assert "cannot read" in log and "run as root" in log
     assert "pagecache.node.cached" in log
+
+
+def test_sigterm_flushes_the_last_export(memcgs, otlp_receiver, tmp_path):
+    """With a one-hour interval the only export is the one made on SIGTERM."""
+    path, _ = memcgs.create()
+    env = _agent_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.grpc_endpoint,
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_METRIC_EXPORT_INTERVAL="3600000",
+    )
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        time.sleep(2)  # started and idle: nothing exported yet
+        assert otlp_receiver.metrics_requests() == []
+        assert agent.terminate() == 0, agent.log()
+    points = list(iter_points(otlp_receiver.metrics_requests()))
+    assert any(p.resource.get("pagecache.cgroup.path") == path for p in points), agent.log()
