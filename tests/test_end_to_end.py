@@ -280,23 +280,19 @@ def test_unreachable_collector_keeps_running_and_warns_rarely(memcgs, tmp_path):
     assert log.count("Traceback") == 0, log
 
 
-def test_top_once_names_containers(workload):
-    memcgs, cgroups, names = workload
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otel_pagecache.cli",
-            "top",
-            "--once",
-            "--include",
-            f"{memcgs.parent_path}/*",
-        ],
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "otel_pagecache.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
-    ).stdout
+        **kwargs,
+    )
+
+
+def test_top_once_names_containers(workload):
+    memcgs, cgroups, names = workload
+    out = _cli("top", "--once", "--include", f"{memcgs.parent_path}/*", check=True).stdout
     assert f"docker:{DOCKER_ID[:12]}" in out
     assert f"containerd:{CONTAINERD_ID[:12]}" in out
     assert names[0][-12:] in out
@@ -305,19 +301,7 @@ def test_top_once_names_containers(workload):
 
 
 def test_bad_cgroup_root_fails_with_cause_and_fix(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otel_pagecache.cli",
-            "run",
-            "--cgroup-root",
-            str(tmp_path / "none"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _cli("run", "--cgroup-root", str(tmp_path / "none"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "--cgroup-root" in result.stderr
 
@@ -331,22 +315,8 @@ def _as_nobody() -> None:
 def test_unprivileged_user_still_sees_residency(workload):
     """cgroupfs memory files are world-readable: residency needs no privilege."""
     memcgs, cgroups, names = workload
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otel_pagecache.cli",
-            "top",
-            "--once",
-            "--include",
-            f"{memcgs.parent_path}/*",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        preexec_fn=_as_nobody,
-    ).stdout
+    args = ("top", "--once", "--include", f"{memcgs.parent_path}/*")
+    out = _cli(*args, check=True, preexec_fn=_as_nobody).stdout
     assert f"docker:{DOCKER_ID[:12]}" in out
 
 
