@@ -11,6 +11,7 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from . import __version__
+from .activity import ActivityTracker, FilePathResolver
 from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
 from .containers import Enricher
@@ -36,6 +37,55 @@ def build_residency_reader(settings: Settings, hierarchy: MemoryHierarchy) -> Re
         max_cgroups=settings.max_cgroups,
     )
     return ResidencyReader(hierarchy, settings.proc_root, selection, enricher)
+
+
+def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTracker | None:
+    """The BPF activity tracker, or None (with one message naming why) when it cannot run."""
+    if not settings.activity:
+        _log.info("activity probes off (OTEL_PAGECACHE_ACTIVITY=false): residency only")
+        return None
+    from .probes import ProbeUnavailable
+    from .probes.core import CoreProbe
+
+    try:
+        probe = CoreProbe(lookups=settings.lookups).start()
+    except ProbeUnavailable as e:
+        _log.warning("page-cache activity unavailable: %s", e)
+        return None
+    except Exception as e:  # noqa: BLE001 - any other failure: residency still works
+        _log.warning("page-cache activity unavailable: %s", e, exc_info=True)
+        return None
+    _log.info(
+        "page-cache activity: %s engine, programs attached: %s",
+        probe.engine,
+        ", ".join(probe.attached),
+    )
+    resolver = None
+    if settings.file_paths:
+        hierarchy, index = residency.hierarchy, residency.index
+
+        def cgroup_dir(memcg: int) -> str | None:
+            path = index.path(memcg)
+            return hierarchy.directory(path) if path is not None else None
+
+        resolver = FilePathResolver(cgroup_dir, settings.proc_root)
+    return ActivityTracker(probe, settings.top_files, resolver)
+
+
+def read_snapshot(residency: ResidencyReader, tracker: ActivityTracker | None) -> Snapshot:
+    """Residency, then activity joined to it by memcg id (the walk just refreshed the index)."""
+    snapshot = residency.read()
+    if tracker is None:
+        return snapshot
+    try:
+        activity = tracker.update(residency.index.ids())
+    except Exception:  # noqa: BLE001 - a probe failure costs activity for one cycle only
+        _log.debug("activity read failed", exc_info=True)
+        return snapshot
+    snapshot.activity = activity
+    for sample in snapshot.memcgs:
+        sample.activity = activity.memcgs.get(sample.id)
+    return snapshot
 
 
 def access_warnings(hierarchy: MemoryHierarchy) -> list[str]:
@@ -76,6 +126,7 @@ class Agent:
         for note in feature_notes(self.hierarchy):
             _log.info("%s", note)
         self.residency = build_residency_reader(settings, self.hierarchy)
+        self.activity = build_activity(settings, self.residency)
         # Every exported memcg yields up to two points per instrument (active/inactive,
         # some/full); leave room for those plus the root and the overflow series.
         limit = 2 * settings.max_cgroups + 16
@@ -95,7 +146,9 @@ class Agent:
             exemplar_filter=AlwaysOffExemplarFilter(),
         )
         self._pruner = SeriesPruner(self.meter_provider, CGROUP_ID)
-        self.source = SnapshotSource(self.residency.read, on_snapshot=self._after_snapshot)
+        self.source = SnapshotSource(
+            lambda: read_snapshot(self.residency, self.activity), on_snapshot=self._after_snapshot
+        )
         meter = self.meter_provider.get_meter(SCOPE_NAME, __version__)
         # Prometheus has no per-series Resource: there the identity must be labels.
         labels = "prometheus" in settings.metrics_exporters or not self._pushes_only()
@@ -149,7 +202,13 @@ class Agent:
         )
         worker.start()
         worker.join(timeout_s)
+        self.close_probes()
         if worker.is_alive():
             _log.warning("last export did not finish within %.1f s; exiting anyway", timeout_s)
             return False
         return True
+
+    def close_probes(self) -> None:
+        """Detach every BPF program (idempotent)."""
+        if self.activity is not None:
+            self.activity.probe.close()

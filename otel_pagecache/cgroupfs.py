@@ -10,7 +10,7 @@ layer joins on.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
@@ -255,6 +255,10 @@ class CgroupIndex:
 
     def id(self, path: str) -> int | None:
         return self._by_path.get(path)
+
+    def ids(self) -> Collection[int]:
+        """Every known id; a live view, cheap to test membership on."""
+        return self._by_id.keys()
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -46,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--max-cgroups", type=int, help="cap on exported cgroups (default 1000)")
         p.add_argument(
+            "--no-activity",
+            dest="activity",
+            action="store_false",
+            default=None,
+            help="no BPF probes: residency only (OTEL_PAGECACHE_ACTIVITY=false)",
+        )
+        p.add_argument(
+            "--no-lookups",
+            dest="lookups",
+            action="store_false",
+            default=None,
+            help="leave the lookup path unattached: no lookups, no hit ratio",
+        )
+        p.add_argument(
             "--containers-only",
             action="store_true",
             default=None,
@@ -59,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--interval", type=float, help="export interval in seconds (OTEL_METRIC_EXPORT_INTERVAL)"
+    )
+    run.add_argument(
+        "--top-files", type=int, help="files per container in pagecache.file.usage (default 10)"
+    )
+    run.add_argument(
+        "--file-paths",
+        action="store_true",
+        default=None,
+        help="export file.path for those files (off by default: file names stay private)",
     )
 
     top = sub.add_parser("top", help="live per-container page-cache table (no backend needed)")
@@ -96,6 +119,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "exclude": tuple(args.exclude) if args.exclude else None,
         "max_cgroups": args.max_cgroups,
         "containers_only": args.containers_only,
+        "activity": args.activity,
+        "lookups": args.lookups,
+        "top_files": getattr(args, "top_files", None),
+        "file_paths": getattr(args, "file_paths", None),
     }
     if getattr(args, "exporter", None):
         overrides["metrics_exporters"] = tuple(p.strip() for p in args.exporter.split(","))
@@ -138,13 +165,29 @@ def _run(settings: Settings) -> int:
 
 
 def _top(settings: Settings, args: argparse.Namespace) -> int:
-    from .agent import build_residency_reader
+    from .agent import build_activity, build_residency_reader, read_snapshot
     from .top import run_top
 
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
+    tracker = build_activity(settings, reader)
     stop = _stop_event_on_signals()
     count = 1 if args.once else args.count
-    run_top(reader.read, args.interval, count, should_stop=stop.is_set)
+    try:
+        previous = None
+        if tracker is not None and args.once:
+            # One screen of activity needs an interval to measure rates over.
+            previous = read_snapshot(reader, tracker)
+            stop.wait(min(args.interval, 1.0))
+        run_top(
+            lambda: read_snapshot(reader, tracker),
+            args.interval,
+            count,
+            should_stop=stop.is_set,
+            previous=previous,
+        )
+    finally:
+        if tracker is not None:
+            tracker.probe.close()
     return 0
 
 

@@ -35,6 +35,16 @@ The agent's own (each also a ``run`` flag):
                                             containers (default ``false``)
 ``OTEL_PAGECACHE_SHUTDOWN_TIMEOUT``         seconds allowed for the last export on
                                             exit (default 5)
+``OTEL_PAGECACHE_ACTIVITY``                 ``false``: no BPF, residency only
+                                            (default ``true``)
+``OTEL_PAGECACHE_LOOKUPS``                  ``false``: leave the lookup path (every
+                                            read and fault) unattached; no lookups,
+                                            no hit ratio (default ``true``)
+``OTEL_PAGECACHE_TOP_FILES``                files per container in
+                                            ``pagecache.file.usage`` (default 10)
+``OTEL_PAGECACHE_FILE_PATHS``               ``true``: export ``file.path`` of those
+                                            files (default ``false``: a container's
+                                            file names stay private)
 ==========================================  =========================================
 """
 
@@ -92,6 +102,10 @@ class Settings:
     max_cgroups: int = 1000
     containers_only: bool = False
     shutdown_timeout_s: float = 5.0
+    activity: bool = True
+    lookups: bool = True
+    top_files: int = 10
+    file_paths: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,4 +138,8 @@ class Settings:
             max_cgroups=_number(env, "OTEL_PAGECACHE_MAX_CGROUPS", 1000, int),
             containers_only=_bool(env.get("OTEL_PAGECACHE_CONTAINERS_ONLY")),
             shutdown_timeout_s=_number(env, "OTEL_PAGECACHE_SHUTDOWN_TIMEOUT", 5.0),
+            activity=_bool(env.get("OTEL_PAGECACHE_ACTIVITY"), True),
+            lookups=_bool(env.get("OTEL_PAGECACHE_LOOKUPS"), True),
+            top_files=_number(env, "OTEL_PAGECACHE_TOP_FILES", 10, int),
+            file_paths=_bool(env.get("OTEL_PAGECACHE_FILE_PATHS")),
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from .activity import ActivityCounters
 from .residency import MemcgSample, Snapshot, SnapshotSource
 
 _log = logging.getLogger(__name__)
@@ -34,11 +35,20 @@ RESOURCE_KEYS = frozenset(
         "pagecache.k8s.qos_class",
         "aws.ecs.task.id",
         "pagecache.cgroup.kind",
+        "pagecache.cgroup.state",
         CGROUP_PATH,
         CGROUP_ID,
     }
 )
 
+CGROUP_STATE = "pagecache.cgroup.state"
+REMOVAL_REASON = "pagecache.removal.reason"
+LOST_REASON = "pagecache.lost.reason"
+BPF_MAP = "pagecache.bpf.map"
+ENGINE = "pagecache.engine"
+FILE_INODE = "file.inode"
+FILE_DEVICE = "pagecache.file.device"
+FILE_PATH = "file.path"
 STATE = "pagecache.state"
 PRESSURE = "pagecache.pressure"
 CGROUP_SET = "pagecache.cgroup.set"
@@ -179,6 +189,120 @@ MEMCG_METRICS: tuple[
     ),
 )
 
+
+def _activity(name: str):
+    def extract(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+        return ((getattr(counters, name), {}),)
+
+    return extract
+
+
+def _removals(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+    yield counters.evictions, {REMOVAL_REASON: "eviction"}
+    yield counters.invalidations, {REMOVAL_REASON: "invalidation"}
+
+
+def _hit_ratio(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+    return () if counters.hit_ratio is None else ((counters.hit_ratio, {}),)
+
+
+# Per-memcg activity from the BPF probe (and the dying/unattributed buckets).
+# Which memcg: lookups, misses and hit ratio by the task's (accessor's);
+# insertions, dirtied and removals by the page's owner.
+ACTIVITY_METRICS: tuple[
+    tuple[MetricSpec, Callable[[ActivityCounters], Iterable[tuple[float, dict]]], bool], ...
+] = (
+    (
+        MetricSpec(
+            "pagecache.lookups",
+            "counter",
+            "{page}",
+            "Pages requested from the page cache by reads and faults, by the reader's memcg",
+        ),
+        _activity("lookups"),
+        True,
+    ),
+    (
+        MetricSpec(
+            "pagecache.misses",
+            "counter",
+            "{page}",
+            "Pages inserted on the read and fault paths (readahead included), by reader memcg",
+        ),
+        _activity("misses"),
+        False,
+    ),
+    (
+        MetricSpec(
+            "pagecache.hit_ratio",
+            "gauge",
+            "1",
+            "max(0, 1 - misses/lookups) over the last interval",
+        ),
+        _hit_ratio,
+        True,
+    ),
+    (
+        MetricSpec(
+            "pagecache.insertions",
+            "counter",
+            "{page}",
+            "Pages added to the page cache (reads, readahead, writes), by the owner memcg",
+        ),
+        _activity("insertions"),
+        False,
+    ),
+    (
+        MetricSpec("pagecache.dirtied", "counter", "{page}", "Pages dirtied, by the owner memcg"),
+        _activity("dirtied"),
+        False,
+    ),
+    (
+        MetricSpec(
+            "pagecache.removals",
+            "counter",
+            "{page}",
+            "Pages removed from the page cache, by the owner memcg and reason",
+        ),
+        _removals,
+        False,
+    ),
+)
+
+FILE_USAGE = MetricSpec(
+    "pagecache.file.usage",
+    "gauge",
+    "By",
+    "Pages of a file inserted minus removed since the agent started, top files per memcg",
+)
+
+BPF_AGENT_METRICS = (
+    MetricSpec(
+        "pagecache.agent.bpf.lost",
+        "counter",
+        "{event}",
+        "Kernel events a full BPF map could not count",
+    ),
+    MetricSpec(
+        "pagecache.agent.bpf.map.entries",
+        "gauge",
+        "{entry}",
+        "Entries in each BPF map",
+    ),
+    MetricSpec(
+        "pagecache.agent.bpf.map.fill",
+        "gauge",
+        "1",
+        "Entries in each BPF map over its capacity",
+    ),
+    MetricSpec(
+        "pagecache.agent.bpf.forgotten_cgroups",
+        "counter",
+        "{cgroup}",
+        "Memcgs whose map entries were pruned after the cgroup disappeared",
+    ),
+)
+
 # Node totals from /proc/meminfo: the host-wide figures per-memcg numbers add up to.
 NODE_METRICS: tuple[tuple[MetricSpec, tuple[tuple[str, dict], ...]], ...] = (
     (
@@ -269,6 +393,17 @@ class PageCacheMetrics:
             self._register(meter, spec, self._memcg_callback(spec, extract))
         for spec, keys in NODE_METRICS:
             self._register(meter, spec, self._node_callback(spec, keys))
+        for spec, extract, needs_lookups in ACTIVITY_METRICS:
+            self._register(meter, spec, self._activity_callback(spec, extract, needs_lookups))
+        self._register(meter, FILE_USAGE, _guarded(FILE_USAGE.name, self._file_usage))
+        bpf_callbacks = {
+            "pagecache.agent.bpf.lost": self._bpf_lost,
+            "pagecache.agent.bpf.map.entries": self._bpf_map_entries,
+            "pagecache.agent.bpf.map.fill": self._bpf_map_fill,
+            "pagecache.agent.bpf.forgotten_cgroups": self._bpf_forgotten,
+        }
+        for spec in BPF_AGENT_METRICS:
+            self._register(meter, spec, _guarded(spec.name, bpf_callbacks[spec.name]))
         callbacks = {
             "pagecache.agent.collection.duration": self._duration,
             "pagecache.agent.cgroups": self._cgroups,
@@ -290,13 +425,73 @@ class PageCacheMetrics:
     def _memcg_callback(self, spec: MetricSpec, extract):
         def callback(_options: CallbackOptions) -> Iterator[Observation]:
             snapshot = self._source.current()
-            full = self._identity_on_points
             for sample in snapshot.memcgs:
-                base = sample_resource_attributes(sample) if full else _id_only(sample)
+                base = self._point_attrs(sample)
                 for value, extra in extract(sample):
                     yield Observation(value, {**base, **extra} if extra else base)
 
         return _guarded(spec.name, callback)
+
+    def _point_attrs(self, sample: MemcgSample) -> dict:
+        return sample_resource_attributes(sample) if self._identity_on_points else _id_only(sample)
+
+    def _activity_callback(self, spec: MetricSpec, extract, needs_lookups: bool):
+        def callback(_options: CallbackOptions) -> Iterator[Observation]:
+            snapshot = self._source.current()
+            activity = snapshot.activity
+            if activity is None or (needs_lookups and not activity.has_lookups):
+                return
+            for sample in snapshot.memcgs:
+                if sample.activity is None:
+                    continue
+                base = self._point_attrs(sample)
+                for value, extra in extract(sample.activity):
+                    yield Observation(value, {**base, **extra} if extra else base)
+            for state, counters in activity.buckets.items():
+                for value, extra in extract(counters):
+                    yield Observation(value, {CGROUP_STATE: state, **extra})
+
+        return _guarded(spec.name, callback)
+
+    def _file_usage(self, _options: CallbackOptions) -> Iterator[Observation]:
+        snapshot = self._source.current()
+        activity = snapshot.activity
+        if activity is None:
+            return
+        for sample in snapshot.memcgs:
+            files = activity.files.get(sample.id)
+            if not files:
+                continue
+            base = self._point_attrs(sample)
+            for f in files:
+                attrs = {**base, FILE_INODE: str(f.inode), FILE_DEVICE: f"{f.major}:{f.minor}"}
+                if f.path is not None:
+                    attrs[FILE_PATH] = f.path
+                yield Observation(f.bytes, attrs)
+
+    def _bpf_lost(self, _options: CallbackOptions) -> Iterator[Observation]:
+        activity = self._source.current().activity
+        if activity is not None:
+            for reason, n in activity.lost.items():
+                yield Observation(n, {LOST_REASON: reason, ENGINE: activity.engine})
+
+    def _bpf_map_entries(self, _options: CallbackOptions) -> Iterator[Observation]:
+        activity = self._source.current().activity
+        if activity is not None:
+            for name, (used, _capacity) in activity.map_entries.items():
+                yield Observation(used, {BPF_MAP: name, ENGINE: activity.engine})
+
+    def _bpf_map_fill(self, _options: CallbackOptions) -> Iterator[Observation]:
+        activity = self._source.current().activity
+        if activity is not None:
+            for name, (used, capacity) in activity.map_entries.items():
+                if capacity:
+                    yield Observation(used / capacity, {BPF_MAP: name, ENGINE: activity.engine})
+
+    def _bpf_forgotten(self, _options: CallbackOptions) -> Iterator[Observation]:
+        activity = self._source.current().activity
+        if activity is not None:
+            yield Observation(activity.forgotten_memcgs, {ENGINE: activity.engine})
 
     def _node_callback(self, spec: MetricSpec, keys):
         def callback(_options: CallbackOptions) -> Iterator[Observation]:

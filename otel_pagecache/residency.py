@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .activity import ActivityCounters, ActivitySnapshot
 from .cgroupfs import CgroupEntry, CgroupIndex, CgroupTree, MemoryHierarchy
 from .containers import Enricher, Identity, identify
 from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo
@@ -43,6 +44,8 @@ class MemcgSample:
     # Identity attributes for export, built once per snapshot by metrics.py.
     attrs: dict | None = None
     id_attrs: dict | None = None
+    # Page-cache activity from the BPF probe, when it runs (activity.py).
+    activity: ActivityCounters | None = None
 
     @property
     def file_lru_bytes(self) -> int:
@@ -59,6 +62,7 @@ class Snapshot:
     read_errors: int = 0
     vanished: int = 0
     duration_s: float = 0.0
+    activity: ActivitySnapshot | None = None
 
 
 @dataclass

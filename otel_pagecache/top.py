@@ -38,11 +38,35 @@ def human_bytes(value: int | float | None) -> str:
     return "-"
 
 
-_COLUMNS = ("CACHE", "ACTIVE", "INACTIVE", "DIRTY", "WBACK", "SHMEM", "USAGE", "LIMIT", "REFLT/s")
+_COLUMNS = (
+    "CACHE",
+    "ACTIVE",
+    "INACTIVE",
+    "DIRTY",
+    "WBACK",
+    "SHMEM",
+    "USAGE",
+    "LIMIT",
+    "REFLT/s",
+    "HIT%",
+    "MISS/s",
+    "EVICT/s",
+)
 
 
-def _row(sample: MemcgSample, refault_rate: float | None) -> list[str]:
+def _rate(now: int | None, then: int | None, elapsed: float) -> str:
+    if now is None or then is None or elapsed <= 0:
+        return "-"
+    return f"{max(0, now - then) / elapsed:.0f}"
+
+
+def _row(
+    sample: MemcgSample, refault_rate: float | None, before: MemcgSample | None, elapsed: float
+) -> list[str]:
     s = sample.stat
+    a = sample.activity
+    b = before.activity if before is not None else None
+    hit = "-" if a is None or a.hit_ratio is None else f"{a.hit_ratio * 100:.1f}"
     return [
         human_bytes(sample.file_lru_bytes),
         human_bytes(s.get("active_file")),
@@ -53,6 +77,9 @@ def _row(sample: MemcgSample, refault_rate: float | None) -> list[str]:
         human_bytes(sample.usage),
         human_bytes(sample.limit) if sample.limit is not None else "max",
         "-" if refault_rate is None else f"{refault_rate:.0f}",
+        hit,
+        _rate(a and a.misses, b and b.misses, elapsed),
+        _rate(a and a.evictions, b and b.evictions, elapsed),
     ]
 
 
@@ -62,9 +89,12 @@ def render(
     """The table as text; ``previous`` gives per-second rates."""
     meminfo = snapshot.meminfo
     total_lru = sum(m.file_lru_bytes for m in snapshot.memcgs)
+    activity = snapshot.activity
+    engine = f"activity: {activity.engine}" if activity else "activity: off"
     lines = [
         f"otel-pagecache top — cgroup v{snapshot.hierarchy_version}, "
-        f"{snapshot.cgroups_discovered} memcgs, read in {snapshot.duration_s * 1000:.1f} ms",
+        f"{snapshot.cgroups_discovered} memcgs, read in {snapshot.duration_s * 1000:.1f} ms, "
+        f"{engine}",
         "node: Cached {} Active(file) {} Inactive(file) {} Dirty {} Writeback {} | "
         "sum of memcg file LRU {}".format(
             human_bytes(meminfo.get("Cached")),
@@ -92,7 +122,8 @@ def render(
                 rate = max(0, now_r - then_r) / elapsed
         if len(name) > name_width:
             name = "…" + name[-(name_width - 1) :]
-        lines.append(f"{name:<{name_width}} " + " ".join(f"{c:>8}" for c in _row(sample, rate)))
+        cells = _row(sample, rate, before, elapsed)
+        lines.append(f"{name:<{name_width}} " + " ".join(f"{c:>8}" for c in cells))
     if len(snapshot.memcgs) > len(ordered):
         lines.append(f"… {len(snapshot.memcgs) - len(ordered)} more")
     return "\n".join(lines) + "\n"
@@ -104,8 +135,8 @@ def run_top(
     count: int | None = None,
     out: TextIO = sys.stdout,
     should_stop: Callable[[], bool] = lambda: False,
+    previous: Snapshot | None = None,
 ) -> None:
-    previous = None
     shown = 0
     interactive = out.isatty()
     while not should_stop():

@@ -38,7 +38,9 @@ def test_removed_cgroups_leave_no_series_behind(tmp_path):
     for i in range(20):
         write_v2_cgroup(tmp_path, f"/docker/{str(i % 10) * 63}{i % 10}", {"file": i})
     reader = InMemoryMetricReader()
-    settings = Settings(cgroup_root=str(tmp_path), proc_root=str(tmp_path), metrics_exporters=())
+    settings = Settings(
+        cgroup_root=str(tmp_path), proc_root=str(tmp_path), metrics_exporters=(), activity=False
+    )
     agent = Agent(settings, readers=[reader], hierarchy=MemoryHierarchy(2, str(tmp_path)))
     try:
         first = reader.get_metrics_data()

@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Page-cache activity per memory cgroup, from tracepoints only.
+ *
+ * Two memcgs matter for each event:
+ *   - the OWNER: the memcg the folio is charged to (folio->memcg_data), for
+ *     insertions, dirtying and removals. Pages keep their owner when another
+ *     container reads or evicts them; attributing by owner is what lets an
+ *     operator see who evicts whom.
+ *   - the ACCESSOR: the memcg of the task doing the read or fault, for
+ *     lookups and misses (the reader paid the latency).
+ * A memcg is named by its cgroup id (kernfs_node->id), which is the inode
+ * number of its directory in cgroupfs, v1 or v2; user space joins on it.
+ *
+ * Every program does O(1) work in preallocated maps: no loops, no walks.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "pagecache.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* include/linux/sched.h: stable for many years. */
+#define PF_MEMALLOC 0x00000800 /* in reclaim, or allocating on its behalf */
+#define PF_KSWAPD 0x00020000   /* the kswapd thread */
+
+/* include/linux/memcontrol.h: low bits of folio->memcg_data are flags. */
+#define MEMCG_DATA_OBJEXTS 1UL
+#define MEMCG_DATA_FLAGS_MASK 7UL
+
+enum pageflags___local {
+	PG_head = 6,
+};
+
+#define PERCPU_COUNTER_MAP(_name, _key)                                        \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);                        \
+		__uint(max_entries, PAGECACHE_MAX_MEMCGS);                     \
+		__type(key, _key);                                             \
+		__type(value, __u64);                                          \
+	} _name SEC(".maps")
+
+PERCPU_COUNTER_MAP(pagecache_lookups, __u64);    /* by accessor */
+PERCPU_COUNTER_MAP(pagecache_misses, __u64);     /* by accessor */
+PERCPU_COUNTER_MAP(pagecache_insertions, __u64); /* by owner */
+PERCPU_COUNTER_MAP(pagecache_dirtied, __u64);    /* by owner */
+PERCPU_COUNTER_MAP(pagecache_removals, struct removal_key); /* by owner */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PAGECACHE_MAX_FILES);
+	__type(key, struct file_key);
+	__type(value, __s64);
+} pagecache_file_pages SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOST_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} pagecache_lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lookup_slot);
+} lookup_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct insert_slot);
+} insert_slots SEC(".maps");
+
+static __always_inline void lost(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&pagecache_lost, &reason);
+
+	if (n)
+		*n += 1;
+}
+
+/* Add n to a per-CPU counter, creating it if needed. */
+static __always_inline void count(void *map, const void *key, __u64 n)
+{
+	__u64 *value = bpf_map_lookup_elem(map, key);
+
+	if (value) {
+		*value += n;
+		return;
+	}
+	if (bpf_map_update_elem(map, key, &n, BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU created it between our lookup and update. */
+	value = bpf_map_lookup_elem(map, key);
+	if (value)
+		*value += n;
+	else
+		lost(LOST_MEMCG_MAP_FULL);
+}
+
+/* ---- Kernel-version drift, all of it here -------------------------------
+ *
+ * - struct folio arrived in 5.16 and the filemap tracepoints switched from
+ *   the head struct page * to struct folio * in 5.17. The head page's first
+ *   words (flags, mapping, memcg_data) overlay the folio's, so only the size
+ *   differs: before folios, page-cache pages were order 0 outside tmpfs THP.
+ * - folio->flags became memdesc_flags_t in 6.18 (same 8 bytes, new type).
+ * - The folio order lived in _folio_order (5.17 .. 6.5), then in the low
+ *   byte of _flags_1; 64-bit kernels since 6.9 also keep _nr_pages.
+ * - kernfs_node.parent became __parent (6.15); this program never walks
+ *   parents (user space maps ids to paths), so it is unaffected.
+ * - mm_filemap_get_pages/_fault/_map_pages do not exist before 6.6 (not in
+ *   6.1): the loader leaves those programs unloaded and reports that
+ *   lookups and hit ratio are unavailable.
+ */
+static __always_inline unsigned long folio_flags(struct folio *folio)
+{
+	if (bpf_core_type_exists(memdesc_flags_t))
+		return BPF_CORE_READ(folio, flags.f);
+	return BPF_CORE_READ((struct folio___ulong_flags *)folio, flags);
+}
+
+static __always_inline __u64 folio_pages(struct folio *folio)
+{
+	unsigned long head = 1UL << bpf_core_enum_value(enum pageflags___local, PG_head);
+
+	if (!bpf_core_type_exists(struct folio))
+		return 1;
+	if (!(folio_flags(folio) & head))
+		return 1;
+	if (bpf_core_field_exists(folio->_nr_pages))
+		return BPF_CORE_READ(folio, _nr_pages);
+	if (bpf_core_field_exists(struct folio___folio_order, _folio_order))
+		return 1UL << BPF_CORE_READ((struct folio___folio_order *)folio, _folio_order);
+	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
+}
+
+/* ---- Memcg ids ------------------------------------------------------------ */
+
+/* The memcg a folio is charged to, or 0 if none (not charged, or slab). */
+static __always_inline __u64 folio_memcg_id(struct folio *folio)
+{
+	unsigned long data = BPF_CORE_READ(folio, memcg_data);
+	struct mem_cgroup *memcg;
+
+	if (!data || (data & MEMCG_DATA_OBJEXTS))
+		return 0;
+	memcg = (struct mem_cgroup *)(data & ~MEMCG_DATA_FLAGS_MASK);
+	return BPF_CORE_READ(memcg, css.cgroup, kn, id);
+}
+
+/*
+ * The current task's memcg, through its memory-controller css: right on v1
+ * and v2 alike (bpf_get_current_cgroup_id() is the v2 cgroup, which on a v1
+ * host is not where memory is accounted).
+ */
+static __always_inline __u64 current_memcg_id(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+
+	if (id < 0 || id >= 16)
+		return 0;
+	bpf_probe_read_kernel(&css, sizeof(css), &cgroups->subsys[id]);
+	if (!css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+/* ---- Misses: insertions not followed by the same thread dirtying them ---- */
+
+static __always_inline struct insert_slot *insert_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&insert_slots, &zero);
+}
+
+static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
+{
+	if (slot->pages && miss)
+		count(&pagecache_misses, &slot->memcg, slot->pages);
+	slot->pages = 0;
+	slot->mapping = 0;
+	slot->tid = 0;
+}
+
+/* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
+
+static __always_inline void file_pages_add(__u64 memcg, struct folio *folio, __s64 delta,
+					   bool create)
+{
+	struct inode *host = BPF_CORE_READ(folio, mapping, host);
+	struct file_key key = {
+		.memcg = memcg,
+		.ino = BPF_CORE_READ(host, i_ino),
+		.dev = BPF_CORE_READ(host, i_sb, s_dev),
+	};
+	__s64 *pages = bpf_map_lookup_elem(&pagecache_file_pages, &key);
+
+	if (pages) {
+		__sync_fetch_and_add(pages, delta);
+		return;
+	}
+	/* Files cached before we started are not tracked, so their removals
+	 * are ignored rather than recorded as negative entries. */
+	if (!create)
+		return;
+	if (bpf_map_update_elem(&pagecache_file_pages, &key, &delta, BPF_NOEXIST) == 0)
+		return;
+	pages = bpf_map_lookup_elem(&pagecache_file_pages, &key);
+	if (pages)
+		__sync_fetch_and_add(pages, delta);
+	else
+		lost(LOST_FILE_MAP_FULL);
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(on_add_to_page_cache, struct folio *folio)
+{
+	__u64 owner = folio_memcg_id(folio);
+	__u64 nr = folio_pages(folio);
+	__u64 mapping = (__u64)BPF_CORE_READ(folio, mapping);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct insert_slot *slot;
+
+	count(&pagecache_insertions, &owner, nr);
+	file_pages_add(owner, folio, nr, true);
+
+	slot = insert_slot();
+	if (!slot)
+		return 0;
+	if (slot->tid == tid && slot->mapping == mapping) {
+		slot->pages += nr;
+		return 0;
+	}
+	resolve_pending(slot, true);
+	slot->tid = tid;
+	slot->mapping = mapping;
+	slot->memcg = current_memcg_id();
+	slot->pages = nr;
+	return 0;
+}
+
+SEC("tp_btf/writeback_dirty_folio")
+int BPF_PROG(on_dirty_folio, struct folio *folio, struct address_space *mapping)
+{
+	__u64 owner = folio_memcg_id(folio);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct insert_slot *slot = insert_slot();
+
+	count(&pagecache_dirtied, &owner, folio_pages(folio));
+	/* The same thread inserting then dirtying the same mapping is a write
+	 * filling new pages: those insertions were not read misses. */
+	if (slot && slot->tid == tid && slot->mapping == (__u64)mapping)
+		resolve_pending(slot, false);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_delete_from_page_cache")
+int BPF_PROG(on_delete_from_page_cache, struct folio *folio)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned int flags = BPF_CORE_READ(task, flags);
+	struct removal_key key = { .memcg = folio_memcg_id(folio) };
+	__u64 nr = folio_pages(folio);
+
+	/* Reclaim runs in kswapd, or in a task in direct/memcg reclaim, which
+	 * sets PF_MEMALLOC and a reclaim_state; anything else removing a folio
+	 * (truncate, fadvise, invalidation) is not an eviction. */
+	if ((flags & (PF_KSWAPD | PF_MEMALLOC)) || BPF_CORE_READ(task, reclaim_state))
+		key.reason = REMOVAL_EVICTION;
+	else
+		key.reason = REMOVAL_INVALIDATION;
+	count(&pagecache_removals, &key, nr);
+	file_pages_add(key.memcg, folio, -(__s64)nr, false);
+	return 0;
+}
+
+/* ---- Lookups (by accessor): the hot path --------------------------------- */
+
+static __always_inline struct lookup_slot *lookup_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&lookup_slots, &zero);
+}
+
+/* Count pages looked up; the slot holds a running count for one memcg and is
+ * flushed into pagecache_lookups only when another memcg reads on this CPU. */
+static __always_inline void count_lookups(struct lookup_slot *slot, __u64 pages)
+{
+	__u64 memcg = current_memcg_id();
+	struct insert_slot *pending = insert_slot();
+
+	/* A lookup ends any pending insertions as misses (see insert_slot). */
+	if (pending && pending->pages)
+		resolve_pending(pending, true);
+	if (slot->memcg == memcg) {
+		slot->lookups += pages;
+		return;
+	}
+	if (slot->lookups)
+		count(&pagecache_lookups, &slot->memcg, slot->lookups);
+	slot->memcg = memcg;
+	slot->lookups = pages;
+}
+
+/*
+ * One read() reports its whole remaining range on every batch:
+ * [pos, end], [pos + batch, end], ... Count the range once, on its first
+ * event; a later event of the same thread with the same mapping and end and
+ * a higher start is the same read continuing.
+ */
+SEC("tp_btf/mm_filemap_get_pages")
+int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t last_index)
+{
+	struct lookup_slot *slot = lookup_slot();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	if (!slot)
+		return 0;
+	if (slot->tid == tid && slot->mapping == (__u64)mapping && slot->last == last_index &&
+	    index > slot->index) {
+		slot->index = index;
+		return 0;
+	}
+	slot->tid = tid;
+	slot->mapping = (__u64)mapping;
+	slot->index = index;
+	slot->last = last_index;
+	count_lookups(slot, last_index - index + 1);
+	return 0;
+}
+
+/* A page fault that found no mapped page: one page looked up. */
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(on_fault, struct address_space *mapping, pgoff_t index)
+{
+	struct lookup_slot *slot = lookup_slot();
+
+	if (!slot)
+		return 0;
+	slot->fault_tid = (__u32)bpf_get_current_pid_tgid();
+	slot->fault_mapping = (__u64)mapping;
+	slot->fault_index = index;
+	count_lookups(slot, 1);
+	return 0;
+}
+
+/*
+ * Fault-around mapped the cached pages [start, last] of a mapping: counted
+ * as looked up, except the page a fault of the same thread just counted
+ * (that page is mapped again as part of the next fault-around range).
+ */
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t last)
+{
+	struct lookup_slot *slot = lookup_slot();
+	__u64 pages = last - start + 1;
+
+	if (!slot)
+		return 0;
+	if (slot->fault_tid == (__u32)bpf_get_current_pid_tgid() &&
+	    slot->fault_mapping == (__u64)mapping && slot->fault_index >= start &&
+	    slot->fault_index <= last) {
+		pages -= 1;
+		slot->fault_mapping = 0;
+	}
+	count_lookups(slot, pages);
+	return 0;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Map keys and values shared by pagecache.bpf.c and the Python loader
+ * (otel_pagecache/probes/layout.py mirrors these; tests/test_bpf_layout.py
+ * checks the two agree). Each map is named after the metric it feeds.
+ */
+#ifndef __PAGECACHE_H__
+#define __PAGECACHE_H__
+
+/* Bounds: every map is preallocated at load time, so memory is fixed. */
+#define PAGECACHE_MAX_MEMCGS 16384
+#define PAGECACHE_MAX_FILES 65536
+
+/* pagecache_removals key: why a folio left the page cache. */
+enum removal_reason {
+	REMOVAL_EVICTION = 0,     /* reclaim: kswapd, direct or memcg reclaim */
+	REMOVAL_INVALIDATION = 1, /* truncate, fadvise(DONTNEED), drop, hole punch */
+};
+
+struct removal_key {
+	__u64 memcg;  /* owner memcg id (cgroup id of the memcg) */
+	__u32 reason; /* enum removal_reason */
+	__u32 pad;
+};
+
+/* pagecache_file_pages key: one file's pages in one owner memcg. */
+struct file_key {
+	__u64 memcg; /* owner memcg id */
+	__u64 ino;
+	__u32 dev;   /* kernel dev_t: major << 20 | minor */
+	__u32 pad;
+};
+
+/* pagecache_lost index: events the maps could not hold. */
+enum lost_reason {
+	LOST_MEMCG_MAP_FULL = 0, /* a per-memcg counter map had no room */
+	LOST_FILE_MAP_FULL = 1,  /* pagecache_file_pages had no room */
+	LOST_REASONS = 2,
+};
+
+/*
+ * Per-CPU slot on the lookup path (mm_filemap_get_pages and the fault
+ * events): remembers the last read seen on this CPU, to tell a new read from
+ * the next batch of the same read, and the memcg whose lookups it is
+ * counting, so the hot path touches no hash map until the memcg changes.
+ */
+struct lookup_slot {
+	__u64 memcg;   /* accessor memcg whose count this slot holds */
+	__u64 lookups; /* pages looked up by memcg since it took the slot */
+	__u64 mapping; /* address_space of the last get_pages event */
+	__u64 index;   /* its first page */
+	__u64 last;    /* its last page */
+	__u64 fault_mapping; /* last filemap_fault: its page is in the next map_pages range */
+	__u64 fault_index;
+	__u32 tid;
+	__u32 fault_tid;
+};
+
+/*
+ * Per-CPU slot of insertions not yet known to be misses: pages inserted by a
+ * thread are misses unless that thread dirties the same mapping next (a
+ * write filling a new page is not a miss).
+ */
+struct insert_slot {
+	__u64 memcg;   /* accessor memcg */
+	__u64 mapping;
+	__u64 pages;
+	__u32 tid;
+	__u32 pad;
+};
+
+#endif /* __PAGECACHE_H__ */

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Minimal kernel types for pagecache.bpf.c, written by hand for CO-RE: only
+ * the fields the program reads, in no particular layout. Every struct carries
+ * preserve_access_index, so libbpf relocates each field access against the
+ * running kernel's BTF (/sys/kernel/btf/vmlinux) at load time; offsets here
+ * do not matter and the build needs neither kernel headers nor the build
+ * host's BTF. Field names are those of Linux 6.18; older spellings are
+ * declared as "___flavour" structs beside them (see pagecache.bpf.c).
+ */
+#ifndef __VMLINUX_H__
+#define __VMLINUX_H__
+
+typedef unsigned char __u8;
+typedef short unsigned int __u16;
+typedef unsigned int __u32;
+typedef long long unsigned int __u64;
+typedef signed char __s8;
+typedef short int __s16;
+typedef int __s32;
+typedef long long int __s64;
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s64 s64;
+typedef __u32 __be32;
+typedef __u16 __be16;
+typedef __u32 __wsum;
+typedef _Bool bool;
+enum { false = 0, true = 1 };
+typedef long unsigned int pgoff_t;
+typedef __u32 dev_t;
+typedef long unsigned int ino_t;
+
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+
+#ifndef BPF_NO_PRESERVE_ACCESS_INDEX
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+#endif
+
+struct kernfs_node {
+	u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+};
+
+/* The array's real length is CGROUP_SUBSYS_COUNT of the running kernel; the
+ * index used is a CO-RE enum relocation, and the slot is read with
+ * bpf_probe_read_kernel, so the declared length only bounds our own code. */
+struct css_set {
+	struct cgroup_subsys_state *subsys[16];
+};
+
+enum cgroup_subsys_id {
+	memory_cgrp_id = 4,
+};
+
+struct mem_cgroup {
+	struct cgroup_subsys_state css;
+};
+
+struct reclaim_state;
+
+struct task_struct {
+	unsigned int flags;
+	int pid;
+	struct reclaim_state *reclaim_state;
+	struct css_set *cgroups;
+};
+
+struct super_block {
+	dev_t s_dev;
+};
+
+struct inode {
+	long unsigned int i_ino;
+	struct super_block *i_sb;
+};
+
+struct address_space {
+	struct inode *host;
+};
+
+/* Linux 6.18: folio->flags is a memdesc_flags_t. */
+typedef struct {
+	long unsigned int f;
+} memdesc_flags_t;
+
+struct folio {
+	memdesc_flags_t flags;
+	struct address_space *mapping;
+	long unsigned int memcg_data;
+	long unsigned int _flags_1;
+	unsigned int _nr_pages;
+};
+
+/* Before 6.18 folio->flags was a plain unsigned long. */
+struct folio___ulong_flags {
+	long unsigned int flags;
+};
+
+/* 5.17 .. 6.5 kept the order in its own byte of the first tail page. */
+struct folio___folio_order {
+	unsigned char _folio_order;
+};
+
+/* Before 5.17 the filemap tracepoints passed the head struct page *. */
+struct page {
+	long unsigned int flags;
+	struct address_space *mapping;
+	long unsigned int memcg_data;
+};
+
+#ifndef BPF_NO_PRESERVE_ACCESS_INDEX
+#pragma clang attribute pop
+#endif
+
+#endif /* __VMLINUX_H__ */

@@ -1,0 +1,1 @@
+"""The compiled BPF object (built by setup.py from bpf/)."""

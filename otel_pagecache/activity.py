@@ -1,0 +1,276 @@
+"""Per-memcg page-cache activity counters from a probe's raw map readings.
+
+The probe's maps hold cumulative counts per memcg id. This turns them into
+monotonic per-memcg totals, keeps the maps bounded (entries of memcgs that no
+longer exist are deleted once counted), and never drops counts silently:
+page cache outlives its cgroup, so pages owned by a removed (dying) memcg go
+on being evicted long after; those counts land in one ``dying`` bucket per
+host. Pages charged to no memcg at all (id 0) land in ``unattributed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from .probes import ActivityProbe, ActivityReading
+from .probes.layout import kernel_dev_to_user
+
+_log = logging.getLogger(__name__)
+
+DYING = "dying"
+UNATTRIBUTED = "unattributed"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(slots=True)
+class ActivityCounters:
+    lookups: int = 0  # by accessor memcg
+    misses: int = 0  # by accessor memcg
+    insertions: int = 0  # by owner memcg
+    dirtied: int = 0  # by owner memcg
+    evictions: int = 0  # by owner memcg
+    invalidations: int = 0  # by owner memcg
+    # 1 - misses/lookups over the last interval; None when nothing was looked up.
+    hit_ratio: float | None = None
+    interval_lookups: int = 0
+    interval_misses: int = 0
+
+
+@dataclass(slots=True)
+class FileUsage:
+    major: int
+    minor: int
+    inode: int
+    bytes: int
+    path: str | None = None
+
+
+@dataclass
+class ActivitySnapshot:
+    engine: str
+    has_lookups: bool
+    memcgs: dict[int, ActivityCounters] = field(default_factory=dict)
+    buckets: dict[str, ActivityCounters] = field(default_factory=dict)
+    files: dict[int, list[FileUsage]] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)
+    map_entries: dict[str, tuple[int, int]] = field(default_factory=dict)
+    forgotten_memcgs: int = 0
+
+
+_FIELDS = ("lookups", "misses", "insertions", "dirtied")
+
+
+class ActivityTracker:
+    """Owns a probe; ``update(live_ids)`` once per collection."""
+
+    def __init__(
+        self,
+        probe: ActivityProbe,
+        top_files: int = 10,
+        resolve_path: Callable[[int, int, int, int], str | None] | None = None,
+    ) -> None:
+        self.probe = probe
+        self.top_files = top_files
+        self.resolve_path = resolve_path
+        self._last: dict[str, dict] = {name: {} for name in (*_FIELDS, "removals")}
+        self._totals: dict[int, ActivityCounters] = {}
+        self._buckets: dict[str, ActivityCounters] = {
+            DYING: ActivityCounters(),
+            UNATTRIBUTED: ActivityCounters(),
+        }
+        self._forgotten = 0
+
+    def update(self, live_ids: Collection[int]) -> ActivitySnapshot:
+        reading = self.probe.read()
+        interval: dict[object, list[int]] = {}  # target -> [lookups, misses] this interval
+        gone: set[int] = set()
+
+        def target(memcg: int):
+            if memcg in live_ids:
+                counters = self._totals.get(memcg)
+                if counters is None:
+                    counters = self._totals[memcg] = ActivityCounters()
+                return memcg, counters
+            if memcg == 0:
+                return UNATTRIBUTED, self._buckets[UNATTRIBUTED]
+            gone.add(memcg)
+            return DYING, self._buckets[DYING]
+
+        for name in _FIELDS:
+            last = self._last[name]
+            for memcg, raw in getattr(reading, name).items():
+                delta = _delta(raw, last.get(memcg, 0))
+                last[memcg] = raw
+                key, counters = target(memcg)
+                setattr(counters, name, getattr(counters, name) + delta)
+                if name in ("lookups", "misses"):
+                    interval.setdefault(key, [0, 0])[name == "misses"] += delta
+        last = self._last["removals"]
+        for (memcg, reason), raw in reading.removals.items():
+            delta = _delta(raw, last.get((memcg, reason), 0))
+            last[(memcg, reason)] = raw
+            _, counters = target(memcg)
+            if reason == "eviction":
+                counters.evictions += delta
+            else:
+                counters.invalidations += delta
+
+        for key, counters in (*self._totals.items(), *self._buckets.items()):
+            lookups, misses = interval.get(key, (0, 0))
+            counters.interval_lookups, counters.interval_misses = lookups, misses
+            counters.hit_ratio = max(0.0, 1.0 - misses / lookups) if lookups > 0 else None
+
+        if gone:
+            self._forget(gone, reading)
+        # Totals of memcgs that are gone are dropped: their series end, and
+        # what their pages do from now on counts as "dying".
+        for memcg in [m for m in self._totals if m not in live_ids]:
+            del self._totals[memcg]
+
+        return ActivitySnapshot(
+            engine=self.probe.engine,
+            has_lookups=self.probe.has_lookups,
+            memcgs=dict(self._totals),
+            buckets=dict(self._buckets),
+            files=self._top_files(reading, live_ids),
+            lost=dict(reading.lost),
+            map_entries=dict(reading.map_entries),
+            forgotten_memcgs=self._forgotten,
+        )
+
+    def _forget(self, gone: set[int], reading: ActivityReading) -> None:
+        try:
+            self.probe.forget(gone)
+        except Exception:  # noqa: BLE001 - pruning failing must not stop the collection
+            _log.debug("forgetting %d memcgs failed", len(gone), exc_info=True)
+            return
+        self._forgotten += len(gone)
+        for name in _FIELDS:
+            last = self._last[name]
+            for memcg in gone:
+                last.pop(memcg, None)
+        # Lookups still in a per-CPU slot will reach the map later: they are
+        # counted already, so start that memcg's baseline from them.
+        for memcg in gone:
+            if memcg in reading.lookups_in_slots:
+                self._last["lookups"][memcg] = reading.lookups_in_slots[memcg]
+        for key in [k for k in self._last["removals"] if k[0] in gone]:
+            del self._last["removals"][key]
+
+    def _top_files(
+        self, reading: ActivityReading, live_ids: Collection[int]
+    ) -> dict[int, list[FileUsage]]:
+        per_memcg: dict[int, list[tuple[int, int, int]]] = {}
+        empty = []
+        for (memcg, dev, ino), pages in reading.files.items():
+            if pages <= 0:
+                empty.append((memcg, dev, ino))
+            elif memcg in live_ids:
+                per_memcg.setdefault(memcg, []).append((pages, dev, ino))
+        if empty and hasattr(self.probe, "forget_files"):
+            try:
+                self.probe.forget_files(empty)  # keeps the bounded map for live files
+            except Exception:  # noqa: BLE001
+                _log.debug("pruning empty file entries failed", exc_info=True)
+        out: dict[int, list[FileUsage]] = {}
+        for memcg, files in per_memcg.items():
+            files.sort(reverse=True)
+            top = []
+            for pages, dev, ino in files[: self.top_files]:
+                major, minor = kernel_dev_to_user(dev)
+                path = self.resolve_path(memcg, major, minor, ino) if self.resolve_path else None
+                top.append(FileUsage(major, minor, ino, pages * PAGE_SIZE, path))
+            out[memcg] = top
+        return out
+
+
+def _delta(raw: int, previous: int) -> int:
+    # A map entry deleted and re-created starts from zero again.
+    return raw - previous if raw >= previous else raw
+
+
+class FilePathResolver:
+    """Finds a file's path from the owning container's own processes (opt-in).
+
+    Only the processes of the memcg that owns the pages are looked at
+    (``cgroup.procs``): their memory maps (which name device and inode
+    directly) and their open files. Never a walk of a filesystem or of inode
+    lists; bounded in processes and descriptors; results cached for ``ttl_s``.
+    """
+
+    def __init__(
+        self,
+        cgroup_dir: Callable[[int], str | None],
+        proc_root: str = "/proc",
+        max_pids: int = 64,
+        max_fds: int = 1024,
+        ttl_s: float = 30.0,
+    ) -> None:
+        self._cgroup_dir = cgroup_dir
+        self._proc = proc_root
+        self._max_pids = max_pids
+        self._max_fds = max_fds
+        self._ttl_s = ttl_s
+        self._cache: dict[int, tuple[float, dict[tuple[int, int, int], str]]] = {}
+
+    def __call__(self, memcg: int, major: int, minor: int, inode: int) -> str | None:
+        now = time.monotonic()
+        cached = self._cache.get(memcg)
+        if cached is None or now - cached[0] > self._ttl_s:
+            cached = (now, self._scan(memcg))
+            self._cache[memcg] = cached
+            if len(self._cache) > 4096:
+                self._cache.clear()
+        return cached[1].get((major, minor, inode))
+
+    def _scan(self, memcg: int) -> dict[tuple[int, int, int], str]:
+        found: dict[tuple[int, int, int], str] = {}
+        directory = self._cgroup_dir(memcg)
+        if directory is None:
+            return found
+        try:
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                pids = [line.strip() for line in f if line.strip().isdigit()][: self._max_pids]
+        except OSError:
+            return found
+        for pid in pids:
+            self._scan_maps(pid, found)
+            self._scan_fds(pid, found)
+        return found
+
+    def _scan_maps(self, pid: str, found: dict) -> None:
+        # 7f2c4b1e1000-7f2c4b1e3000 r--p 00000000 fe:01 1835056    /usr/lib/libc.so.6
+        try:
+            with open(os.path.join(self._proc, pid, "maps")) as f:
+                for line in f:
+                    fields = line.split(None, 5)
+                    if len(fields) < 6 or fields[4] == "0":
+                        continue
+                    major, _, minor = fields[3].partition(":")
+                    try:
+                        key = (int(major, 16), int(minor, 16), int(fields[4]))
+                    except ValueError:
+                        continue
+                    found.setdefault(key, fields[5].strip())
+        except OSError:
+            pass
+
+    def _scan_fds(self, pid: str, found: dict) -> None:
+        fd_dir = os.path.join(self._proc, pid, "fd")
+        try:
+            fds = os.listdir(fd_dir)[: self._max_fds]
+        except OSError:
+            return
+        for fd in fds:
+            link = os.path.join(fd_dir, fd)
+            try:
+                st = os.stat(link)
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if target.startswith("/"):
+                found.setdefault((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), target)

@@ -1,0 +1,61 @@
+"""Python mirrors of bpf/pagecache.h (keys, values, bounds).
+
+tests/test_bpf_layout.py compares these with the BTF of the compiled object.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+MAX_MEMCGS = 16384
+MAX_FILES = 65536
+
+REMOVAL_EVICTION = 0
+REMOVAL_INVALIDATION = 1
+REMOVAL_REASONS = {REMOVAL_EVICTION: "eviction", REMOVAL_INVALIDATION: "invalidation"}
+
+LOST_MEMCG_MAP_FULL = 0
+LOST_FILE_MAP_FULL = 1
+LOST_REASONS = {LOST_MEMCG_MAP_FULL: "memcg_map_full", LOST_FILE_MAP_FULL: "file_map_full"}
+
+
+class RemovalKey(ctypes.Structure):
+    _fields_ = (("memcg", ctypes.c_uint64), ("reason", ctypes.c_uint32), ("pad", ctypes.c_uint32))
+
+
+class FileKey(ctypes.Structure):
+    _fields_ = (
+        ("memcg", ctypes.c_uint64),
+        ("ino", ctypes.c_uint64),
+        ("dev", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+class LookupSlot(ctypes.Structure):
+    _fields_ = (
+        ("memcg", ctypes.c_uint64),
+        ("lookups", ctypes.c_uint64),
+        ("mapping", ctypes.c_uint64),
+        ("index", ctypes.c_uint64),
+        ("last", ctypes.c_uint64),
+        ("fault_mapping", ctypes.c_uint64),
+        ("fault_index", ctypes.c_uint64),
+        ("tid", ctypes.c_uint32),
+        ("fault_tid", ctypes.c_uint32),
+    )
+
+
+class InsertSlot(ctypes.Structure):
+    _fields_ = (
+        ("memcg", ctypes.c_uint64),
+        ("mapping", ctypes.c_uint64),
+        ("pages", ctypes.c_uint64),
+        ("tid", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+def kernel_dev_to_user(dev: int) -> tuple[int, int]:
+    """The kernel's internal dev_t (major << 20 | minor) as (major, minor)."""
+    return dev >> 20, dev & 0xFFFFF

@@ -1,0 +1,369 @@
+"""A thin ctypes binding to the system libbpf (``libbpf.so.1``, libbpf >= 1.0).
+
+Only what the loader needs: open/load/attach an object, find maps, read
+and delete map entries (in batches where the kernel supports it), poll a ring
+buffer, and a few BTF look-ups. libbpf 1.x returns ``-errno`` from int
+functions and NULL with ``errno`` set from pointer functions; both become
+``LibbpfError`` here. libbpf's own log lines are captured (the verifier log
+says why a program was refused) and attached to errors.
+
+Why ctypes over a library: the maintained Python options either compile
+against a specific libbpf at install time or are BCC (a different engine);
+the system libbpf.so.1 is ABI-stable across 1.x, so binding its C API costs
+one small module and no build step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+_log = logging.getLogger(__name__)
+
+BTF_KIND_TYPEDEF = 8
+BTF_KIND_FUNC = 12
+
+# enum bpf_map_type values the reader needs to know about.
+MAP_PERCPU_TYPES = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+
+class LibbpfError(OSError):
+    """A libbpf call failed; ``log`` holds what libbpf printed meanwhile."""
+
+    def __init__(self, err: int, what: str, log: str = "") -> None:
+        super().__init__(err, f"{what}: {os.strerror(err)}")
+        self.log = log
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n{self.log}" if self.log else text
+
+
+class LibbpfMissing(RuntimeError):
+    pass
+
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class _Log:
+    """Collects libbpf's printouts (it formats with a va_list: use vsnprintf)."""
+
+    def __init__(self, libc: ctypes.CDLL) -> None:
+        self._vsnprintf = libc.vsnprintf
+        self._vsnprintf.argtypes = (
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+        )
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self.callback = _PRINT_FN(self._print)
+
+    def _print(self, level: int, fmt: bytes, args: int) -> int:
+        buf = ctypes.create_string_buffer(4096)
+        self._vsnprintf(buf, len(buf), fmt, args)
+        line = buf.value.decode("utf-8", "replace").rstrip("\n")
+        with self._lock:
+            self._lines.append(line)
+            if len(self._lines) > 2000:  # a verifier log can be huge: keep the tail
+                del self._lines[:1000]
+        _log.debug("libbpf: %s", line)
+        return 0
+
+    def take(self) -> str:
+        with self._lock:
+            text = "\n".join(self._lines[-60:])
+            self._lines.clear()
+        return text
+
+
+class Libbpf:
+    """The loaded library with argument types declared; one per process."""
+
+    _instance: Libbpf | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self, path: str | None = None) -> None:
+        path = path or ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            lib = ctypes.CDLL(path, use_errno=True)
+        except OSError as e:
+            raise LibbpfMissing(
+                f"cannot load libbpf ({path}): install it (Debian/Ubuntu: apt-get install libbpf1)"
+            ) from e
+        self.lib = lib
+        vp, ci, cu32, cs = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p
+        sigs = {
+            "libbpf_set_print": (vp, (_PRINT_FN,)),
+            "libbpf_num_possible_cpus": (ci, ()),
+            "bpf_object__open_file": (vp, (cs, vp)),
+            "bpf_object__load": (ci, (vp,)),
+            "bpf_object__close": (None, (vp,)),
+            "bpf_object__next_program": (vp, (vp, vp)),
+            "bpf_object__find_map_by_name": (vp, (vp, cs)),
+            "bpf_program__name": (cs, (vp,)),
+            "bpf_program__set_autoload": (ci, (vp, ctypes.c_bool)),
+            "bpf_program__attach": (vp, (vp,)),
+            "bpf_program__fd": (ci, (vp,)),
+            "bpf_link__destroy": (ci, (vp,)),
+            "bpf_map__fd": (ci, (vp,)),
+            "bpf_map__key_size": (cu32, (vp,)),
+            "bpf_map__value_size": (cu32, (vp,)),
+            "bpf_map__type": (ci, (vp,)),
+            "bpf_map__max_entries": (cu32, (vp,)),
+            "bpf_map_lookup_elem": (ci, (ci, vp, vp)),
+            "bpf_map_delete_elem": (ci, (ci, vp)),
+            "bpf_map_get_next_key": (ci, (ci, vp, vp)),
+            "bpf_map_lookup_batch": (ci, (ci, vp, vp, vp, vp, ctypes.POINTER(cu32), vp)),
+            "btf__load_vmlinux_btf": (vp, ()),
+            "btf__find_by_name_kind": (ci, (vp, cs, cu32)),
+            "btf__free": (None, (vp,)),
+            "ring_buffer__new": (vp, (ci, _SAMPLE_FN, vp, vp)),
+            "ring_buffer__poll": (ci, (vp, ci)),
+            "ring_buffer__free": (None, (vp,)),
+        }
+        for name, (restype, argtypes) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+        self.log = _Log(ctypes.CDLL(None))
+        lib.libbpf_set_print(self.log.callback)
+        self.ncpus = max(1, lib.libbpf_num_possible_cpus())
+
+    @classmethod
+    def get(cls) -> Libbpf:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = Libbpf()
+            return cls._instance
+
+    def check(self, rc: int, what: str) -> int:
+        if rc < 0:
+            raise LibbpfError(-rc, what, self.log.take())
+        return rc
+
+    def check_ptr(self, ptr: int | None, what: str) -> int:
+        if not ptr:
+            raise LibbpfError(ctypes.get_errno() or errno.EINVAL, what, self.log.take())
+        return ptr
+
+
+def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
+    """Which (name, BTF kind) pairs the running kernel's BTF has; all False without BTF."""
+    lib = Libbpf.get()
+    btf = lib.lib.btf__load_vmlinux_btf()
+    if not btf:
+        return {name: False for name, _ in names}
+    try:
+        return {
+            name: lib.lib.btf__find_by_name_kind(btf, name.encode(), kind) >= 0
+            for name, kind in names
+        }
+    finally:
+        lib.lib.btf__free(btf)
+
+
+class BpfMap:
+    """One map of a loaded object: typed-agnostic bytes in, bytes out."""
+
+    def __init__(self, lib: Libbpf, handle: int, name: str) -> None:
+        self.name = name
+        self._lib = lib
+        self.fd = lib.lib.bpf_map__fd(handle)
+        self.key_size = lib.lib.bpf_map__key_size(handle)
+        self.value_size = lib.lib.bpf_map__value_size(handle)
+        self.max_entries = lib.lib.bpf_map__max_entries(handle)
+        self.percpu = lib.lib.bpf_map__type(handle) in MAP_PERCPU_TYPES
+        # Per-CPU values come back for every possible CPU, each 8-byte aligned.
+        self.cpu_stride = (self.value_size + 7) & ~7
+        self.full_value_size = self.cpu_stride * lib.ncpus if self.percpu else self.value_size
+        self._batch_ok = True
+
+    def lookup(self, key: bytes) -> bytes | None:
+        value = ctypes.create_string_buffer(self.full_value_size)
+        rc = self._lib.lib.bpf_map_lookup_elem(self.fd, key, value)
+        if rc < 0:
+            if -rc == errno.ENOENT:
+                return None
+            self._lib.check(rc, f"lookup in {self.name}")
+        return value.raw
+
+    def delete(self, key: bytes) -> bool:
+        rc = self._lib.lib.bpf_map_delete_elem(self.fd, key)
+        if rc < 0 and -rc != errno.ENOENT:
+            self._lib.check(rc, f"delete from {self.name}")
+        return rc == 0
+
+    def items(self, chunk: int = 1024) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value); in batches of ``chunk`` where the kernel can (5.6+)."""
+        if self._batch_ok:
+            try:
+                yield from self._items_batched(chunk)
+                return
+            except LibbpfError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                self._batch_ok = False
+        yield from self._items_iterated()
+
+    def _items_batched(self, chunk: int) -> Iterator[tuple[bytes, bytes]]:
+        lib = self._lib.lib
+        token_size = max(self.key_size, 8)
+        in_batch = ctypes.create_string_buffer(token_size)
+        out_batch = ctypes.create_string_buffer(token_size)
+        keys = ctypes.create_string_buffer(self.key_size * chunk)
+        values = ctypes.create_string_buffer(self.full_value_size * chunk)
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            rc = lib.bpf_map_lookup_batch(
+                self.fd,
+                None if first else in_batch,
+                out_batch,
+                keys,
+                values,
+                ctypes.byref(count),
+                None,
+            )
+            done = rc < 0 and -rc == errno.ENOENT
+            if rc < 0 and not done:
+                self._lib.check(rc, f"batch lookup in {self.name}")
+            kraw, vraw = keys.raw, values.raw
+            for i in range(count.value):
+                yield (
+                    kraw[i * self.key_size : (i + 1) * self.key_size],
+                    vraw[i * self.full_value_size : (i + 1) * self.full_value_size],
+                )
+            if done:
+                return
+            ctypes.memmove(in_batch, out_batch, token_size)
+            first = False
+
+    def _items_iterated(self) -> Iterator[tuple[bytes, bytes]]:
+        lib = self._lib.lib
+        key = ctypes.create_string_buffer(self.key_size)
+        next_key = ctypes.create_string_buffer(self.key_size)
+        rc = lib.bpf_map_get_next_key(self.fd, None, next_key)
+        while rc == 0:
+            value = self.lookup(next_key.raw)
+            if value is not None:  # deleted between the two calls: fine
+                yield next_key.raw, value
+            ctypes.memmove(key, next_key, self.key_size)
+            rc = lib.bpf_map_get_next_key(self.fd, key, next_key)
+
+    def per_cpu(self, value: bytes) -> list[bytes]:
+        if not self.percpu:
+            return [value]
+        return [
+            value[i * self.cpu_stride : i * self.cpu_stride + self.value_size]
+            for i in range(len(value) // self.cpu_stride)
+        ]
+
+
+class RingBuffer:
+    """Polls one BPF ring buffer map; ``callback(bytes)`` gets each record."""
+
+    def __init__(self, lib: Libbpf, bpf_map: BpfMap, callback: Callable[[bytes], None]) -> None:
+        self._lib = lib
+
+        def sample(_ctx: int, data: int, size: int) -> int:
+            try:
+                callback(ctypes.string_at(data, size))
+            except Exception:  # noqa: BLE001 - an exception must not cross into C
+                _log.debug("ring buffer callback failed", exc_info=True)
+            return 0
+
+        self._sample = _SAMPLE_FN(sample)  # keep a reference: C holds the pointer
+        self._rb = lib.check_ptr(
+            lib.lib.ring_buffer__new(bpf_map.fd, self._sample, None, None),
+            f"ring buffer on {bpf_map.name}",
+        )
+
+    def poll(self, timeout_ms: int) -> int:
+        """Handles ready records; returns how many (0 on timeout)."""
+        rc = self._lib.lib.ring_buffer__poll(self._rb, timeout_ms)
+        if rc < 0 and -rc == errno.EINTR:
+            return 0
+        return self._lib.check(rc, "ring buffer poll")
+
+    def close(self) -> None:
+        if self._rb:
+            self._lib.lib.ring_buffer__free(self._rb)
+            self._rb = 0
+
+
+class BpfObject:
+    """An opened object file; programs are attached one by one, all detached on close()."""
+
+    def __init__(self, path: str) -> None:
+        self._lib = Libbpf.get()
+        lib = self._lib.lib
+        self.path = path
+        self._obj = self._lib.check_ptr(
+            lib.bpf_object__open_file(path.encode(), None), f"open {path}"
+        )
+        self.programs: dict[str, int] = {}
+        prog = lib.bpf_object__next_program(self._obj, None)
+        while prog:
+            self.programs[lib.bpf_program__name(prog).decode()] = prog
+            prog = lib.bpf_object__next_program(self._obj, prog)
+        self._links: dict[str, int] = {}
+        self._maps: dict[str, BpfMap] = {}
+        self.loaded = False
+
+    def set_autoload(self, program: str, autoload: bool) -> None:
+        self._lib.check(
+            self._lib.lib.bpf_program__set_autoload(self.programs[program], autoload),
+            f"set autoload of {program}",
+        )
+
+    def load(self) -> None:
+        self._lib.log.take()
+        self._lib.check(self._lib.lib.bpf_object__load(self._obj), f"load {self.path}")
+        self.loaded = True
+
+    def attach(self, program: str) -> None:
+        link = self._lib.check_ptr(
+            self._lib.lib.bpf_program__attach(self.programs[program]), f"attach {program}"
+        )
+        self._links[program] = link
+
+    @property
+    def attached(self) -> list[str]:
+        return list(self._links)
+
+    def program_fd(self, program: str) -> int:
+        return self._lib.lib.bpf_program__fd(self.programs[program])
+
+    def map(self, name: str) -> BpfMap:
+        found = self._maps.get(name)
+        if found is None:
+            handle = self._lib.check_ptr(
+                self._lib.lib.bpf_object__find_map_by_name(self._obj, name.encode()),
+                f"find map {name}",
+            )
+            found = self._maps[name] = BpfMap(self._lib, handle, name)
+        return found
+
+    def ring_buffer(self, name: str, callback: Callable[[bytes], None]) -> RingBuffer:
+        return RingBuffer(self._lib, self.map(name), callback)
+
+    def detach_all(self) -> None:
+        for name, link in list(self._links.items()):
+            self._lib.lib.bpf_link__destroy(link)
+            del self._links[name]
+
+    def close(self) -> None:
+        """Detach every program and free the object (maps and programs go with it)."""
+        self.detach_all()
+        if self._obj:
+            self._lib.lib.bpf_object__close(self._obj)
+            self._obj = 0
