@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* include/linux/sched.h: stable for many years. */
 #define PF_MEMALLOC 0x00000800 /* in reclaim, or allocating on its behalf */
 #define PF_KSWAPD 0x00020000   /* the kswapd thread */
+#define PF_MEMALLOC_NOFS 0x00040000 /* set by readahead around its insertions */
 
 /* include/linux/memcontrol.h: low bits of folio->memcg_data are flags. */
 #define MEMCG_DATA_OBJEXTS 1UL
@@ -174,7 +175,15 @@ static __always_inline __u64 current_memcg_id(void)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
-/* ---- Misses: insertions not followed by the same thread dirtying them ---- */
+/* ---- Misses -------------------------------------------------------------
+ *
+ * A miss is a page inserted on the read or fault path. Readahead (which
+ * serves nearly every read and fault miss) inserts with PF_MEMALLOC_NOFS set
+ * on the task (memalloc_nofs_save in page_cache_ra_unbounded/_order): those
+ * count at once. Other insertions are held in a per-CPU slot until the same
+ * thread's next event says what they were: dirtying the same mapping means a
+ * write filling new pages (not a miss); anything else means a read.
+ */
 
 static __always_inline struct insert_slot *insert_slot(void)
 {
@@ -234,6 +243,12 @@ int BPF_PROG(on_add_to_page_cache, struct folio *folio)
 	count(&pagecache_insertions, &owner, nr);
 	file_pages_add(owner, folio, nr, true);
 
+	if (BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags) & PF_MEMALLOC_NOFS) {
+		__u64 accessor = current_memcg_id();
+
+		count(&pagecache_misses, &accessor, nr);
+		return 0;
+	}
 	slot = insert_slot();
 	if (!slot)
 		return 0;

@@ -6,6 +6,8 @@ import ctypes
 import mmap
 import os
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -67,6 +69,14 @@ class MemcgFactory:
         self.children.append(child)
         assert child.wait(timeout) == 0, f"{argv} failed in {directory}"
 
+    def worker(self, directory: Path) -> Worker:
+        """A started tests/worker.py, moved into the cgroup at ``directory``."""
+        worker = Worker()
+        self.children.append(worker.proc)
+        worker.warm_up()
+        (directory / "cgroup.procs").write_text(str(worker.proc.pid))
+        return worker
+
     def cleanup(self) -> None:
         for child in self.children:
             if child.poll() is None:
@@ -81,6 +91,44 @@ class MemcgFactory:
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+class Worker:
+    """Drives tests/worker.py: one command at a time, waits for its "ok"."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("worker.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def do(self, *command: object, timeout: float = 120) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(" ".join(map(str, command)) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line.strip() == "ok", f"worker failed on {command}: {line!r}"
+
+    def warm_up(self) -> None:
+        # Exercise every code path once while still outside the test cgroup.
+        warm = Path(tempfile.mkdtemp()) / "warm"
+        self.do("write", warm, 8192)
+        for command in ("read", "mmap", "evict"):
+            self.do(command, warm)
+        warm.unlink()
+        warm.parent.rmdir()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.do_exit()
+
+    def do_exit(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("exit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(30)
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""A long-lived child that does page-cache work on command, inside a memcg.
+
+Started first, then moved into a cgroup: its interpreter start-up (which
+faults in code and libraries) happens before, so what the probes count in
+the cgroup is the workload only. Commands, one per line on stdin, each
+answered with "ok" on stdout:
+
+    read PATH          read the whole file with 1 MiB read()s
+    mmap PATH [nohuge] map it and touch every page; "nohuge": MADV_NOHUGEPAGE first,
+                       so large folios are mapped page by page (see test_activity)
+    write PATH BYTES   write a new file of BYTES (no fsync)
+    evict PATH         posix_fadvise(DONTNEED) on it
+    hold PATH          open it and keep it open
+    exit
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+
+CHUNK = 1 << 20
+
+
+def main() -> None:
+    held = []
+    block = b"\xa5" * CHUNK
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "read":
+            fd = os.open(args[0], os.O_RDONLY)
+            while os.read(fd, CHUNK):
+                pass
+            os.close(fd)
+        elif command == "mmap":
+            with open(args[0], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+                if args[1:] == ["nohuge"]:
+                    m.madvise(mmap.MADV_NOHUGEPAGE)
+                total = 0
+                for offset in range(0, len(m), mmap.PAGESIZE):
+                    total += m[offset]
+        elif command == "write":
+            remaining = int(args[1])
+            with open(args[0], "wb") as f:
+                while remaining > 0:
+                    n = min(remaining, CHUNK)
+                    f.write(block[:n])
+                    remaining -= n
+        elif command == "evict":
+            fd = os.open(args[0], os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        elif command == "hold":
+            held.append(open(args[0], "rb"))  # noqa: SIM115 - held until exit on purpose
+        elif command == "exit":
+            break
+        print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    main()
