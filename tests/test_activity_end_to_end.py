@@ -1,0 +1,105 @@
+"""The agent process with its BPF probes: activity over OTLP, and a clean detach."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+from tests.agent_process import AgentProcess
+from tests.conftest import make_cold_file
+from tests.peers.otlp_receiver import iter_points
+
+OUR_PROGRAMS = {
+    "on_add_to_page_cache",
+    "on_delete_from_page_cache",
+    "on_dirty_folio",
+    "on_get_pages",
+    "on_fault",
+    "on_map_pages",
+}
+MIB = 1 << 20
+
+
+def _our_program_ids() -> set[int]:
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    # Older bpftool shows names cut to 15 characters (BPF_OBJ_NAME_LEN - 1).
+    names = OUR_PROGRAMS | {name[:15] for name in OUR_PROGRAMS}
+    return {p["id"] for p in json.loads(out) if p.get("name") in names}
+
+
+def test_activity_exported_per_container_and_programs_detached_on_sigterm(
+    memcgs, data_dir, otlp_receiver, tmp_path
+):
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
+    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    worker = memcgs.worker(directory)
+    cold = make_cold_file(data_dir / "cold-16m", 16 * MIB)
+    before = _our_program_ids()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_PAGECACHE_TOP_FILES": "3",
+    }
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        deadline = time.monotonic() + 30
+        while len(_our_program_ids() - before) < len(OUR_PROGRAMS) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        attached = _our_program_ids() - before
+        assert len(attached) == len(OUR_PROGRAMS), agent.log()
+        time.sleep(1)  # the agent has taken its first snapshot (the baseline)
+        worker.do("read", cold)
+
+        def has_lookups(requests):
+            return any(
+                p.metric == "pagecache.lookups"
+                and p.resource.get("container.id") == container_id
+                and p.value >= 16 * MIB // 4096
+                for p in iter_points(requests)
+            )
+
+        requests = otlp_receiver.wait_for_metrics(has_lookups, timeout=30)
+        assert agent.terminate() == 0, agent.log()
+
+    # No program of ours is left once the agent has stopped (freeing is
+    # asynchronous in the kernel: allow it a moment).
+    deadline = time.monotonic() + 5
+    while _our_program_ids() & attached and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _our_program_ids() & attached
+
+    mine = [p for p in iter_points(requests) if p.resource.get("container.id") == container_id]
+    latest = {}
+    for p in mine:
+        key = (p.metric, tuple(sorted(p.attributes.items())))
+        if p.time_unix_nano >= latest.get(key, (0, None))[0]:
+            latest[key] = (p.time_unix_nano, p)
+    by_metric = {}
+    for (metric, _), (_, p) in latest.items():
+        by_metric.setdefault(metric, []).append(p)
+    pages = 16 * MIB // 4096
+    assert by_metric["pagecache.lookups"][0].value == pages
+    assert by_metric["pagecache.lookups"][0].unit == "{page}"
+    assert by_metric["pagecache.lookups"][0].is_monotonic
+    assert pages <= by_metric["pagecache.misses"][0].value <= pages + 64
+    assert pages <= by_metric["pagecache.insertions"][0].value <= pages + 64
+    reasons = {p.attributes["pagecache.removal.reason"] for p in by_metric["pagecache.removals"]}
+    assert reasons == {"eviction", "invalidation"}
+    assert by_metric["pagecache.hit_ratio"][0].unit == "1"
+    files = by_metric["pagecache.file.usage"]
+    st = cold.stat()
+    match = [f for f in files if f.attributes["file.inode"] == str(st.st_ino)]
+    assert match and match[0].unit == "By"
+    assert (
+        match[0].attributes["pagecache.file.device"]
+        == f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    )
+    assert "file.path" not in match[0].attributes  # not opted in
+    # The agent's own BPF health metrics, on the base resource.
+    names = {p.metric for p in iter_points(requests) if "container.id" not in p.resource}
+    assert {"pagecache.agent.bpf.map.fill", "pagecache.agent.bpf.lost"} <= names

@@ -1,0 +1,53 @@
+"""probes/layout.py mirrors bpf/pagecache.h: checked against the object's own BTF."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from otel_pagecache.probes import layout
+from otel_pagecache.probes.core import default_object_path
+
+MIRRORS = {
+    "removal_key": layout.RemovalKey,
+    "file_key": layout.FileKey,
+    "lookup_slot": layout.LookupSlot,
+    "insert_slot": layout.InsertSlot,
+}
+
+
+def _btf_structs(path: str) -> dict[str, tuple[int, dict[str, int]]]:
+    """{struct name: (size, {member: byte offset})} from `bpftool btf dump`."""
+    raw = subprocess.run(
+        ["bpftool", "btf", "dump", "file", path, "format", "raw"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    structs: dict[str, tuple[int, dict[str, int]]] = {}
+    current = None
+    # [12] STRUCT 'lookup_slot' size=64 vlen=9
+    header = re.compile(r"^\[\d+\] STRUCT '(\w+)' size=(\d+) vlen=\d+")
+    # 	'memcg' type_id=3 bits_offset=0
+    member = re.compile(r"^\s+'(\w+)' type_id=\d+ bits_offset=(\d+)")
+    for line in raw.splitlines():
+        if m := header.match(line):
+            current = structs[m.group(1)] = (int(m.group(2)), {})
+        elif current is not None and (m := member.match(line)):
+            current[1][m.group(1)] = int(m.group(2)) // 8
+        else:
+            current = None if not line.startswith((" ", "\t")) else current
+    return structs
+
+
+@pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed")
+def test_python_mirrors_match_the_compiled_structs():
+    structs = _btf_structs(default_object_path())
+    for name, mirror in MIRRORS.items():
+        size, members = structs[name]
+        assert ctypes.sizeof(mirror) == size, name
+        assert {f: getattr(mirror, f).offset for f, _ in mirror._fields_} == members, name
