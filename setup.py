@@ -33,14 +33,23 @@ def compile_bpf() -> None:
     os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
     arch = ARCH.get(platform.machine(), platform.machine())
     command = [
-        clang, "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}",
-        "-I", os.path.join(HERE, "bpf"), "-c", SOURCE, "-o", OUTPUT,
+        clang,
+        "-g",
+        "-O2",
+        "-target",
+        "bpf",
+        f"-D__TARGET_ARCH_{arch}",
+        "-I",
+        os.path.join(HERE, "bpf"),
+        "-c",
+        SOURCE,
+        "-o",
+        OUTPUT,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         print(
-            "warning: building the BPF object failed (is libbpf-dev installed?):\n"
-            + result.stderr,
+            "warning: building the BPF object failed (is libbpf-dev installed?):\n" + result.stderr,
             file=sys.stderr,
         )
 

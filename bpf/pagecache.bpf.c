@@ -67,15 +67,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct lookup_slot);
-} lookup_slots SEC(".maps");
+	__type(value, struct cpu_slots);
+} cpu_slots SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct insert_slot);
-} insert_slots SEC(".maps");
+static __always_inline struct cpu_slots *cpu_slots_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_slots, &zero);
+}
 
 static __always_inline void lost(__u32 reason)
 {
@@ -159,21 +159,21 @@ static __always_inline __u64 folio_memcg_id(struct folio *folio)
  * The current task's memcg, through its memory-controller css: right on v1
  * and v2 alike (bpf_get_current_cgroup_id() is the v2 cgroup, which on a v1
  * host is not where memory is accounted).
+ *
+ * bpf_get_current_task_btf() gives a trusted pointer, so this is a chain of
+ * plain loads the verifier turns into faulting-safe reads: no helper calls,
+ * which is what keeps the lookup path near the cost of an empty program.
  */
-static __always_inline __u64 current_memcg_id(void)
+static __always_inline __u64 task_memcg_id(struct task_struct *task)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct css_set *cgroups = BPF_CORE_READ(task, cgroups);
-	struct cgroup_subsys_state *css = NULL;
-	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct cgroup_subsys_state *css;
 
-	if (id < 0 || id >= 16)
-		return 0;
-	bpf_probe_read_kernel(&css, sizeof(css), &cgroups->subsys[id]);
+	css = task->cgroups->subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)];
 	if (!css)
 		return 0;
-	return BPF_CORE_READ(css, cgroup, kn, id);
+	return css->cgroup->kn->id;
 }
+
 
 /* ---- Misses -------------------------------------------------------------
  *
@@ -184,13 +184,6 @@ static __always_inline __u64 current_memcg_id(void)
  * thread's next event says what they were: dirtying the same mapping means a
  * write filling new pages (not a miss); anything else means a read.
  */
-
-static __always_inline struct insert_slot *insert_slot(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&insert_slots, &zero);
-}
 
 static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
 {
@@ -237,21 +230,24 @@ int BPF_PROG(on_add_to_page_cache, struct folio *folio)
 	__u64 owner = folio_memcg_id(folio);
 	__u64 nr = folio_pages(folio);
 	__u64 mapping = (__u64)BPF_CORE_READ(folio, mapping);
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tid = task->pid;
+	struct cpu_slots *slots;
 	struct insert_slot *slot;
 
 	count(&pagecache_insertions, &owner, nr);
 	file_pages_add(owner, folio, nr, true);
 
-	if (BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags) & PF_MEMALLOC_NOFS) {
-		__u64 accessor = current_memcg_id();
+	if (task->flags & PF_MEMALLOC_NOFS) {
+		__u64 accessor = task_memcg_id(task);
 
 		count(&pagecache_misses, &accessor, nr);
 		return 0;
 	}
-	slot = insert_slot();
-	if (!slot)
+	slots = cpu_slots_get();
+	if (!slots)
 		return 0;
+	slot = &slots->insert;
 	if (slot->tid == tid && slot->mapping == mapping) {
 		slot->pages += nr;
 		return 0;
@@ -259,7 +255,7 @@ int BPF_PROG(on_add_to_page_cache, struct folio *folio)
 	resolve_pending(slot, true);
 	slot->tid = tid;
 	slot->mapping = mapping;
-	slot->memcg = current_memcg_id();
+	slot->memcg = task_memcg_id(task);
 	slot->pages = nr;
 	return 0;
 }
@@ -268,29 +264,28 @@ SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(on_dirty_folio, struct folio *folio, struct address_space *mapping)
 {
 	__u64 owner = folio_memcg_id(folio);
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct insert_slot *slot = insert_slot();
+	__u32 tid = bpf_get_current_task_btf()->pid;
+	struct cpu_slots *slots = cpu_slots_get();
 
 	count(&pagecache_dirtied, &owner, folio_pages(folio));
 	/* The same thread inserting then dirtying the same mapping is a write
 	 * filling new pages: those insertions were not read misses. */
-	if (slot && slot->tid == tid && slot->mapping == (__u64)mapping)
-		resolve_pending(slot, false);
+	if (slots && slots->insert.tid == tid && slots->insert.mapping == (__u64)mapping)
+		resolve_pending(&slots->insert, false);
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_delete_from_page_cache")
 int BPF_PROG(on_delete_from_page_cache, struct folio *folio)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	unsigned int flags = BPF_CORE_READ(task, flags);
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct removal_key key = { .memcg = folio_memcg_id(folio) };
 	__u64 nr = folio_pages(folio);
 
 	/* Reclaim runs in kswapd, or in a task in direct/memcg reclaim, which
 	 * sets PF_MEMALLOC and a reclaim_state; anything else removing a folio
 	 * (truncate, fadvise, invalidation) is not an eviction. */
-	if ((flags & (PF_KSWAPD | PF_MEMALLOC)) || BPF_CORE_READ(task, reclaim_state))
+	if ((task->flags & (PF_KSWAPD | PF_MEMALLOC)) || task->reclaim_state)
 		key.reason = REMOVAL_EVICTION;
 	else
 		key.reason = REMOVAL_INVALIDATION;
@@ -301,23 +296,28 @@ int BPF_PROG(on_delete_from_page_cache, struct folio *folio)
 
 /* ---- Lookups (by accessor): the hot path --------------------------------- */
 
-static __always_inline struct lookup_slot *lookup_slot(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&lookup_slots, &zero);
-}
-
 /* Count pages looked up; the slot holds a running count for one memcg and is
  * flushed into pagecache_lookups only when another memcg reads on this CPU. */
-static __always_inline void count_lookups(struct lookup_slot *slot, __u64 pages)
+static __always_inline void count_lookups(struct cpu_slots *slots, __u64 pages,
+					  struct task_struct *task)
 {
-	__u64 memcg = current_memcg_id();
-	struct insert_slot *pending = insert_slot();
+	struct lookup_slot *slot = &slots->lookup;
+	__u64 cset = (__u64)task->cgroups;
+	__u64 memcg;
 
 	/* A lookup ends any pending insertions as misses (see insert_slot). */
-	if (pending && pending->pages)
-		resolve_pending(pending, true);
+	if (slots->insert.pages)
+		resolve_pending(&slots->insert, true);
+	/* Tasks sharing a css_set share every css, the memory one included: one
+	 * load instead of walking to the memcg id. (Should a css_set be freed and
+	 * its memory reused for another while this CPU's slot still names it,
+	 * lookups would go to the old memcg until another memcg reads here.) */
+	if (cset == slot->cset) {
+		slot->lookups += pages;
+		return;
+	}
+	memcg = task_memcg_id(task);
+	slot->cset = cset;
 	if (slot->memcg == memcg) {
 		slot->lookups += pages;
 		return;
@@ -337,11 +337,14 @@ static __always_inline void count_lookups(struct lookup_slot *slot, __u64 pages)
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t last_index)
 {
-	struct lookup_slot *slot = lookup_slot();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct cpu_slots *slots = cpu_slots_get();
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tid = task->pid;
+	struct lookup_slot *slot;
 
-	if (!slot)
+	if (!slots)
 		return 0;
+	slot = &slots->lookup;
 	if (slot->tid == tid && slot->mapping == (__u64)mapping && slot->last == last_index &&
 	    index > slot->index) {
 		slot->index = index;
@@ -351,7 +354,7 @@ int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t
 	slot->mapping = (__u64)mapping;
 	slot->index = index;
 	slot->last = last_index;
-	count_lookups(slot, last_index - index + 1);
+	count_lookups(slots, last_index - index + 1, task);
 	return 0;
 }
 
@@ -359,14 +362,15 @@ int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t
 SEC("tp_btf/mm_filemap_fault")
 int BPF_PROG(on_fault, struct address_space *mapping, pgoff_t index)
 {
-	struct lookup_slot *slot = lookup_slot();
+	struct cpu_slots *slots = cpu_slots_get();
+	struct task_struct *task = bpf_get_current_task_btf();
 
-	if (!slot)
+	if (!slots)
 		return 0;
-	slot->fault_tid = (__u32)bpf_get_current_pid_tgid();
-	slot->fault_mapping = (__u64)mapping;
-	slot->fault_index = index;
-	count_lookups(slot, 1);
+	slots->lookup.fault_tid = task->pid;
+	slots->lookup.fault_mapping = (__u64)mapping;
+	slots->lookup.fault_index = index;
+	count_lookups(slots, 1, task);
 	return 0;
 }
 
@@ -378,17 +382,20 @@ int BPF_PROG(on_fault, struct address_space *mapping, pgoff_t index)
 SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t last)
 {
-	struct lookup_slot *slot = lookup_slot();
+	struct cpu_slots *slots = cpu_slots_get();
+	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 pages = last - start + 1;
+	struct lookup_slot *slot;
 
-	if (!slot)
+	if (!slots)
 		return 0;
-	if (slot->fault_tid == (__u32)bpf_get_current_pid_tgid() &&
+	slot = &slots->lookup;
+	if (slot->fault_tid == task->pid &&
 	    slot->fault_mapping == (__u64)mapping && slot->fault_index >= start &&
 	    slot->fault_index <= last) {
 		pages -= 1;
 		slot->fault_mapping = 0;
 	}
-	count_lookups(slot, pages);
+	count_lookups(slots, pages, task);
 	return 0;
 }

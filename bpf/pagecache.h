@@ -52,6 +52,7 @@ struct lookup_slot {
 	__u64 last;    /* its last page */
 	__u64 fault_mapping; /* last filemap_fault: its page is in the next map_pages range */
 	__u64 fault_index;
+	__u64 cset;    /* css_set of the last task counted: same css_set, same memcg */
 	__u32 tid;
 	__u32 fault_tid;
 };
@@ -67,6 +68,12 @@ struct insert_slot {
 	__u64 pages;
 	__u32 tid;
 	__u32 pad;
+};
+
+/* Both slots in one per-CPU value: one map look-up per event, not two. */
+struct cpu_slots {
+	struct lookup_slot lookup;
+	struct insert_slot insert;
 };
 
 #endif /* __PAGECACHE_H__ */

@@ -17,6 +17,7 @@ MIRRORS = {
     "file_key": layout.FileKey,
     "lookup_slot": layout.LookupSlot,
     "insert_slot": layout.InsertSlot,
+    "cpu_slots": layout.CpuSlots,
 }
 
 

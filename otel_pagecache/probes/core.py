@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable
-from .layout import LOST_REASONS, REMOVAL_REASONS, FileKey, LookupSlot, RemovalKey
+from .layout import LOST_REASONS, REMOVAL_REASONS, CpuSlots, FileKey, RemovalKey
 from .libbpf import BTF_KIND_TYPEDEF, BpfObject, LibbpfError, LibbpfMissing, vmlinux_btf_has
 
 _log = logging.getLogger(__name__)
@@ -174,12 +174,12 @@ class CoreProbe:
         (Insertions whose fate, read miss or write, is not known yet are not
         counted; they are as soon as the next event on that CPU decides.)
         """
-        slots = obj.map("lookup_slots")
+        slots = obj.map("cpu_slots")
         raw = slots.lookup(struct.pack("=I", 0))
         out: dict[int, int] = {}
         if raw:
             for cpu in slots.per_cpu(raw):
-                slot = LookupSlot.from_buffer_copy(cpu[: ctypes.sizeof(LookupSlot)])
+                slot = CpuSlots.from_buffer_copy(cpu[: ctypes.sizeof(CpuSlots)]).lookup
                 if slot.lookups:
                     out[slot.memcg] = out.get(slot.memcg, 0) + slot.lookups
         return out

@@ -41,6 +41,7 @@ class LookupSlot(ctypes.Structure):
         ("last", ctypes.c_uint64),
         ("fault_mapping", ctypes.c_uint64),
         ("fault_index", ctypes.c_uint64),
+        ("cset", ctypes.c_uint64),
         ("tid", ctypes.c_uint32),
         ("fault_tid", ctypes.c_uint32),
     )
@@ -54,6 +55,10 @@ class InsertSlot(ctypes.Structure):
         ("tid", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
     )
+
+
+class CpuSlots(ctypes.Structure):
+    _fields_ = (("lookup", LookupSlot), ("insert", InsertSlot))
 
 
 def kernel_dev_to_user(dev: int) -> tuple[int, int]:
