@@ -238,3 +238,8 @@ def test_removed_cgroup_counts_go_to_the_dying_bucket(memcgs, data_dir, harness)
     snapshot = harness.read()
     assert a not in snapshot.memcgs
     assert snapshot.buckets["dying"].invalidations - dying_before >= cached > 0
+
+
+def test_missing_object_names_the_cause_and_the_fix(tmp_path):
+    with pytest.raises(ProbeUnavailable, match="install clang and libbpf-dev"):
+        CoreProbe(object_path=str(tmp_path / "none.bpf.o")).start()

@@ -316,8 +316,13 @@ def test_unprivileged_user_still_sees_residency(workload):
     """cgroupfs memory files are world-readable: residency needs no privilege."""
     memcgs, cgroups, names = workload
     args = ("top", "--once", "--include", f"{memcgs.parent_path}/*")
-    out = _cli(*args, check=True, preexec_fn=_as_nobody).stdout
-    assert f"docker:{DOCKER_ID[:12]}" in out
+    result = _cli(*args, check=True, preexec_fn=_as_nobody)
+    assert f"docker:{DOCKER_ID[:12]}" in result.stdout
+    # Without CAP_BPF the activity probes cannot load: one message says why
+    # and how to fix it, and the residency table is still there.
+    assert "activity: off" in result.stdout
+    assert result.stderr.count("page-cache activity unavailable") == 1
+    assert "CAP_BPF" in result.stderr
 
 
 def test_unreadable_cgroupfs_names_cause_and_fix_and_keeps_node_totals(tmp_path):
