@@ -121,6 +121,7 @@ class Libbpf:
             "bpf_map__max_entries": (cu32, (vp,)),
             "bpf_map_lookup_elem": (ci, (ci, vp, vp)),
             "bpf_map_delete_elem": (ci, (ci, vp)),
+            "bpf_map_update_elem": (ci, (ci, vp, vp, ctypes.c_uint64)),
             "bpf_map_get_next_key": (ci, (ci, vp, vp)),
             "bpf_map_lookup_batch": (ci, (ci, vp, vp, vp, vp, ctypes.POINTER(cu32), vp)),
             "btf__load_vmlinux_btf": (vp, ()),
@@ -195,6 +196,12 @@ class BpfMap:
                 return None
             self._lib.check(rc, f"lookup in {self.name}")
         return value.raw
+
+    def update(self, key: bytes, value: bytes) -> None:
+        """Set one entry (for per-CPU maps, ``value`` holds every CPU's value)."""
+        self._lib.check(
+            self._lib.lib.bpf_map_update_elem(self.fd, key, value, 0), f"update {self.name}"
+        )
 
     def delete(self, key: bytes) -> bool:
         rc = self._lib.lib.bpf_map_delete_elem(self.fd, key)
