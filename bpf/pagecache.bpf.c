@@ -399,3 +399,151 @@ int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t
 	count_lookups(slots, pages, task);
 	return 0;
 }
+
+/* ---- Stalls ------------------------------------------------------------------
+ *
+ * A thread's stall starts at a *_begin tracepoint and ends at the matching
+ * *_end of the same thread: the start waits in stall_starts (bounded, keyed
+ * by thread id) and the finished stall goes to user space through the ring
+ * buffer, which applies the threshold and the rate limit. Stalls are rare
+ * next to lookups, so every one is sent.
+ */
+extern unsigned long CONFIG_HZ __kconfig __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PAGECACHE_MAX_STALLING_THREADS);
+	__type(key, __u32);
+	__type(value, struct stall_start);
+} stall_starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PAGECACHE_STALL_RINGBUF_BYTES);
+} stall_events SEC(".maps");
+
+/* Keeps struct stall_event in the object's BTF (ring buffers have no value
+ * type), so tests/test_bpf_layout.py can check the Python mirror. */
+const volatile struct stall_event *unused_stall_event __attribute__((unused));
+
+static __always_inline void stall_begin(__u32 kind, int order, __u64 gfp)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tid = task->pid;
+	struct stall_start start = {
+		.start_ns = bpf_ktime_get_boot_ns(),
+		.memcg = task_memcg_id(task),
+		.gfp = gfp,
+		.order = order,
+		.kind = kind,
+	};
+
+	if (bpf_map_update_elem(&stall_starts, &tid, &start, BPF_ANY))
+		lost(LOST_STALL_STARTS_FULL);
+}
+
+static __always_inline struct stall_event *stall_reserve(struct task_struct *task)
+{
+	struct stall_event *event = bpf_ringbuf_reserve(&stall_events, sizeof(*event), 0);
+
+	if (!event) {
+		lost(LOST_STALL_RINGBUF_FULL);
+		return NULL;
+	}
+	event->pid = task->tgid;
+	event->tid = task->pid;
+	event->pad = 0;
+	bpf_get_current_comm(event->comm, sizeof(event->comm));
+	return event;
+}
+
+static __always_inline void stall_end(__u32 kind, __u64 nr_reclaimed)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tid = task->pid;
+	struct stall_start *start = bpf_map_lookup_elem(&stall_starts, &tid);
+	struct stall_event *event;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (!start)
+		return; /* began before we attached */
+	if (start->kind != kind) {
+		bpf_map_delete_elem(&stall_starts, &tid);
+		return;
+	}
+	event = stall_reserve(task);
+	if (event) {
+		event->start_ns = start->start_ns;
+		event->duration_ns = now - start->start_ns;
+		event->memcg = start->memcg;
+		event->pages = nr_reclaimed;
+		event->gfp = start->gfp;
+		event->ratelimit = 0;
+		event->order = start->order;
+		event->kind = kind;
+		event->planned = 0;
+		bpf_ringbuf_submit(event, 0);
+	}
+	bpf_map_delete_elem(&stall_starts, &tid);
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
+int BPF_PROG(on_memcg_reclaim_begin, int order, unsigned int gfp_flags)
+{
+	stall_begin(STALL_MEMCG_RECLAIM, order, gfp_flags);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_end")
+int BPF_PROG(on_memcg_reclaim_end, unsigned long nr_reclaimed)
+{
+	stall_end(STALL_MEMCG_RECLAIM, nr_reclaimed);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
+int BPF_PROG(on_direct_reclaim_begin, int order, unsigned int gfp_flags)
+{
+	stall_begin(STALL_DIRECT_RECLAIM, order, gfp_flags);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_end")
+int BPF_PROG(on_direct_reclaim_end, unsigned long nr_reclaimed)
+{
+	stall_end(STALL_DIRECT_RECLAIM, nr_reclaimed);
+	return 0;
+}
+
+/*
+ * The writer is about to sleep for `pause` jiffies so writeback can catch up.
+ * The sleep itself has no end event short of tracing the scheduler, so the
+ * span is the planned pause, marked as such (pagecache.stall.planned).
+ */
+SEC("tp_btf/balance_dirty_pages")
+int BPF_PROG(on_balance_dirty_pages, void *wb, void *dtc, unsigned long dirty_ratelimit,
+	     unsigned long task_ratelimit, unsigned long dirtied, unsigned long period,
+	     long pause, unsigned long start_time)
+{
+	struct task_struct *task;
+	struct stall_event *event;
+	unsigned long hz = CONFIG_HZ;
+
+	if (pause <= 0 || !hz)
+		return 0;
+	task = bpf_get_current_task_btf();
+	event = stall_reserve(task);
+	if (!event)
+		return 0;
+	event->start_ns = bpf_ktime_get_boot_ns();
+	event->duration_ns = (__u64)pause * (1000000000UL / hz);
+	event->memcg = task_memcg_id(task);
+	event->pages = dirtied;
+	event->gfp = 0;
+	event->ratelimit = task_ratelimit;
+	event->order = 0;
+	event->kind = STALL_DIRTY_THROTTLE;
+	event->planned = 1;
+	bpf_ringbuf_submit(event, 0);
+	return 0;
+}

@@ -10,6 +10,8 @@
 /* Bounds: every map is preallocated at load time, so memory is fixed. */
 #define PAGECACHE_MAX_MEMCGS 16384
 #define PAGECACHE_MAX_FILES 65536
+#define PAGECACHE_MAX_STALLING_THREADS 16384
+#define PAGECACHE_STALL_RINGBUF_BYTES (256 * 1024)
 
 /* pagecache_removals key: why a folio left the page cache. */
 enum removal_reason {
@@ -35,7 +37,9 @@ struct file_key {
 enum lost_reason {
 	LOST_MEMCG_MAP_FULL = 0, /* a per-memcg counter map had no room */
 	LOST_FILE_MAP_FULL = 1,  /* pagecache_file_pages had no room */
-	LOST_REASONS = 2,
+	LOST_STALL_RINGBUF_FULL = 2, /* a stall event found the ring buffer full */
+	LOST_STALL_STARTS_FULL = 3,  /* too many threads stalled at once to time them */
+	LOST_REASONS = 4,
 };
 
 /*
@@ -74,6 +78,39 @@ struct insert_slot {
 struct cpu_slots {
 	struct lookup_slot lookup;
 	struct insert_slot insert;
+};
+
+/* Page-cache stalls, timed in the kernel and sent through a ring buffer. */
+enum stall_kind {
+	STALL_MEMCG_RECLAIM = 0,  /* vmscan:mm_vmscan_memcg_reclaim_begin/_end */
+	STALL_DIRECT_RECLAIM = 1, /* vmscan:mm_vmscan_direct_reclaim_begin/_end */
+	STALL_DIRTY_THROTTLE = 2, /* writeback:balance_dirty_pages (planned pause) */
+};
+
+/* stall_starts value: a thread's stall in progress, keyed by thread id. */
+struct stall_start {
+	__u64 start_ns; /* CLOCK_BOOTTIME */
+	__u64 memcg;
+	__u64 gfp;
+	__s32 order;
+	__u32 kind;
+};
+
+/* stall_events record. */
+struct stall_event {
+	__u64 start_ns;    /* CLOCK_BOOTTIME */
+	__u64 duration_ns; /* measured; for a dirty throttle the planned pause */
+	__u64 memcg;       /* the stalled task's memcg */
+	__u64 pages;       /* reclaim: pages reclaimed; throttle: pages dirtied */
+	__u64 gfp;
+	__u64 ratelimit;   /* throttle: the task's dirty rate limit, pages/s */
+	__u32 pid;         /* thread group id */
+	__u32 tid;
+	__s32 order;
+	__u32 kind;        /* enum stall_kind */
+	__u32 planned;     /* 1: duration is the planned pause, not measured */
+	__u32 pad;
+	char comm[16];
 };
 
 #endif /* __PAGECACHE_H__ */

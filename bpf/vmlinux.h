@@ -84,6 +84,7 @@ struct reclaim_state;
 struct task_struct {
 	unsigned int flags;
 	int pid;
+	int tgid;
 	struct reclaim_state *reclaim_state;
 	struct css_set *cgroups;
 };

@@ -9,16 +9,25 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NoOpTracerProvider
 
 from . import __version__
 from .activity import ActivityTracker, FilePathResolver
 from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
 from .containers import Enricher
-from .export import ResourceSplittingExporter, base_resource, build_readers
+from .export import (
+    ResourceSplittingExporter,
+    base_resource,
+    build_readers,
+    build_span_exporter,
+)
 from .metrics import CGROUP_ID, SCOPE_NAME, PageCacheMetrics, sample_resource_attributes
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
 from .series import SeriesPruner
+from .stalls import StallPipeline, StallPoller
 
 _log = logging.getLogger(__name__)
 
@@ -48,7 +57,7 @@ def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTr
     from .probes.core import CoreProbe
 
     try:
-        probe = CoreProbe(lookups=settings.lookups).start()
+        probe = CoreProbe(lookups=settings.lookups, stalls=settings.stalls).start()
     except ProbeUnavailable as e:
         _log.warning("page-cache activity unavailable: %s", e)
         return None
@@ -150,6 +159,9 @@ class Agent:
             lambda: read_snapshot(self.residency, self.activity), on_snapshot=self._after_snapshot
         )
         meter = self.meter_provider.get_meter(SCOPE_NAME, __version__)
+        self.tracer_provider: TracerProvider | None = None
+        self.stall_poller: StallPoller | None = None
+        self._start_stalls(meter)
         # Prometheus has no per-series Resource: there the identity must be labels.
         labels = "prometheus" in settings.metrics_exporters or not self._pushes_only()
         self.metrics = PageCacheMetrics(meter, self.source, identity_on_points=labels)
@@ -161,6 +173,29 @@ class Agent:
             self.hierarchy.mountpoint,
             ",".join(settings.metrics_exporters),
         )
+
+    def _start_stalls(self, meter) -> None:
+        """Stall spans, when the probe times stalls and spans are wanted."""
+        probe = self.activity.probe if self.activity is not None else None
+        if probe is None or not getattr(probe, "stall_kinds", None):
+            return
+        exporter = build_span_exporter(self.settings, self._identity)
+        if exporter is not None:
+            self.tracer_provider = TracerProvider(resource=base_resource())
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+            tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
+        else:
+            tracer = NoOpTracerProvider().get_tracer(SCOPE_NAME)
+        pipeline = StallPipeline(
+            tracer,
+            meter,
+            threshold_s=self.settings.stall_threshold_ms / 1000,
+            spans_per_second=self.settings.stall_spans_per_second,
+            burst=max(1.0, self.settings.stall_spans_per_second),
+        )
+        self.stall_pipeline = pipeline
+        self.stall_poller = StallPoller(probe.stall_ring(pipeline.handle), pipeline).start()
+        _log.info("stall spans: %s", ", ".join(probe.stall_kinds))
 
     def _pushes_only(self) -> bool:
         """True when every reader exports through our ResourceSplittingExporter."""
@@ -191,12 +226,19 @@ class Agent:
             return True
         self._stopped.set()
         timeout_s = self.settings.shutdown_timeout_s
+        if self.stall_poller is not None:
+            self.stall_poller.stop()
+
         # MeterProvider.shutdown does the last collect+export; an exporter
         # retrying against a dead collector could hold it far longer than the
         # bound, so it runs in a daemon thread we stop waiting for.
+        def shutdown() -> None:
+            if self.tracer_provider is not None:
+                self.tracer_provider.shutdown()
+            self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+
         worker = threading.Thread(
-            target=self.meter_provider.shutdown,
-            kwargs={"timeout_millis": timeout_s * 1000},
+            target=shutdown,
             name="otel-pagecache-shutdown",
             daemon=True,
         )

@@ -5,6 +5,9 @@ Standard OpenTelemetry variables (read here or by the SDK's exporters):
 ==========================================  =========================================
 ``OTEL_METRICS_EXPORTER``                   ``otlp`` (default), ``console``,
                                             ``prometheus``, ``none``; comma-separated
+``OTEL_TRACES_EXPORTER``                    stall spans: ``otlp`` (default),
+                                            ``console``, ``none``
+``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``      overrides the protocol for spans
 ``OTEL_EXPORTER_OTLP_ENDPOINT``             read by the OTLP exporters
 ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``     read by the OTLP exporters
 ``OTEL_EXPORTER_OTLP_PROTOCOL``             ``grpc`` (default, as the Python SDK's
@@ -45,6 +48,11 @@ The agent's own (each also a ``run`` flag):
 ``OTEL_PAGECACHE_FILE_PATHS``               ``true``: export ``file.path`` of those
                                             files (default ``false``: a container's
                                             file names stay private)
+``OTEL_PAGECACHE_STALL_THRESHOLD_MS``       stalls at least this long become spans
+                                            (default 1, fractions allowed, 0 = all)
+``OTEL_PAGECACHE_STALL_SPANS_PER_SECOND``   span rate limit per container (default
+                                            10, burst 10)
+``OTEL_PAGECACHE_STALLS``                   ``false``: no stall programs or spans
 ==========================================  =========================================
 """
 
@@ -103,6 +111,11 @@ class Settings:
     containers_only: bool = False
     shutdown_timeout_s: float = 5.0
     activity: bool = True
+    stalls: bool = True
+    traces_exporter: str = "otlp"
+    otlp_traces_protocol: str = "grpc"
+    stall_threshold_ms: float = 1.0
+    stall_spans_per_second: float = 10.0
     lookups: bool = True
     top_files: int = 10
     file_paths: bool = False
@@ -139,6 +152,15 @@ class Settings:
             containers_only=_bool(env.get("OTEL_PAGECACHE_CONTAINERS_ONLY")),
             shutdown_timeout_s=_number(env, "OTEL_PAGECACHE_SHUTDOWN_TIMEOUT", 5.0),
             activity=_bool(env.get("OTEL_PAGECACHE_ACTIVITY"), True),
+            stalls=_bool(env.get("OTEL_PAGECACHE_STALLS"), True),
+            traces_exporter=(env.get("OTEL_TRACES_EXPORTER") or "otlp").strip(),
+            otlp_traces_protocol=(
+                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "grpc"
+            ).strip(),
+            stall_threshold_ms=_number(env, "OTEL_PAGECACHE_STALL_THRESHOLD_MS", 1.0),
+            stall_spans_per_second=_number(env, "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND", 10.0),
             lookups=_bool(env.get("OTEL_PAGECACHE_LOOKUPS"), True),
             top_files=_number(env, "OTEL_PAGECACHE_TOP_FILES", 10, int),
             file_paths=_bool(env.get("OTEL_PAGECACHE_FILE_PATHS")),

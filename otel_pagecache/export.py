@@ -33,6 +33,8 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 from . import __version__
 from .config import Settings
@@ -333,3 +335,97 @@ def _prometheus_reader(settings: Settings, limits: dict) -> MetricReader:
         settings.prometheus_port,
     )
     return reader
+
+
+class ResourceSwappingSpanExporter(SpanExporter):
+    """Puts each span under its memcg's Resource, as ResourceSplittingExporter does
+    for metrics: the span's ``pagecache.cgroup.id`` (and any identity attribute
+    on it) becomes a Resource of base + identity; the rest stays on the span."""
+
+    def __init__(
+        self,
+        inner: SpanExporter,
+        lookup: IdentityLookup | None = None,
+        resource_keys: frozenset[str] = RESOURCE_KEYS,
+    ) -> None:
+        self.inner = inner
+        self._lookup = lookup
+        self._keys = resource_keys
+        self._resources: dict[tuple, Resource] = {}
+
+    def _resource(self, base: Resource, ident: tuple) -> Resource:
+        key = (id(base), ident)
+        resource = self._resources.get(key)
+        if resource is None:
+            if len(self._resources) >= 20_000:
+                self._resources.clear()
+            resource = self._resources[key] = base.merge(Resource(dict(ident)))
+        return resource
+
+    def export(self, spans) -> SpanExportResult:
+        try:
+            moved = [self._move(span) for span in spans]
+            return self.inner.export(moved)
+        except Exception:  # noqa: BLE001 - a failed export must not stop the processor thread
+            _log.debug("span export raised", exc_info=True)
+            return SpanExportResult.FAILURE
+
+    def _move(self, span: ReadableSpan) -> ReadableSpan:
+        attrs = dict(span.attributes or {})
+        found = {k: v for k, v in attrs.items() if k in self._keys}
+        if not found:
+            return span
+        if self._lookup is not None and CGROUP_ID in found:
+            found.update(self._lookup(found[CGROUP_ID]) or {})
+        rest = {k: v for k, v in attrs.items() if k not in self._keys}
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=self._resource(span.resource, tuple(sorted(found.items()))),
+            attributes=rest,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def build_span_exporter(settings: Settings, lookup: IdentityLookup | None) -> SpanExporter | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names (otlp, console or none)."""
+    name = settings.traces_exporter
+    if name == "none":
+        return None
+    if name == "console":
+        inner: SpanExporter = ConsoleSpanExporter()
+    elif name == "otlp":
+        protocol = settings.otlp_traces_protocol
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            inner = OTLPSpanExporter()
+        elif protocol in ("http/protobuf", "http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpSpanExporter,
+            )
+
+            inner = HttpSpanExporter()
+        else:
+            raise ValueError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use 'grpc' or "
+                "'http/protobuf'"
+            )
+    else:
+        raise ValueError(
+            f"OTEL_TRACES_EXPORTER={name!r} is not supported: use otlp, console or none"
+        )
+    return ResourceSwappingSpanExporter(inner, lookup)

@@ -18,6 +18,8 @@ MIRRORS = {
     "lookup_slot": layout.LookupSlot,
     "insert_slot": layout.InsertSlot,
     "cpu_slots": layout.CpuSlots,
+    "stall_start": layout.StallStart,
+    "stall_event": layout.StallEvent,
 }
 
 

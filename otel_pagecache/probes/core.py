@@ -13,7 +13,14 @@ from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable
 from .layout import LOST_REASONS, REMOVAL_REASONS, CpuSlots, FileKey, RemovalKey
-from .libbpf import BTF_KIND_TYPEDEF, BpfObject, LibbpfError, LibbpfMissing, vmlinux_btf_has
+from .libbpf import (
+    BTF_KIND_TYPEDEF,
+    BpfObject,
+    LibbpfError,
+    LibbpfMissing,
+    RingBuffer,
+    vmlinux_btf_has,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -26,10 +33,25 @@ PROGRAMS = {
     "on_get_pages": "filemap:mm_filemap_get_pages",
     "on_fault": "filemap:mm_filemap_fault",
     "on_map_pages": "filemap:mm_filemap_map_pages",
+    "on_memcg_reclaim_begin": "vmscan:mm_vmscan_memcg_reclaim_begin",
+    "on_memcg_reclaim_end": "vmscan:mm_vmscan_memcg_reclaim_end",
+    "on_direct_reclaim_begin": "vmscan:mm_vmscan_direct_reclaim_begin",
+    "on_direct_reclaim_end": "vmscan:mm_vmscan_direct_reclaim_end",
+    "on_balance_dirty_pages": "writeback:balance_dirty_pages",
 }
 # The hot path: every read() and page fault on a cached file goes through these.
 LOOKUP_PROGRAMS = frozenset({"on_get_pages", "on_fault", "on_map_pages"})
 REQUIRED_PROGRAMS = frozenset({"on_add_to_page_cache", "on_delete_from_page_cache"})
+# Stall timing (begin/end pairs and the dirty throttle), attached unless asked not to.
+STALL_PROGRAMS = frozenset(
+    {
+        "on_memcg_reclaim_begin",
+        "on_memcg_reclaim_end",
+        "on_direct_reclaim_begin",
+        "on_direct_reclaim_end",
+        "on_balance_dirty_pages",
+    }
+)
 
 COUNTER_MAPS = (
     "pagecache_lookups",
@@ -54,10 +76,14 @@ class CoreProbe:
 
     engine = "core"
 
-    def __init__(self, object_path: str | None = None, lookups: bool = True) -> None:
+    def __init__(
+        self, object_path: str | None = None, lookups: bool = True, stalls: bool = True
+    ) -> None:
         self.object_path = object_path or default_object_path()
         self.want_lookups = lookups
+        self.want_stalls = stalls
         self.has_lookups = False
+        self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self._lock = threading.Lock()
         self._obj: BpfObject | None = None
@@ -83,7 +109,11 @@ class CoreProbe:
         wanted = []
         for program, tracepoint in PROGRAMS.items():
             exists = present[f"btf_trace_{tracepoint.split(':')[1]}"]
-            enabled = exists and (self.want_lookups or program not in LOOKUP_PROGRAMS)
+            enabled = (
+                exists
+                and (self.want_lookups or program not in LOOKUP_PROGRAMS)
+                and (self.want_stalls or program not in STALL_PROGRAMS)
+            )
             if not exists:
                 self.missing_tracepoints.append(tracepoint)
             obj.set_autoload(program, enabled)
@@ -104,7 +134,17 @@ class CoreProbe:
             obj.close()
             raise ProbeUnavailable(_explain(e)) from e
         self._obj = obj
-        self.has_lookups = set(obj.attached) >= LOOKUP_PROGRAMS
+        attached = set(obj.attached)
+        self.has_lookups = attached >= LOOKUP_PROGRAMS
+        self.stall_kinds = [
+            kind
+            for kind, programs in (
+                ("memcg_reclaim", {"on_memcg_reclaim_begin", "on_memcg_reclaim_end"}),
+                ("direct_reclaim", {"on_direct_reclaim_begin", "on_direct_reclaim_end"}),
+                ("dirty_throttle", {"on_balance_dirty_pages"}),
+            )
+            if attached >= programs
+        ]
         if self.missing_tracepoints:
             _log.warning(
                 "kernel lacks %s: running without %s",
@@ -183,6 +223,13 @@ class CoreProbe:
                 if slot.lookups:
                     out[slot.memcg] = out.get(slot.memcg, 0) + slot.lookups
         return out
+
+    def stall_ring(self, callback) -> RingBuffer:
+        """A ring buffer on the stall events; ``callback(bytes)`` per record."""
+        with self._lock:
+            if self._obj is None:
+                raise ProbeUnavailable("probe is closed")
+            return self._obj.ring_buffer("stall_events", callback)
 
     def forget(self, memcg_ids: Iterable[int]) -> None:
         """Delete every entry of these memcgs (gone cgroups), keeping maps bounded."""

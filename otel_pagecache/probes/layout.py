@@ -16,7 +16,16 @@ REMOVAL_REASONS = {REMOVAL_EVICTION: "eviction", REMOVAL_INVALIDATION: "invalida
 
 LOST_MEMCG_MAP_FULL = 0
 LOST_FILE_MAP_FULL = 1
-LOST_REASONS = {LOST_MEMCG_MAP_FULL: "memcg_map_full", LOST_FILE_MAP_FULL: "file_map_full"}
+LOST_STALL_RINGBUF_FULL = 2
+LOST_STALL_STARTS_FULL = 3
+LOST_REASONS = {
+    LOST_MEMCG_MAP_FULL: "memcg_map_full",
+    LOST_FILE_MAP_FULL: "file_map_full",
+    LOST_STALL_RINGBUF_FULL: "stall_ring_buffer_full",
+    LOST_STALL_STARTS_FULL: "stall_starts_full",
+}
+
+STALL_KINDS = {0: "memcg_reclaim", 1: "direct_reclaim", 2: "dirty_throttle"}
 
 
 class RemovalKey(ctypes.Structure):
@@ -59,6 +68,34 @@ class InsertSlot(ctypes.Structure):
 
 class CpuSlots(ctypes.Structure):
     _fields_ = (("lookup", LookupSlot), ("insert", InsertSlot))
+
+
+class StallStart(ctypes.Structure):
+    _fields_ = (
+        ("start_ns", ctypes.c_uint64),
+        ("memcg", ctypes.c_uint64),
+        ("gfp", ctypes.c_uint64),
+        ("order", ctypes.c_int32),
+        ("kind", ctypes.c_uint32),
+    )
+
+
+class StallEvent(ctypes.Structure):
+    _fields_ = (
+        ("start_ns", ctypes.c_uint64),
+        ("duration_ns", ctypes.c_uint64),
+        ("memcg", ctypes.c_uint64),
+        ("pages", ctypes.c_uint64),
+        ("gfp", ctypes.c_uint64),
+        ("ratelimit", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("order", ctypes.c_int32),
+        ("kind", ctypes.c_uint32),
+        ("planned", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("comm", ctypes.c_char * 16),
+    )
 
 
 def kernel_dev_to_user(dev: int) -> tuple[int, int]:

@@ -1,0 +1,226 @@
+"""Page-cache stalls timed in BPF → spans, and a duration histogram of all of them.
+
+Every stall record from the probe's ring buffer lands in the
+``pagecache.stall.duration`` histogram. It becomes a span only when it
+lasted at least the threshold and its container is within its span rate
+limit (a token bucket per memcg); stalls that do not make it are counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+
+from .metrics import CGROUP_ID
+from .probes.layout import STALL_KINDS, StallEvent
+
+_log = logging.getLogger(__name__)
+
+_EVENT_SIZE = ctypes.sizeof(StallEvent)
+STALL_KIND = "pagecache.stall.kind"
+SPAN_NAMES = {kind: f"pagecache.stall.{kind}" for kind in STALL_KINDS.values()}
+# Seconds: from 50 µs (a short memcg reclaim) to 10 s (a pathological throttle).
+DURATION_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+@dataclass(slots=True)
+class Stall:
+    kind: str
+    pid: int
+    tid: int
+    comm: str
+    memcg: int
+    start_ns: int  # wall clock
+    duration_ns: int
+    pages: int
+    gfp: int
+    order: int
+    ratelimit: int
+    planned: bool
+
+
+def boot_to_wall_offset_ns() -> int:
+    """Add to a CLOCK_BOOTTIME reading (bpf_ktime_get_boot_ns) to get wall-clock ns."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def decode(record: bytes, offset_ns: int) -> Stall | None:
+    if len(record) < _EVENT_SIZE:
+        return None
+    event = StallEvent.from_buffer_copy(record[:_EVENT_SIZE])
+    kind = STALL_KINDS.get(event.kind)
+    if kind is None:
+        return None
+    return Stall(
+        kind=kind,
+        pid=event.pid,
+        tid=event.tid,
+        comm=event.comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        memcg=event.memcg,
+        start_ns=event.start_ns + offset_ns,
+        duration_ns=event.duration_ns,
+        pages=event.pages,
+        gfp=event.gfp,
+        order=event.order,
+        ratelimit=event.ratelimit,
+        planned=bool(event.planned),
+    )
+
+
+class TokenBuckets:
+    """A token bucket per key (``rate`` per second, ``burst`` deep), bounded in keys."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._buckets: dict[object, tuple[float, float]] = {}
+
+    def allow(self, key: object, now: float) -> bool:
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if len(self._buckets) >= self._max_keys and key not in self._buckets:
+            self._buckets.clear()  # bounded: forgetting only ever refills buckets
+        self._buckets[key] = (tokens, now)
+        return allowed
+
+
+class StallPipeline:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        meter: Meter,
+        threshold_s: float = 0.001,
+        spans_per_second: float = 10.0,
+        burst: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tracer = tracer
+        self._histogram: Histogram = meter.create_histogram(
+            "pagecache.stall.duration",
+            unit="s",
+            description="Every page-cache stall (memcg or direct reclaim, dirty throttling)",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+        self._threshold_ns = int(threshold_s * 1e9)
+        self._buckets = TokenBuckets(spans_per_second, burst)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.spans = 0
+        self.dropped: dict[str, int] = {"rate_limited": 0, "undecodable": 0}
+        meter.create_observable_counter(
+            "pagecache.stall.spans.dropped",
+            callbacks=[self._observe_dropped],
+            unit="{span}",
+            description="Stalls over the threshold not turned into spans, by reason",
+        )
+
+    def _observe_dropped(self, _options: CallbackOptions) -> list[Observation]:
+        with self._lock:
+            return [Observation(n, {"pagecache.drop.reason": r}) for r, n in self.dropped.items()]
+
+    def handle(self, record: bytes, offset_ns: int | None = None) -> None:
+        """One ring-buffer record. Never raises (it runs in the poller thread)."""
+        try:
+            stall = decode(record, boot_to_wall_offset_ns() if offset_ns is None else offset_ns)
+            if stall is None:
+                with self._lock:
+                    self.dropped["undecodable"] += 1
+                return
+            self.record(stall)
+        except Exception:  # noqa: BLE001
+            _log.debug("stall record failed", exc_info=True)
+
+    def record(self, stall: Stall) -> None:
+        self._histogram.record(
+            stall.duration_ns / 1e9, {CGROUP_ID: stall.memcg, STALL_KIND: stall.kind}
+        )
+        if stall.duration_ns < self._threshold_ns:
+            return
+        if not self._buckets.allow(stall.memcg, self._clock()):
+            with self._lock:
+                self.dropped["rate_limited"] += 1
+            return
+        attributes: dict[str, object] = {
+            CGROUP_ID: stall.memcg,
+            STALL_KIND: stall.kind,
+            "process.pid": stall.pid,
+            "thread.id": stall.tid,
+            "process.executable.name": stall.comm,
+        }
+        if stall.kind == "dirty_throttle":
+            attributes["pagecache.stall.planned"] = stall.planned
+            attributes["pagecache.stall.pages_dirtied"] = stall.pages
+            attributes["pagecache.stall.dirty_ratelimit"] = stall.ratelimit
+        else:
+            attributes["pagecache.stall.pages_reclaimed"] = stall.pages
+            attributes["pagecache.stall.order"] = stall.order
+            attributes["pagecache.stall.gfp_flags"] = f"{stall.gfp:#x}"
+        span = self._tracer.start_span(
+            SPAN_NAMES[stall.kind],
+            start_time=stall.start_ns,
+            attributes=attributes,
+            kind=trace.SpanKind.INTERNAL,
+        )
+        span.end(end_time=stall.start_ns + stall.duration_ns)
+        with self._lock:
+            self.spans += 1
+
+
+class StallPoller:
+    """Polls the probe's stall ring buffer in a thread until ``stop()``."""
+
+    def __init__(self, ring, pipeline: StallPipeline, timeout_ms: int = 100) -> None:
+        self._ring = ring
+        self._pipeline = pipeline
+        self._timeout_ms = timeout_ms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otel-pagecache-stalls", daemon=True)
+
+    def start(self) -> StallPoller:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ring.poll(self._timeout_ms)
+            except Exception:  # noqa: BLE001 - keep polling; log once per failure
+                _log.debug("stall ring poll failed", exc_info=True)
+                time.sleep(0.5)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        with contextlib.suppress(Exception):  # what arrived since the last poll, if possible
+            self._ring.poll(0)
+        self._ring.close()
