@@ -54,6 +54,9 @@ def base_resource() -> Resource:
         attrs["service.name"] = SERVICE_NAME
     attrs.setdefault("service.version", __version__)
     attrs.setdefault("host.name", socket.gethostname())
+    # Tells the agent's residency series from the in-process plugin's
+    # (pagecache.reporter=process on its points) for the same memcg.
+    attrs.setdefault("pagecache.reporter", "agent")
     return Resource(attrs, detected.schema_url)
 
 

@@ -1,0 +1,275 @@
+"""The in-process plugin: ``opentelemetry-instrument python app.py`` picks it up.
+
+Unprivileged and without BPF, it
+  (a) names the process's own container (from ``/proc/self/cgroup``) on what it reports;
+  (b) exports the process's own memcg residency under the node agent's metric
+      names, marked ``pagecache.reporter=process`` (the agent's carry
+      ``pagecache.reporter=agent`` on their Resource); it reads no other cgroup;
+  (c) puts on every span what its thread cost the page cache while the span
+      ran: ``pagecache.thread.read_bytes`` (bytes the thread caused to be read
+      from storage: its cache misses) and ``pagecache.thread.major_faults``,
+      plus ``thread.id``. A span that ends on another thread than it started
+      on gets no thread figures rather than wrong ones.
+
+Thread figures come from one ``getrusage(RUSAGE_THREAD)`` call at start and
+at end: ``ru_majflt``, and ``ru_inblock``, which Linux computes from the same
+task I/O accounting as ``read_bytes`` in ``/proc/thread-self/io`` (in
+512-byte units). A span is read-only once ended, so the figures are attached
+on the way to the exporter: the plugin wraps the tracer provider's span
+processor and hands the processors behind it a copy of the span with them.
+
+Settings (environment): ``OTEL_PAGECACHE_PROCESS_RESIDENCY`` (default true),
+``OTEL_PAGECACHE_SPAN_FIGURES`` (default true); ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=pagecache``
+turns the whole plugin off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import threading
+from collections.abc import Collection, Iterator
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from . import __version__
+from .cgroupfs import find_memory_hierarchy, own_cgroup_path
+from .config import _bool
+from .containers import Identity, identify_process
+from .memstat import OWN_FIELDS, read_memcg
+from .metrics import MEMCG_METRICS, SCOPE_NAME, MetricSpec
+from .residency import MemcgSample
+
+_log = logging.getLogger(__name__)
+
+REPORTER = "pagecache.reporter"
+READ_BYTES = "pagecache.thread.read_bytes"
+MAJOR_FAULTS = "pagecache.thread.major_faults"
+THREAD_ID = "thread.id"
+
+
+def thread_figures() -> tuple[int, int]:
+    """(bytes read from storage, major faults) of the calling thread so far."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_inblock * 512, usage.ru_majflt
+
+
+class ThreadFiguresProcessor:
+    """Wraps a tracer provider's span processor; see the module docstring."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._starts: dict[int, tuple[int, int, int]] = {}  # span id -> (thread, bytes, faults)
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        try:
+            read_bytes, faults = thread_figures()
+            with self._lock:
+                if len(self._starts) < 100_000:  # bounded: spans never ended are dropped
+                    self._starts[span.context.span_id] = (
+                        threading.get_native_id(),
+                        read_bytes,
+                        faults,
+                    )
+        except Exception:  # noqa: BLE001 - never break the application's tracing
+            _log.debug("thread figures at span start failed", exc_info=True)
+        self.inner.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Any) -> None:
+        ending = getattr(self.inner, "_on_ending", None)
+        if ending is not None:
+            ending(span)
+
+    def on_end(self, span: Any) -> None:
+        try:
+            span = self._with_figures(span)
+        except Exception:  # noqa: BLE001
+            _log.debug("thread figures at span end failed", exc_info=True)
+        self.inner.on_end(span)
+
+    def _with_figures(self, span: Any) -> Any:
+        with self._lock:
+            start = self._starts.pop(span.context.span_id, None)
+        if start is None:
+            return span
+        thread, read_bytes, faults = start
+        if threading.get_native_id() != thread:
+            return span  # ended on another thread: no figures rather than wrong ones
+        now_bytes, now_faults = thread_figures()
+        from opentelemetry.sdk.trace import ReadableSpan
+
+        attributes = dict(span.attributes or {})
+        attributes[READ_BYTES] = now_bytes - read_bytes
+        attributes[MAJOR_FAULTS] = now_faults - faults
+        attributes[THREAD_ID] = thread
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class ProcessResidency:
+    """The process's own memcg, under the node agent's metric names."""
+
+    def __init__(
+        self,
+        meter: metrics.Meter,
+        identity: Identity,
+        directory: str,
+        version: int,
+        cgroup_path: str,
+    ) -> None:
+        self._identity = identity
+        self._directory = directory
+        self._version = version
+        self._path = cgroup_path
+        self.enabled = True
+        base = dict(identity.resource_attributes())
+        base[REPORTER] = "process"
+        base["pagecache.cgroup.path"] = cgroup_path
+        self._attrs = base
+        for spec, extract in MEMCG_METRICS:
+            self._register(meter, spec, extract)
+
+    def _register(self, meter: metrics.Meter, spec: MetricSpec, extract) -> None:
+        def callback(_options: CallbackOptions) -> Iterator[Observation]:
+            if not self.enabled:
+                return
+            try:
+                sample = self._sample()
+                if sample is None:
+                    return
+                for value, extra in extract(sample):
+                    yield Observation(value, {**self._attrs, **extra})
+            except Exception:  # noqa: BLE001 - callbacks never raise
+                _log.debug("process residency for %s failed", spec.name, exc_info=True)
+
+        create = (
+            meter.create_observable_gauge
+            if spec.kind == "gauge"
+            else meter.create_observable_counter
+        )
+        create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
+
+    def _sample(self) -> MemcgSample | None:
+        reading = read_memcg(self._directory, self._version)
+        if not reading.present:
+            return None
+        stat = reading.stat
+        if self._version == 2:
+            # v2 figures include children: subtract those of our own subtree
+            # (never any other cgroup's) to report this memcg's own pages.
+            tree_inactive = stat.get("inactive_file")
+            for child in _child_dirs(self._directory):
+                child_stat = read_memcg(child, 2).stat
+                for name in OWN_FIELDS:
+                    if name in stat and name in child_stat:
+                        stat[name] = max(0, stat[name] - child_stat[name])
+        else:
+            tree_inactive = stat.pop("tree_inactive_file", None)
+        working_set = None
+        if reading.usage is not None and tree_inactive is not None:
+            working_set = max(0, reading.usage - tree_inactive)
+        return MemcgSample(
+            id=0,
+            path=self._path,
+            identity=self._identity,
+            stat=stat,
+            usage=reading.usage,
+            limit=reading.limit,
+            working_set=working_set,
+            major_faults=stat.pop("tree_pgmajfault", None),
+            limit_hits=reading.limit_hits,
+            pressure_us=reading.pressure_us,
+        )
+
+
+def _child_dirs(directory: str) -> list[str]:
+    try:
+        with os.scandir(directory) as it:
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+class PageCacheInstrumentor(BaseInstrumentor):
+    """``opentelemetry-instrument`` entry point ``pagecache``."""
+
+    _processor: ThreadFiguresProcessor | None = None
+    _provider: Any = None
+    _residency: ProcessResidency | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        env = os.environ
+        if _bool(env.get("OTEL_PAGECACHE_SPAN_FIGURES"), True):
+            self._wrap_span_processor(kwargs.get("tracer_provider") or trace.get_tracer_provider())
+        if _bool(env.get("OTEL_PAGECACHE_PROCESS_RESIDENCY"), True):
+            self._start_residency(kwargs.get("meter_provider") or metrics.get_meter_provider())
+
+    def _wrap_span_processor(self, provider: Any) -> None:
+        inner = getattr(provider, "_active_span_processor", None)
+        if inner is None:
+            _log.info("no SDK tracer provider: spans get no page-cache figures")
+            return
+        self._processor = ThreadFiguresProcessor(inner)
+        self._provider = provider
+        provider._active_span_processor = self._processor  # noqa: SLF001
+
+    def _start_residency(self, provider: metrics.MeterProvider) -> None:
+        proc_cgroup = ""
+        try:
+            with open("/proc/self/cgroup") as f:
+                proc_cgroup = f.read()
+        except OSError:
+            return
+        try:
+            hierarchy = find_memory_hierarchy(
+                os.environ.get("OTEL_PAGECACHE_CGROUP_ROOT") or "/sys/fs/cgroup"
+            )
+        except Exception as e:  # noqa: BLE001 - no memory controller: nothing to report
+            _log.info("no process residency: %s", e)
+            return
+        path = own_cgroup_path(hierarchy.version)
+        if self._residency is not None:
+            self._residency.enabled = True
+            return
+        meter = provider.get_meter(SCOPE_NAME, __version__)
+        self._residency = ProcessResidency(
+            meter,
+            identify_process(proc_cgroup),
+            hierarchy.directory(path),
+            hierarchy.version,
+            path,
+        )
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        if self._provider is not None and self._processor is not None:
+            self._provider._active_span_processor = self._processor.inner  # noqa: SLF001
+            self._processor = None
+        if self._residency is not None:
+            # Instruments cannot be removed from a meter; they fall silent.
+            self._residency.enabled = False
