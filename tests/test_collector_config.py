@@ -1,0 +1,159 @@
+"""collector-config/: the Collector YAMLs checked statically, the rotel invocation run for real.
+
+No OpenTelemetry Collector Contrib binary can be installed on our machines,
+so agent.yaml and minimal.yaml are checked for structure: well-formed, every
+referenced component defined, every defined component used, complete
+pipelines, memory_limiter first. rotel.env is started as it ships (only the
+listening ports and the backends are pointed at loopback) and carries the
+in-process plugin's spans and metrics to the OTLP receiver.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_cold_file
+from tests.peers import free_port, stop_process, wait_for_port
+from tests.peers.otlp_receiver import iter_points, iter_spans
+from tests.peers.rotel import rotel_binary
+
+CONFIG = Path(__file__).resolve().parent.parent / "collector-config"
+APP = Path(__file__).with_name("apps") / "cold_read_app.py"
+SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors")
+# Component types of the OpenTelemetry Collector (core and contrib) the configs may use.
+KNOWN_TYPES = {
+    "receivers": {"otlp", "prometheus", "hostmetrics", "kubeletstats"},
+    "processors": {
+        "memory_limiter",
+        "k8sattributes",
+        "resourcedetection",
+        "batch",
+        "resource",
+        "attributes",
+        "filter",
+        "transform",
+    },
+    "exporters": {"otlp", "otlphttp", "prometheusremotewrite", "prometheus", "debug"},
+    "extensions": {"health_check", "pprof", "zpages"},
+    "connectors": set(),
+}
+
+
+def _load(name: str) -> dict:
+    with open(CONFIG / name) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "minimal.yaml"])
+def test_collector_config_is_complete_and_consistent(name):
+    config = _load(name)
+    defined = {section: set((config.get(section) or {}).keys()) for section in SECTIONS}
+    for section, names in defined.items():
+        for component in names:
+            kind = component.split("/", 1)[0]
+            assert kind in KNOWN_TYPES[section], f"{name}: unknown {section} type {component!r}"
+    service = config["service"]
+    used = {section: set() for section in SECTIONS}
+    used["extensions"] = set(service.get("extensions", []))
+    assert service["pipelines"], f"{name}: no pipelines"
+    for pipeline_name, pipeline in service["pipelines"].items():
+        assert pipeline_name.split("/", 1)[0] in ("traces", "metrics", "logs")
+        assert pipeline.get("receivers"), f"{name}: {pipeline_name} has no receiver"
+        assert pipeline.get("exporters"), f"{name}: {pipeline_name} has no exporter"
+        processors = pipeline.get("processors", [])
+        if "memory_limiter" in processors:
+            assert processors[0] == "memory_limiter", f"{name}: memory_limiter must come first"
+        if "batch" in processors:
+            assert processors[-1] == "batch", f"{name}: batch belongs last"
+        for section in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(section, []):
+                assert component in defined[section], f"{name}: {component} used, not defined"
+                used[section].add(component)
+    for section in SECTIONS:
+        assert defined[section] == used[section], f"{name}: {section} defined but unused"
+
+
+def test_agent_config_associates_per_container_resources():
+    config = _load("agent.yaml")
+    association = config["processors"]["k8sattributes"]["pod_association"]
+    sources = [s["name"] for rule in association for s in rule["sources"]]
+    assert sources == ["k8s.pod.uid", "container.id"]
+    remote_write = config["exporters"]["prometheusremotewrite"]
+    assert remote_write["resource_to_telemetry_conversion"]["enabled"] is True
+
+
+def _rotel_env(receiver_endpoint: str) -> tuple[dict[str, str], int]:
+    env = {}
+    for line in (CONFIG / "rotel.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    port = free_port()
+    env.update(
+        ROTEL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{port}",
+        ROTEL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
+        ROTEL_OTLP_EXPORTER_ENDPOINT=receiver_endpoint,
+        ROTEL_OTLP_EXPORTER_TRACES_ENDPOINT=receiver_endpoint,
+        ROTEL_OTLP_EXPORTER_METRICS_ENDPOINT=receiver_endpoint,
+    )
+    return env, port
+
+
+def test_rotel_invocation_carries_spans_and_metrics(memcgs, data_dir, otlp_receiver, tmp_path):
+    rotel_env, port = _rotel_env(otlp_receiver.grpc_endpoint)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ROTEL_")}
+    log = open(tmp_path / "rotel.log", "wb")  # noqa: SIM115 - closed below
+    rotel = subprocess.Popen(
+        [str(rotel_binary()), "start"], env={**clean, **rotel_env}, stdout=log, stderr=log
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=15, proc=rotel)
+        container_id = uuid.uuid4().hex + uuid.uuid4().hex
+        _, directory = memcgs.create(f"docker-{container_id}.scope")
+        cold = make_cold_file(data_dir / "cold-2m", 2 << 20)
+        procs = directory / "cgroup.procs"
+        app_env = {
+            **clean,
+            "OTEL_SERVICE_NAME": "through-rotel",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("opentelemetry-instrument")),
+                sys.executable,
+                str(APP),
+                str(cold),
+            ],
+            env=app_env,
+            check=True,
+            timeout=120,
+            preexec_fn=lambda: procs.write_text(str(os.getpid())),
+        )
+        otlp_receiver.wait_for_traces(
+            lambda reqs: any(s.name == "read-cold" for s in iter_spans(reqs)), timeout=20
+        )
+        otlp_receiver.wait_for_metrics(
+            lambda reqs: any(p.metric == "pagecache.usage" for p in iter_points(reqs)), timeout=20
+        )
+    finally:
+        stop_process(rotel)
+        log.close()
+    span = next(s for s in iter_spans(otlp_receiver.trace_requests()) if s.name == "read-cold")
+    assert span.attributes["pagecache.thread.read_bytes"] >= 2 << 20
+    assert span.resource["service.name"] == "through-rotel"
+    usage = next(
+        p for p in iter_points(otlp_receiver.metrics_requests()) if p.metric == "pagecache.usage"
+    )
+    assert usage.attributes["container.id"] == container_id
