@@ -426,6 +426,29 @@ struct {
  * type), so tests/test_bpf_layout.py can check the Python mirror. */
 const volatile struct stall_event *unused_stall_event __attribute__((unused));
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PAGECACHE_MAX_TRACED_PROCESSES);
+	__type(key, __u32); /* tgid */
+	__type(value, struct span_slot_base);
+} span_slot_bases SEC(".maps");
+
+/* The application span the current thread is running, if its process
+ * published span slots; slot->tid is 0 otherwise. */
+static __always_inline void current_span(struct task_struct *task, struct span_slot *slot)
+{
+	__u32 tgid = task->tgid, tid = task->pid;
+	struct span_slot_base *base = bpf_map_lookup_elem(&span_slot_bases, &tgid);
+	__u64 address;
+
+	slot->tid = 0;
+	if (!base || !base->count || base->size < sizeof(*slot))
+		return;
+	address = base->address + (__u64)(tid % base->count) * base->size;
+	if (bpf_probe_read_user(slot, sizeof(*slot), (void *)address) || slot->tid != tid)
+		slot->tid = 0; /* unreadable, or another thread's: no link rather than a wrong one */
+}
+
 static __always_inline void stall_begin(__u32 kind, int order, __u64 gfp)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -438,6 +461,7 @@ static __always_inline void stall_begin(__u32 kind, int order, __u64 gfp)
 		.kind = kind,
 	};
 
+	current_span(task, &start.span);
 	if (bpf_map_update_elem(&stall_starts, &tid, &start, BPF_ANY))
 		lost(LOST_STALL_STARTS_FULL);
 }
@@ -482,6 +506,7 @@ static __always_inline void stall_end(__u32 kind, __u64 nr_reclaimed)
 		event->order = start->order;
 		event->kind = kind;
 		event->planned = 0;
+		event->span = start->span;
 		bpf_ringbuf_submit(event, 0);
 	}
 	bpf_map_delete_elem(&stall_starts, &tid);
@@ -544,6 +569,7 @@ int BPF_PROG(on_balance_dirty_pages, void *wb, void *dtc, unsigned long dirty_ra
 	event->order = 0;
 	event->kind = STALL_DIRTY_THROTTLE;
 	event->planned = 1;
+	current_span(task, &event->span);
 	bpf_ringbuf_submit(event, 0);
 	return 0;
 }

@@ -87,6 +87,30 @@ enum stall_kind {
 	STALL_DIRTY_THROTTLE = 2, /* writeback:balance_dirty_pages (planned pause) */
 };
 
+/*
+ * Correlation with application spans. The in-process plugin keeps, in its
+ * own memory, an array of slots, one per thread (index = tid % count), each
+ * holding the span that thread is running; the agent learns the array's
+ * address (span_slot_bases, by process) and at a stall's start the program
+ * copies the stalled thread's slot with bpf_probe_read_user. The stalled
+ * thread is the current task and is in the kernel, so the slot cannot be
+ * half-written at that moment.
+ */
+struct span_slot {
+	__u32 tid;         /* the thread the slot belongs to now */
+	__u32 trace_flags;
+	__u8 trace_id[16]; /* all zero: no span running */
+	__u8 span_id[8];
+};
+
+struct span_slot_base {
+	__u64 address; /* of slot 0, in the process's address space */
+	__u32 count;   /* number of slots */
+	__u32 size;    /* bytes per slot (sizeof(struct span_slot)) */
+};
+
+#define PAGECACHE_MAX_TRACED_PROCESSES 16384
+
 /* stall_starts value: a thread's stall in progress, keyed by thread id. */
 struct stall_start {
 	__u64 start_ns; /* CLOCK_BOOTTIME */
@@ -94,6 +118,7 @@ struct stall_start {
 	__u64 gfp;
 	__s32 order;
 	__u32 kind;
+	struct span_slot span; /* the application span running at the stall's start */
 };
 
 /* stall_events record. */
@@ -111,6 +136,7 @@ struct stall_event {
 	__u32 planned;     /* 1: duration is the planned pause, not measured */
 	__u32 pad;
 	char comm[16];
+	struct span_slot span; /* tid 0: no application span known */
 };
 
 #endif /* __PAGECACHE_H__ */

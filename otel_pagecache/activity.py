@@ -10,6 +10,7 @@ host. Pages charged to no memcg at all (id 0) land in ``unattributed``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -71,7 +72,7 @@ class ActivityTracker:
         self,
         probe: ActivityProbe,
         top_files: int = 10,
-        resolve_path: Callable[[int, int, int, int], str | None] | None = None,
+        resolve_path: Callable[[int, list[tuple[int, int, int]]], dict] | None = None,
     ) -> None:
         self.probe = probe
         self.top_files = top_files
@@ -83,6 +84,9 @@ class ActivityTracker:
             UNATTRIBUTED: ActivityCounters(),
         }
         self._forgotten = 0
+        # Ids already forgotten: events of a dying memcg keep arriving; its
+        # entries are deleted once per reappearance, not counted again.
+        self._forgotten_ids: set[int] = set()
 
     def update(self, live_ids: Collection[int]) -> ActivitySnapshot:
         reading = self.probe.read()
@@ -103,16 +107,18 @@ class ActivityTracker:
         for name in _FIELDS:
             last = self._last[name]
             for memcg, raw in getattr(reading, name).items():
-                delta = _delta(raw, last.get(memcg, 0))
-                last[memcg] = raw
+                previous = last.get(memcg, 0)
+                delta = _delta(raw, previous)
+                last[memcg] = max(raw, previous)
                 key, counters = target(memcg)
                 setattr(counters, name, getattr(counters, name) + delta)
                 if name in ("lookups", "misses"):
                     interval.setdefault(key, [0, 0])[name == "misses"] += delta
         last = self._last["removals"]
         for (memcg, reason), raw in reading.removals.items():
-            delta = _delta(raw, last.get((memcg, reason), 0))
-            last[(memcg, reason)] = raw
+            previous = last.get((memcg, reason), 0)
+            delta = _delta(raw, previous)
+            last[(memcg, reason)] = max(raw, previous)
             _, counters = target(memcg)
             if reason == "eviction":
                 counters.evictions += delta
@@ -134,8 +140,9 @@ class ActivityTracker:
         return ActivitySnapshot(
             engine=self.probe.engine,
             has_lookups=self.probe.has_lookups,
-            memcgs=dict(self._totals),
-            buckets=dict(self._buckets),
+            # Copies: the previous snapshot must keep its own figures (rates).
+            memcgs={k: copy.copy(v) for k, v in self._totals.items()},
+            buckets={k: copy.copy(v) for k, v in self._buckets.items()},
             files=self._top_files(reading, live_ids),
             lost=dict(reading.lost),
             map_entries=dict(reading.map_entries),
@@ -143,12 +150,20 @@ class ActivityTracker:
         )
 
     def _forget(self, gone: set[int], reading: ActivityReading) -> None:
+        new = gone - self._forgotten_ids
         try:
-            self.probe.forget(gone)
+            # A dying memcg's pages keep being removed, re-creating its counter
+            # entries: those are deleted each time. Its file entries cannot
+            # come back (nothing is charged to a dead memcg), so the file map
+            # is scanned once per memcg.
+            self.probe.forget(gone, files=bool(new))
         except Exception:  # noqa: BLE001 - pruning failing must not stop the collection
             _log.debug("forgetting %d memcgs failed", len(gone), exc_info=True)
             return
-        self._forgotten += len(gone)
+        self._forgotten += len(new)
+        if len(self._forgotten_ids) > 100_000:
+            self._forgotten_ids.clear()
+        self._forgotten_ids |= new
         for name in _FIELDS:
             last = self._last[name]
             for memcg in gone:
@@ -182,15 +197,21 @@ class ActivityTracker:
             top = []
             for pages, dev, ino in files[: self.top_files]:
                 major, minor = kernel_dev_to_user(dev)
-                path = self.resolve_path(memcg, major, minor, ino) if self.resolve_path else None
-                top.append(FileUsage(major, minor, ino, pages * PAGE_SIZE, path))
+                top.append(FileUsage(major, minor, ino, pages * PAGE_SIZE))
+            if self.resolve_path is not None:
+                paths = self.resolve_path(memcg, [(f.major, f.minor, f.inode) for f in top])
+                for f in top:
+                    f.path = paths.get((f.major, f.minor, f.inode))
             out[memcg] = top
         return out
 
 
 def _delta(raw: int, previous: int) -> int:
-    # A map entry deleted and re-created starts from zero again.
-    return raw - previous if raw >= previous else raw
+    # Never negative, and a dip is not a reset: a reading can miss a per-CPU
+    # slot flushed between reading the map and the slots (it is seen next
+    # time). The only real reset, deleting a gone memcg's entries, also drops
+    # its baseline (see _forget).
+    return max(0, raw - previous)
 
 
 class FilePathResolver:
@@ -215,17 +236,22 @@ class FilePathResolver:
         self._max_pids = max_pids
         self._max_fds = max_fds
         self._ttl_s = ttl_s
-        self._cache: dict[int, tuple[float, dict[tuple[int, int, int], str]]] = {}
+        self._cache: dict[int, tuple[float, dict[tuple[int, int, int], str], set]] = {}
 
-    def __call__(self, memcg: int, major: int, minor: int, inode: int) -> str | None:
+    def __call__(self, memcg: int, keys: list[tuple[int, int, int]]) -> dict:
+        """Paths of the files ``keys`` ((major, minor, inode)) of one memcg."""
         now = time.monotonic()
         cached = self._cache.get(memcg)
-        if cached is None or now - cached[0] > self._ttl_s:
-            cached = (now, self._scan(memcg))
-            self._cache[memcg] = cached
+        wanted = set(keys)
+        if cached is None or now - cached[0] > self._ttl_s or not wanted <= cached[2]:
+            found = self._scan(memcg)
+            # Keep only what was asked for: a container's other file names
+            # are neither exported nor held.
+            cached = (now, {k: v for k, v in found.items() if k in wanted}, wanted)
             if len(self._cache) > 4096:
                 self._cache.clear()
-        return cached[1].get((major, minor, inode))
+            self._cache[memcg] = cached
+        return cached[1]
 
     def _scan(self, memcg: int) -> dict[tuple[int, int, int], str]:
         found: dict[tuple[int, int, int], str] = {}
@@ -238,14 +264,18 @@ class FilePathResolver:
         except OSError:
             return found
         for pid in pids:
-            self._scan_maps(pid, found)
-            self._scan_fds(pid, found)
-        return found
+            try:
+                self._scan_maps(pid, found)
+                self._scan_fds(pid, found)
+            except Exception:  # noqa: BLE001 - one odd process must not cost the others
+                _log.debug("scanning process %s failed", pid, exc_info=True)
+        # File names are bytes on Linux; exported attributes must be valid UTF-8.
+        return {k: os.fsencode(v).decode("utf-8", "replace") for k, v in found.items()}
 
     def _scan_maps(self, pid: str, found: dict) -> None:
         # 7f2c4b1e1000-7f2c4b1e3000 r--p 00000000 fe:01 1835056    /usr/lib/libc.so.6
         try:
-            with open(os.path.join(self._proc, pid, "maps")) as f:
+            with open(os.path.join(self._proc, pid, "maps"), errors="surrogateescape") as f:
                 for line in f:
                     fields = line.split(None, 5)
                     if len(fields) < 6 or fields[4] == "0":

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
@@ -18,13 +19,20 @@ from .activity import ActivityTracker, FilePathResolver
 from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
 from .containers import Enricher
+from .correlation import SlotRegistry
 from .export import (
     ResourceSplittingExporter,
     base_resource,
     build_readers,
     build_span_exporter,
 )
-from .metrics import CGROUP_ID, SCOPE_NAME, PageCacheMetrics, sample_resource_attributes
+from .metrics import (
+    CGROUP_ID,
+    FILE_USAGE,
+    SCOPE_NAME,
+    PageCacheMetrics,
+    sample_resource_attributes,
+)
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
 from .series import SeriesPruner
 from .stalls import StallPipeline, StallPoller
@@ -149,10 +157,16 @@ class Agent:
         self.readers = list(readers)
         # Observable callbacks run outside any trace: exemplars would be empty
         # and only cost time per point.
+        # Up to top_files points per memcg for the file metric, not two.
+        file_view = View(
+            instrument_name=FILE_USAGE.name,
+            aggregation_cardinality_limit=settings.max_cgroups * max(1, settings.top_files) + 16,
+        )
         self.meter_provider = MeterProvider(
             metric_readers=self.readers,
             resource=base_resource(),
             exemplar_filter=AlwaysOffExemplarFilter(),
+            views=[file_view],
         )
         self._pruner = SeriesPruner(self.meter_provider, CGROUP_ID)
         self.source = SnapshotSource(
@@ -194,7 +208,12 @@ class Agent:
             burst=max(1.0, self.settings.stall_spans_per_second),
         )
         self.stall_pipeline = pipeline
-        self.stall_poller = StallPoller(probe.stall_ring(pipeline.handle), pipeline).start()
+        registry = SlotRegistry(
+            probe.publish_span_slots, probe.forget_span_slots, self.settings.proc_root
+        )
+        self.stall_poller = StallPoller(
+            probe.stall_ring(pipeline.handle), pipeline, registry=registry
+        ).start()
         _log.info("stall spans: %s", ", ".join(probe.stall_kinds))
 
     def _pushes_only(self) -> bool:
@@ -213,7 +232,14 @@ class Agent:
     def _after_snapshot(self, snapshot: Snapshot) -> None:
         self._previous_identities = self._identities
         self._identities = {s.id: sample_resource_attributes(s) for s in snapshot.memcgs}
-        self._pruner.prune({s.id for s in snapshot.memcgs})
+        live_files = None
+        if snapshot.activity is not None:
+            live_files = {
+                (memcg, str(f.inode), f"{f.major}:{f.minor}")
+                for memcg, files in snapshot.activity.files.items()
+                for f in files
+            }
+        self._pruner.prune({s.id for s in snapshot.memcgs}, live_files)
 
     def wait(self, stop: threading.Event) -> None:
         """Block until ``stop`` is set (the periodic readers run in their own threads)."""

@@ -40,6 +40,7 @@ from . import __version__
 from .cgroupfs import find_memory_hierarchy, own_cgroup_path
 from .config import _bool
 from .containers import Identity, identify_process
+from .correlation import SpanSlots
 from .memstat import OWN_FIELDS, read_memcg
 from .metrics import MEMCG_METRICS, SCOPE_NAME, MetricSpec
 from .residency import MemcgSample
@@ -61,10 +62,13 @@ def thread_figures() -> tuple[int, int]:
 class ThreadFiguresProcessor:
     """Wraps a tracer provider's span processor; see the module docstring."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, slots: SpanSlots | None = None) -> None:
         self.inner = inner
         self._starts: dict[int, tuple[int, int, int]] = {}  # span id -> (thread, bytes, faults)
         self._lock = threading.Lock()
+        # The spans each thread is running, innermost last: its slot names the top.
+        self._slots = slots
+        self._stacks = threading.local()
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         try:
@@ -78,7 +82,30 @@ class ThreadFiguresProcessor:
                     )
         except Exception:  # noqa: BLE001 - never break the application's tracing
             _log.debug("thread figures at span start failed", exc_info=True)
+        if self._slots is not None:
+            self._push(span.context)
         self.inner.on_start(span, parent_context=parent_context)
+
+    def _push(self, context: Any) -> None:
+        stack = getattr(self._stacks, "spans", None)
+        if stack is None:
+            stack = self._stacks.spans = []
+        stack.append(context)
+        self._slots.set(
+            threading.get_native_id(), context.trace_id, context.span_id, int(context.trace_flags)
+        )
+
+    def _pop(self, context: Any) -> None:
+        stack = getattr(self._stacks, "spans", None)
+        if not stack or context not in stack:
+            return  # started on another thread
+        stack.remove(context)
+        tid = threading.get_native_id()
+        if stack:
+            top = stack[-1]
+            self._slots.set(tid, top.trace_id, top.span_id, int(top.trace_flags))
+        else:
+            self._slots.clear(tid)
 
     def _on_ending(self, span: Any) -> None:
         ending = getattr(self.inner, "_on_ending", None)
@@ -86,6 +113,11 @@ class ThreadFiguresProcessor:
             ending(span)
 
     def on_end(self, span: Any) -> None:
+        if self._slots is not None:
+            try:
+                self._pop(span.context)
+            except Exception:  # noqa: BLE001
+                _log.debug("span slot update failed", exc_info=True)
         try:
             span = self._with_figures(span)
         except Exception:  # noqa: BLE001
@@ -235,7 +267,13 @@ class PageCacheInstrumentor(BaseInstrumentor):
         if inner is None:
             _log.info("no SDK tracer provider: spans get no page-cache figures")
             return
-        self._processor = ThreadFiguresProcessor(inner)
+        slots = None
+        if _bool(os.environ.get("OTEL_PAGECACHE_SPAN_SLOTS"), True):
+            try:
+                slots = SpanSlots()
+            except OSError as e:
+                _log.info("no span slots for stall links: %s", e)
+        self._processor = ThreadFiguresProcessor(inner, slots)
         self._provider = provider
         provider._active_span_processor = self._processor  # noqa: SLF001
 

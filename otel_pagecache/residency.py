@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .activity import ActivityCounters, ActivitySnapshot
 from .cgroupfs import CgroupEntry, CgroupIndex, CgroupTree, MemoryHierarchy
 from .containers import Enricher, Identity, identify
 from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo
+
+# Own figures that are counters (cumulative), not gauges.
+COUNTER_FIELDS = ("refault_file", "activate_file")
 
 _log = logging.getLogger(__name__)
 
@@ -120,6 +124,25 @@ def own_stats(readings: dict[int, MemcgReading], entries: Sequence[CgroupEntry])
         readings[parent_id].stat.update(own)
 
 
+def is_pause_cgroup(directory: str, proc_root: str = "/proc") -> bool:
+    """True when every process of the cgroup is the pod sandbox's ``pause``."""
+    try:
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            pids = [line.strip() for line in f if line.strip().isdigit()][:8]
+    except OSError:
+        return False
+    if not pids:
+        return False
+    for pid in pids:
+        try:
+            with open(os.path.join(proc_root, pid, "comm")) as f:
+                if f.read().strip() != "pause":
+                    return False
+        except OSError:
+            return False
+    return True
+
+
 class ResidencyReader:
     """Reads every memcg of one hierarchy into a ``Snapshot``."""
 
@@ -134,6 +157,11 @@ class ResidencyReader:
     ) -> None:
         self.hierarchy = hierarchy
         self.tree = CgroupTree(hierarchy, full_walk_s)
+        # v2 own counters are differences of counters read a moment apart: a
+        # child counting between the two reads would make its parent's own
+        # counter dip. Counters never go down here: a high-water mark per memcg.
+        self._counter_marks: dict[int, dict[str, int]] = {}
+        self._pause_cache: dict[str, tuple[bool, float]] = {}
         self.proc_root = proc_root
         self.selection = selection or Selection()
         self.enricher = enricher
@@ -198,10 +226,24 @@ class ResidencyReader:
             # an operator is looking for when cardinality has to be cut.
             samples.sort(key=lambda s: s.stat.get("file", 0), reverse=True)
             del samples[cap:]
+        if version == 2:
+            self._keep_counters_monotonic(samples)
         snapshot.memcgs = samples
         snapshot.meminfo = read_meminfo(self.proc_root)
         snapshot.read_errors += stats.errors
         snapshot.vanished = stats.vanished
+
+    def _keep_counters_monotonic(self, samples: list[MemcgSample]) -> None:
+        marks = {}
+        for sample in samples:
+            previous = self._counter_marks.get(sample.id, {})
+            current = {}
+            for name in COUNTER_FIELDS:
+                value = sample.stat.get(name)
+                if value is not None:
+                    current[name] = sample.stat[name] = max(value, previous.get(name, 0))
+            marks[sample.id] = current
+        self._counter_marks = marks  # only memcgs still exported: bounded
 
     def _identities(self, entries: Sequence[CgroupEntry]) -> dict[str, Identity]:
         # identify() is a pure, cached function of the path; the enricher keeps
@@ -210,8 +252,32 @@ class ResidencyReader:
         out: dict[str, Identity] = {}
         for entry in entries:
             identity = identify(entry.path)
-            out[entry.path] = enrich(identity) if enrich is not None else identity
+            if enrich is not None:
+                identity = enrich(identity)
+            if (
+                identity.kind == "container"
+                and identity.pod_uid
+                and identity.container_name is None
+            ):
+                identity = self._unless_pause(entry.path, identity)
+            out[entry.path] = identity
         return out
+
+    def _unless_pause(self, path: str, identity: Identity) -> Identity:
+        """A pod's sandbox has an app container's path shape; without the
+        runtime's metadata (kind or Docker-in-Docker nodes, state directories
+        not mounted) its only process tells: the pause binary. Never report
+        its id as a container's."""
+        now = time.monotonic()
+        cached = self._pause_cache.get(path)
+        if cached is None or now - cached[1] > 60:
+            cached = (is_pause_cgroup(self.hierarchy.directory(path), self.proc_root), now)
+            if len(self._pause_cache) > 20_000:
+                self._pause_cache.clear()
+            self._pause_cache[path] = cached
+        if cached[0]:
+            return replace(identity, kind="sandbox", container_id=None)
+        return identity
 
     @staticmethod
     def _sample(

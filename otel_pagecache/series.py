@@ -24,18 +24,34 @@ class SeriesPruner:
         self._key = key
         self._broken = False
 
-    def prune(self, live: Container) -> int:
-        """Drop series whose ``key`` attribute is not in ``live``; returns how many."""
+    def prune(self, live: Container, live_files: Container | None = None) -> int:
+        """Drop series whose ``key`` attribute is not in ``live``, and file series
+        (``file.inode``) not in ``live_files`` (tuples of key, inode, device);
+        returns how many were dropped."""
         if self._broken:
             return 0
         try:
-            return self._prune(live)
+            return self._prune(live, live_files)
         except Exception:  # noqa: BLE001 - SDK internals changed; degrade, don't fail
             self._broken = True
             _log.warning("cannot prune stale series with this SDK version", exc_info=True)
             return 0
 
-    def _prune(self, live: Container) -> int:
+    def _stale(self, attributes: dict, live: Container, live_files: Container | None) -> bool:
+        if self._key not in attributes:
+            return False
+        if attributes[self._key] not in live:
+            return True
+        if live_files is not None and "file.inode" in attributes:
+            file_key = (
+                attributes[self._key],
+                attributes["file.inode"],
+                attributes.get("pagecache.file.device"),
+            )
+            return file_key not in live_files
+        return False
+
+    def _prune(self, live: Container, live_files: Container | None) -> int:
         consumer = self._provider._measurement_consumer  # noqa: SLF001
         removed = 0
         for storage in consumer._reader_storages.values():  # noqa: SLF001
@@ -46,8 +62,11 @@ class SeriesPruner:
                         stale = [
                             k
                             for k, aggregation in table.items()
-                            if self._key in (aggregation._attributes or {})  # noqa: SLF001
-                            and aggregation._attributes[self._key] not in live  # noqa: SLF001
+                            if self._stale(
+                                aggregation._attributes or {},  # noqa: SLF001
+                                live,
+                                live_files,
+                            )
                         ]
                         for k in stale:
                             del table[k]

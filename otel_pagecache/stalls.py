@@ -63,6 +63,9 @@ class Stall:
     order: int
     ratelimit: int
     planned: bool
+    # (trace id, span id, trace flags) of the application span the thread was
+    # running when it stalled, when its process publishes span slots.
+    link: tuple[int, int, int] | None = None
 
 
 def boot_to_wall_offset_ns() -> int:
@@ -90,7 +93,19 @@ def decode(record: bytes, offset_ns: int) -> Stall | None:
         order=event.order,
         ratelimit=event.ratelimit,
         planned=bool(event.planned),
+        link=_link(event),
     )
+
+
+def _link(event: StallEvent) -> tuple[int, int, int] | None:
+    slot = event.span
+    if slot.tid != event.tid:
+        return None
+    trace_id = int.from_bytes(bytes(slot.trace_id), "big")
+    span_id = int.from_bytes(bytes(slot.span_id), "big")
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, slot.trace_flags
 
 
 class TokenBuckets:
@@ -185,11 +200,19 @@ class StallPipeline:
             attributes["pagecache.stall.pages_reclaimed"] = stall.pages
             attributes["pagecache.stall.order"] = stall.order
             attributes["pagecache.stall.gfp_flags"] = f"{stall.gfp:#x}"
+        links = []
+        if stall.link is not None:
+            trace_id, span_id, flags = stall.link
+            linked = trace.SpanContext(
+                trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0xFF)
+            )
+            links.append(trace.Link(linked, {"pagecache.link.reason": "running_on_thread"}))
         span = self._tracer.start_span(
             SPAN_NAMES[stall.kind],
             start_time=stall.start_ns,
             attributes=attributes,
             kind=trace.SpanKind.INTERNAL,
+            links=links,
         )
         span.end(end_time=stall.start_ns + stall.duration_ns)
         with self._lock:
@@ -199,8 +222,9 @@ class StallPipeline:
 class StallPoller:
     """Polls the probe's stall ring buffer in a thread until ``stop()``."""
 
-    def __init__(self, ring, pipeline: StallPipeline, timeout_ms: int = 100) -> None:
+    def __init__(self, ring, pipeline: StallPipeline, timeout_ms: int = 100, registry=None) -> None:
         self._ring = ring
+        self._registry = registry
         self._pipeline = pipeline
         self._timeout_ms = timeout_ms
         self._stop = threading.Event()
@@ -213,6 +237,8 @@ class StallPoller:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._registry is not None:
+                    self._registry.maybe_scan()
                 self._ring.poll(self._timeout_ms)
             except Exception:  # noqa: BLE001 - keep polling; log once per failure
                 _log.debug("stall ring poll failed", exc_info=True)

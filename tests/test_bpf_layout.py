@@ -20,6 +20,8 @@ MIRRORS = {
     "cpu_slots": layout.CpuSlots,
     "stall_start": layout.StallStart,
     "stall_event": layout.StallEvent,
+    "span_slot": layout.SpanSlot,
+    "span_slot_base": layout.SpanSlotBase,
 }
 
 

@@ -220,3 +220,34 @@ def test_new_cgroups_found_between_full_walks_and_removed_ones_dropped(tmp_path)
     assert "/e" not in {m.path for m in reader.read().memcgs}
     reader.tree.full_walk_s = 0
     assert sorted(m.path for m in reader.read().memcgs) == ["/", "/a", "/e"]
+
+
+def test_v2_own_counters_never_go_down(tmp_path):
+    write_v2_cgroup(tmp_path, "/", {"file": 1})
+    write_v2_cgroup(tmp_path, "/p", {"workingset_refault_file": 50})
+    write_v2_cgroup(tmp_path, "/p/c", {"workingset_refault_file": 0})
+    reader = ResidencyReader(MemoryHierarchy(2, str(tmp_path)), str(tmp_path))
+    assert {m.path: m for m in reader.read().memcgs}["/p"].stat["refault_file"] == 50
+    # The child counted 30 between the parent's read and its own.
+    write_v2_cgroup(tmp_path, "/p/c", {"workingset_refault_file": 30})
+    assert {m.path: m for m in reader.read().memcgs}["/p"].stat["refault_file"] == 50
+
+
+def test_pause_sandbox_is_never_a_container_even_without_runtime_metadata(tmp_path):
+    sandbox_id, app_id = "a" * 64, "b" * 64
+    pod = "/kubepods/besteffort/pod1c0a2f7e-3f1d-4b8e-9a55-2f0d8f0c7a11"
+    write_v1_cgroup(tmp_path, "/", {"cache": 1})
+    for cid, pid in ((sandbox_id, "101"), (app_id, "202")):
+        d = write_v1_cgroup(tmp_path, f"/docker/{'c' * 64}{pod}/{cid}", {"cache": 1})
+        (d / "cgroup.procs").write_text(f"{pid}\n")
+    proc = tmp_path / "proc"
+    for pid, comm in (("101", "pause"), ("202", "nginx")):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "comm").write_text(comm + "\n")
+    (proc / "meminfo").write_text("Cached: 1 kB\n")
+    snapshot = ResidencyReader(MemoryHierarchy(1, str(tmp_path)), str(proc)).read()
+    kinds = {m.identity.container_id: m.identity.kind for m in snapshot.memcgs}
+    assert kinds.get(app_id) == "container"
+    assert sandbox_id not in kinds
+    sandbox = [m for m in snapshot.memcgs if m.path.endswith(sandbox_id)][0]
+    assert sandbox.identity.kind == "sandbox" and sandbox.identity.container_id is None

@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable
-from .layout import LOST_REASONS, REMOVAL_REASONS, CpuSlots, FileKey, RemovalKey
+from .layout import (
+    LOST_REASONS,
+    REMOVAL_REASONS,
+    CpuSlots,
+    FileKey,
+    RemovalKey,
+    SpanSlotBase,
+)
 from .libbpf import (
     BTF_KIND_TYPEDEF,
     BpfObject,
@@ -231,8 +238,24 @@ class CoreProbe:
                 raise ProbeUnavailable("probe is closed")
             return self._obj.ring_buffer("stall_events", callback)
 
-    def forget(self, memcg_ids: Iterable[int]) -> None:
-        """Delete every entry of these memcgs (gone cgroups), keeping maps bounded."""
+    def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
+        """Tell the stall programs where process ``pid`` keeps its span slots."""
+        with self._lock:
+            if self._obj is not None:
+                self._obj.map("span_slot_bases").update(
+                    struct.pack("=I", pid), bytes(SpanSlotBase(address, count, size))
+                )
+
+    def forget_span_slots(self, pids: Iterable[int]) -> None:
+        with self._lock:
+            if self._obj is not None:
+                bases = self._obj.map("span_slot_bases")
+                for pid in pids:
+                    bases.delete(struct.pack("=I", pid))
+
+    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
+        """Delete every entry of these memcgs (gone cgroups), keeping maps bounded;
+        ``files=False`` leaves the (large) per-file map unscanned."""
         with self._lock:
             obj = self._obj
             if obj is None:
@@ -248,10 +271,12 @@ class CoreProbe:
             for memcg in doomed:
                 for reason in REMOVAL_REASONS:
                     removals.delete(bytes(RemovalKey(memcg, reason, 0)))
-            files = obj.map("pagecache_file_pages")
-            for key, _ in list(files.items()):
+            if not files:
+                return
+            file_map = obj.map("pagecache_file_pages")
+            for key, _ in list(file_map.items()):
                 if FileKey.from_buffer_copy(key).memcg in doomed:
-                    files.delete(key)
+                    file_map.delete(key)
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
         with self._lock:

@@ -70,6 +70,19 @@ class CpuSlots(ctypes.Structure):
     _fields_ = (("lookup", LookupSlot), ("insert", InsertSlot))
 
 
+class SpanSlot(ctypes.Structure):
+    _fields_ = (
+        ("tid", ctypes.c_uint32),
+        ("trace_flags", ctypes.c_uint32),
+        ("trace_id", ctypes.c_uint8 * 16),
+        ("span_id", ctypes.c_uint8 * 8),
+    )
+
+
+class SpanSlotBase(ctypes.Structure):
+    _fields_ = (("address", ctypes.c_uint64), ("count", ctypes.c_uint32), ("size", ctypes.c_uint32))
+
+
 class StallStart(ctypes.Structure):
     _fields_ = (
         ("start_ns", ctypes.c_uint64),
@@ -77,6 +90,7 @@ class StallStart(ctypes.Structure):
         ("gfp", ctypes.c_uint64),
         ("order", ctypes.c_int32),
         ("kind", ctypes.c_uint32),
+        ("span", SpanSlot),
     )
 
 
@@ -95,6 +109,7 @@ class StallEvent(ctypes.Structure):
         ("planned", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * 16),
+        ("span", SpanSlot),
     )
 
 

@@ -1,0 +1,94 @@
+"""ActivityTracker's arithmetic, on scripted readings.
+
+A scripted probe stands in for the kernel here because these cases (a
+reading that misses a per-CPU slot mid-flush, a map entry re-created) are
+races the real probe cannot be made to produce on demand; the real probe is
+tested against ground truth in test_activity.py.
+"""
+
+from __future__ import annotations
+
+from otel_pagecache.activity import ActivityTracker
+from otel_pagecache.probes import ActivityReading
+
+
+class ScriptedProbe:
+    engine = "scripted"
+    has_lookups = True
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+        self.forgotten = []
+
+    def read(self):
+        return self.readings.pop(0)
+
+    def forget(self, ids, files=True):
+        self.forgotten.append((set(ids), files))
+
+
+def test_a_dip_is_not_a_reset():
+    # 150, then 100 (a slot flushed between reading the map and the slots), then 160.
+    probe = ScriptedProbe([ActivityReading(lookups={7: v}) for v in (150, 100, 160)])
+    tracker = ActivityTracker(probe)
+    totals = [tracker.update({7}).memcgs[7].lookups for _ in range(3)]
+    assert totals == [150, 150, 160]
+
+
+def test_snapshots_keep_their_own_figures_for_rates():
+    probe = ScriptedProbe([ActivityReading(misses={7: 10}), ActivityReading(misses={7: 25})])
+    tracker = ActivityTracker(probe)
+    first = tracker.update({7})
+    second = tracker.update({7})
+    assert (first.memcgs[7].misses, second.memcgs[7].misses) == (10, 25)
+
+
+def test_gone_memcgs_go_to_dying_and_are_forgotten_once():
+    probe = ScriptedProbe(
+        [
+            ActivityReading(removals={(7, "eviction"): 5}),
+            ActivityReading(removals={(7, "eviction"): 9}),  # 7 is gone now
+            ActivityReading(removals={(7, "eviction"): 3}),  # entry re-created
+        ]
+    )
+    tracker = ActivityTracker(probe)
+    assert tracker.update({7}).memcgs[7].evictions == 5
+    second = tracker.update(set())
+    assert second.buckets["dying"].evictions == 4
+    third = tracker.update(set())
+    assert third.buckets["dying"].evictions == 4 + 3
+    assert third.forgotten_memcgs == 1
+    assert [files for _, files in probe.forgotten] == [True, False]
+
+
+def test_hit_ratio_over_the_interval_and_none_without_lookups():
+    probe = ScriptedProbe(
+        [
+            ActivityReading(lookups={7: 100}, misses={7: 100}),
+            ActivityReading(lookups={7: 300}, misses={7: 150}),
+            ActivityReading(lookups={7: 300}, misses={7: 150}),
+        ]
+    )
+    tracker = ActivityTracker(probe)
+    assert tracker.update({7}).memcgs[7].hit_ratio == 0.0
+    assert tracker.update({7}).memcgs[7].hit_ratio == 0.75
+    assert tracker.update({7}).memcgs[7].hit_ratio is None
+
+
+def test_path_resolver_survives_odd_file_names_and_keeps_only_what_was_asked(tmp_path):
+    from otel_pagecache.activity import FilePathResolver
+
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    (cgroup / "cgroup.procs").write_text("42\n")
+    proc = tmp_path / "proc" / "42"
+    proc.mkdir(parents=True)
+    (proc / "maps").write_bytes(
+        b"7f2c4b1e1000-7f2c4b1e3000 r--p 00000000 fe:01 1835056    /data/caf\xe9.bin\n"
+        b"7f2c4b1e3000-7f2c4b1e5000 r--p 00000000 fe:01 99    /secret/other\n"
+        b"garbage line\n"
+    )
+    resolver = FilePathResolver(lambda memcg: str(cgroup), proc_root=str(tmp_path / "proc"))
+    paths = resolver(7, [(0xFE, 0x01, 1835056)])
+    assert paths == {(0xFE, 0x01, 1835056): "/data/caf\ufffd.bin"}
+    assert all(k[2] != 99 for cached in resolver._cache.values() for k in cached[1])
