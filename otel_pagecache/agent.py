@@ -152,6 +152,7 @@ class Agent:
         # still finds a cgroup removed in between).
         self._identities: dict[int, dict] = {}
         self._previous_identities: dict[int, dict] = {}
+        self._unknown_ids: set = set()
         if readers is None:
             readers = build_readers(settings, limit, self._identity)
         self.readers = list(readers)
@@ -227,6 +228,15 @@ class Agent:
         found = self._identities.get(cgroup_id)  # type: ignore[call-overload]
         if found is None:
             found = self._previous_identities.get(cgroup_id)  # type: ignore[call-overload]
+        if found is None and cgroup_id not in self._unknown_ids:
+            # A stall span for a memcg no snapshot has seen yet (new, or no
+            # metric exporter collecting): take one, at most every 0.5 s.
+            self.source.current()
+            found = self._identities.get(cgroup_id)  # type: ignore[call-overload]
+            if found is None:
+                if len(self._unknown_ids) > 10_000:
+                    self._unknown_ids.clear()
+                self._unknown_ids.add(cgroup_id)
         return found
 
     def _after_snapshot(self, snapshot: Snapshot) -> None:

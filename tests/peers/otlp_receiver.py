@@ -233,6 +233,13 @@ def metric_names(requests: Iterable[ExportMetricsServiceRequest]) -> set[str]:
 
 
 @dataclass(frozen=True)
+class SpanLink:
+    trace_id: str  # hex
+    span_id: str  # hex
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class SpanRecord:
     """One span, flattened with its scope/resource context."""
 
@@ -247,6 +254,7 @@ class SpanRecord:
     start_time_unix_nano: int
     end_time_unix_nano: int
     status_code: int
+    links: tuple[SpanLink, ...] = ()
 
 
 def iter_spans(requests: Iterable[ExportTraceServiceRequest]) -> Iterator[SpanRecord]:
@@ -268,6 +276,14 @@ def iter_spans(requests: Iterable[ExportTraceServiceRequest]) -> Iterator[SpanRe
                         start_time_unix_nano=s.start_time_unix_nano,
                         end_time_unix_nano=s.end_time_unix_nano,
                         status_code=int(s.status.code),
+                        links=tuple(
+                            SpanLink(
+                                link.trace_id.hex(),
+                                link.span_id.hex(),
+                                attributes_to_dict(link.attributes),
+                            )
+                            for link in s.links
+                        ),
                     )
 
 

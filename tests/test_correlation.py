@@ -1,0 +1,100 @@
+"""A kernel stall span links to the application span its thread was running.
+
+The application runs under ``opentelemetry-instrument`` with the plugin, in
+a memory cgroup with a 48 MiB limit, and reads a 128 MiB cold file inside
+span "read-big": its thread stalls in memcg reclaim. The node agent's stall
+spans for that thread must carry a link to "read-big" (same trace and span
+id), read by the BPF program from the plugin's span slot at the stall's start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.agent_process import AgentProcess
+from tests.conftest import make_cold_file
+from tests.peers.otlp_receiver import iter_spans
+
+APP = Path(__file__).with_name("apps") / "stall_app.py"
+MIB = 1 << 20
+
+
+def _limit(directory: Path, limit: int) -> None:
+    name = (
+        "memory.limit_in_bytes" if (directory / "memory.limit_in_bytes").exists() else "memory.max"
+    )
+    (directory / name).write_text(str(limit))
+
+
+def test_stall_span_links_to_the_application_span(memcgs, data_dir, otlp_receiver, tmp_path):
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
+    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    _limit(directory, 48 * MIB)
+    cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
+    agent_env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
+        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
+    }
+    with AgentProcess(["run", "--include", path], agent_env, tmp_path) as agent:
+        deadline = time.monotonic() + 30
+        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        procs = directory / "cgroup.procs"
+        app_env = {
+            **os.environ,
+            "OTEL_SERVICE_NAME": "stalling-app",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("opentelemetry-instrument")),
+                sys.executable,
+                str(APP),
+                str(cold),
+                "3",
+            ],
+            env=app_env,
+            check=True,
+            timeout=120,
+            preexec_fn=lambda: procs.write_text(str(os.getpid())),
+        )
+
+        def linked(requests):
+            return any(
+                s.name == "pagecache.stall.memcg_reclaim" and s.links for s in iter_spans(requests)
+            )
+
+        otlp_receiver.wait_for_traces(linked, timeout=30)
+        assert agent.terminate() == 0, agent.log()
+
+    spans = list(iter_spans(otlp_receiver.trace_requests()))
+    app_span = next(s for s in spans if s.name == "read-big")
+    stalls = [
+        s
+        for s in spans
+        if s.name == "pagecache.stall.memcg_reclaim"
+        and s.resource.get("container.id") == container_id
+    ]
+    assert stalls
+    linked = [s for s in stalls if s.links]
+    assert linked, "no stall span carries a link"
+    for stall in linked:
+        (link,) = stall.links
+        assert (link.trace_id, link.span_id) == (app_span.trace_id, app_span.span_id)
+        assert stall.attributes["thread.id"] == app_span.attributes["thread.id"]
+        # The stall happened while the application span ran.
+        assert app_span.start_time_unix_nano <= stall.start_time_unix_nano
+        assert stall.end_time_unix_nano <= app_span.end_time_unix_nano
