@@ -14,6 +14,9 @@ Standard OpenTelemetry variables (read here or by the SDK's exporters):
                                             auto-configuration) or ``http/protobuf``
 ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``     overrides the above for metrics
 ``OTEL_EXPORTER_OTLP_HEADERS``              read by the OTLP exporters
+``OTEL_EXPORTER_OTLP_INSECURE``             ``true``: plain-text gRPC to an http:// endpoint
+``OTEL_EXPORTER_OTLP_TIMEOUT``              read by the OTLP exporters
+``OTEL_BSP_SCHEDULE_DELAY``                 stall span batching (ms), read by the SDK
 ``OTEL_METRIC_EXPORT_INTERVAL``             milliseconds, default 60000
 ``OTEL_METRIC_EXPORT_TIMEOUT``              milliseconds, default 30000
 ``OTEL_RESOURCE_ATTRIBUTES``                merged into the agent's base Resource

@@ -214,3 +214,35 @@ def data_dir(tmp_path: Path) -> Path:
         d = Path(__file__).resolve().parent.parent / ".test-data" / uuid.uuid4().hex[:8]
         d.mkdir(parents=True)
     return d
+
+
+@pytest.fixture
+def throttled_fs(tmp_path: Path) -> Iterator[Path]:
+    """A small ext4 file system on a loop device we create, whose BDI throttles
+    dirtying hard (strict_limit, 1 MiB max_bytes): a fast writer there is put
+    to sleep by balance_dirty_pages. Only that loop device's BDI is changed,
+    and the device is detached afterwards (its settings go with it)."""
+    if os.geteuid() != 0 or not Path("/dev/loop-control").exists():
+        pytest.skip("needs root and loop devices")
+    image = tmp_path / "throttled.img"
+    with open(image, "wb") as f:
+        f.truncate(256 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    loop = subprocess.run(
+        ["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    mounted = False
+    try:
+        subprocess.run(["mount", loop, str(mount)], check=True)
+        mounted = True
+        st = os.stat(loop)
+        bdi = Path(f"/sys/class/bdi/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+        (bdi / "strict_limit").write_text("1")
+        (bdi / "max_bytes").write_text(str(1 << 20))
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["losetup", "-d", loop], check=False)

@@ -198,3 +198,86 @@ def test_token_buckets_stay_bounded():
     for key in range(100):
         assert buckets.allow(key, 0.0)
     assert len(buckets._buckets) <= 10
+
+
+def test_dirty_throttling_becomes_planned_spans(memcgs, throttled_fs, otlp_receiver, tmp_path):
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
+    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    worker = memcgs.worker(directory)
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
+        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
+    }
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        deadline = time.monotonic() + 30
+        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker.do("write", throttled_fs / "fast-writer", 48 * MIB)
+
+        def throttled(requests):
+            return any(s.name == "pagecache.stall.dirty_throttle" for s in iter_spans(requests))
+
+        otlp_receiver.wait_for_traces(throttled, timeout=30)
+        assert agent.terminate() == 0, agent.log()
+    spans = [
+        s
+        for s in iter_spans(otlp_receiver.trace_requests())
+        if s.name == "pagecache.stall.dirty_throttle"
+    ]
+    mine = [s for s in spans if s.resource.get("container.id") == container_id]
+    assert mine, [s.resource for s in spans]
+    for span in mine:
+        assert span.attributes["pagecache.stall.planned"] is True
+        assert span.attributes["process.pid"] == worker.proc.pid
+        assert span.end_time_unix_nano > span.start_time_unix_nano  # the planned pause
+        assert span.attributes["pagecache.stall.pages_dirtied"] > 0
+
+
+def test_rate_limit_holds_on_a_real_flood(memcgs, data_dir, otlp_receiver, tmp_path):
+    path, directory = memcgs.create()
+    _limit(directory, 48 * MIB)
+    worker = memcgs.worker(directory)
+    cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
+        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "2",
+    }
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        deadline = time.monotonic() + 30
+        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = time.monotonic()
+        worker.do("read", cold)
+        elapsed = time.monotonic() - started
+
+        def dropped(requests):
+            return any(
+                p.metric == "pagecache.stall.spans.dropped" and p.value > 0
+                for p in iter_points(requests)
+            )
+
+        otlp_receiver.wait_for_metrics(dropped, timeout=30)
+        time.sleep(1)
+        assert agent.terminate() == 0, agent.log()
+    spans = [
+        s
+        for s in iter_spans(otlp_receiver.trace_requests())
+        if s.resource.get("pagecache.cgroup.path") == path
+    ]
+    # Burst of 2, then 2 per second, over the read (plus a second of slack).
+    assert 1 <= len(spans) <= 2 + 2 * (elapsed + 1), (len(spans), elapsed)
+    histogram = [
+        p
+        for p in iter_points(otlp_receiver.metrics_requests())
+        if p.metric == "pagecache.stall.duration"
+        and p.resource.get("pagecache.cgroup.path") == path
+    ]
+    assert histogram[-1].count > len(spans)  # every stall counted, spanned or not
