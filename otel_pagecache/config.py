@@ -56,6 +56,12 @@ The agent's own (each also a ``run`` flag):
 ``OTEL_PAGECACHE_STALL_SPANS_PER_SECOND``   span rate limit per container (default
                                             10, burst 10)
 ``OTEL_PAGECACHE_STALLS``                   ``false``: no stall programs or spans
+``OTEL_PAGECACHE_SPAN_FIGURES``             (in-process plugin) ``false``: no thread
+                                            figures on spans
+``OTEL_PAGECACHE_SPAN_SLOTS``               (in-process plugin) ``false``: no span
+                                            slots, so stall spans get no links
+``OTEL_PAGECACHE_PROCESS_RESIDENCY``        (in-process plugin) ``false``: no
+                                            residency of the process's memcg
 ==========================================  =========================================
 """
 
