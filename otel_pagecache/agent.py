@@ -58,9 +58,14 @@ def build_residency_reader(settings: Settings, hierarchy: MemoryHierarchy) -> Re
 
 def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTracker | None:
     """The BPF activity tracker, or None (with one message naming why) when it cannot run."""
-    if not settings.activity:
-        _log.info("activity probes off (OTEL_PAGECACHE_ACTIVITY=false): residency only")
+    if not settings.activity or settings.engine == "none":
+        _log.info("activity engine: none (as asked): residency only")
         return None
+    if settings.engine not in ("auto", "core"):
+        raise ValueError(
+            f"OTEL_PAGECACHE_ENGINE={settings.engine!r} is not supported: use auto, core or none "
+            "(a BCC engine is not part of this release)"
+        )
     from .probes import ProbeUnavailable
     from .probes.core import CoreProbe
 
@@ -68,13 +73,17 @@ def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTr
         probe = CoreProbe(lookups=settings.lookups, stalls=settings.stalls).start()
     except ProbeUnavailable as e:
         _log.warning("page-cache activity unavailable: %s", e)
+        if settings.engine == "core":
+            raise ValueError(f"the core engine was asked for and cannot run: {e}") from e
         return None
     except Exception as e:  # noqa: BLE001 - any other failure: residency still works
         _log.warning("page-cache activity unavailable: %s", e, exc_info=True)
         return None
+    reason = "as asked" if settings.engine == "core" else "auto: BTF present and the object loads"
     _log.info(
-        "page-cache activity: %s engine, programs attached: %s",
+        "activity engine: %s (%s); programs attached: %s",
         probe.engine,
+        reason,
         ", ".join(probe.attached),
     )
     resolver = None
@@ -179,7 +188,10 @@ class Agent:
         self._start_stalls(meter)
         # Prometheus has no per-series Resource: there the identity must be labels.
         labels = "prometheus" in settings.metrics_exporters or not self._pushes_only()
-        self.metrics = PageCacheMetrics(meter, self.source, identity_on_points=labels)
+        engine = self.activity.probe.engine if self.activity is not None else "none"
+        self.metrics = PageCacheMetrics(
+            meter, self.source, identity_on_points=labels, engine=engine
+        )
         self._stopped = threading.Event()
         _log.info(
             "otel-pagecache %s: memory controller on cgroup v%d at %s; exporters: %s",

@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
             help="no BPF probes: residency only (OTEL_PAGECACHE_ACTIVITY=false)",
         )
         p.add_argument(
+            "--engine",
+            choices=("auto", "core", "none"),
+            help="activity engine (OTEL_PAGECACHE_ENGINE; default auto)",
+        )
+        p.add_argument(
             "--no-lookups",
             dest="lookups",
             action="store_false",
@@ -89,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=2.0, help="refresh seconds (default 2)")
     top.add_argument("--count", type=int, help="stop after this many screens (default: forever)")
     top.add_argument("--once", action="store_true", help="print one table and exit")
+
+    doctor = sub.add_parser("doctor", help="what works on this host, and how to fix the rest")
+    add_source_flags(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -120,6 +129,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "max_cgroups": args.max_cgroups,
         "containers_only": args.containers_only,
         "activity": args.activity,
+        "engine": getattr(args, "engine", None),
         "lookups": args.lookups,
         "top_files": getattr(args, "top_files", None),
         "file_paths": getattr(args, "file_paths", None),
@@ -191,6 +201,14 @@ def _top(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from .doctor import healthy, render, run_checks, to_json
+
+    checks = run_checks(settings)
+    sys.stdout.write(to_json(checks) + "\n" if args.json else render(checks))
+    return 0 if healthy(checks) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level)
@@ -198,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         if args.command == "run":
             return _run(settings)
+        if args.command == "doctor":
+            return _doctor(settings, args)
         return _top(settings, args)
     except (CgroupSetupError, ValueError) as e:
         print(f"otel-pagecache: error: {e}", file=sys.stderr)

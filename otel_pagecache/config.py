@@ -42,7 +42,10 @@ The agent's own (each also a ``run`` flag):
 ``OTEL_PAGECACHE_SHUTDOWN_TIMEOUT``         seconds allowed for the last export on
                                             exit (default 5)
 ``OTEL_PAGECACHE_ACTIVITY``                 ``false``: no BPF, residency only
-                                            (default ``true``)
+                                            (default ``true``; same as engine ``none``)
+``OTEL_PAGECACHE_ENGINE``                   ``auto`` (default), ``core``, ``none``:
+                                            the activity engine (``auto``: CO-RE when
+                                            it loads, else residency only)
 ``OTEL_PAGECACHE_LOOKUPS``                  ``false``: leave the lookup path (every
                                             read and fault) unattached; no lookups,
                                             no hit ratio (default ``true``)
@@ -120,6 +123,7 @@ class Settings:
     containers_only: bool = False
     shutdown_timeout_s: float = 5.0
     activity: bool = True
+    engine: str = "auto"
     stalls: bool = True
     traces_exporter: str = "otlp"
     otlp_traces_protocol: str = "grpc"
@@ -161,6 +165,7 @@ class Settings:
             containers_only=_bool(env.get("OTEL_PAGECACHE_CONTAINERS_ONLY")),
             shutdown_timeout_s=_number(env, "OTEL_PAGECACHE_SHUTDOWN_TIMEOUT", 5.0),
             activity=_bool(env.get("OTEL_PAGECACHE_ACTIVITY"), True),
+            engine=(env.get("OTEL_PAGECACHE_ENGINE") or "auto").strip().lower(),
             stalls=_bool(env.get("OTEL_PAGECACHE_STALLS"), True),
             traces_exporter=(env.get("OTEL_TRACES_EXPORTER") or "otlp").strip(),
             otlp_traces_protocol=(

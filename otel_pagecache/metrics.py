@@ -382,9 +382,15 @@ class PageCacheMetrics:
     """
 
     def __init__(
-        self, meter: Meter, source: SnapshotSource, identity_on_points: bool = True
+        self,
+        meter: Meter,
+        source: SnapshotSource,
+        identity_on_points: bool = True,
+        engine: str = "none",
     ) -> None:
         self._source = source
+        # Which activity engine runs (core, none), on the agent's own metrics.
+        self._engine_attrs = {ENGINE: engine}
         self._identity_on_points = identity_on_points
         self._read_errors_total = 0
         self._vanished_total = 0
@@ -511,20 +517,22 @@ class PageCacheMetrics:
             self._vanished_total += snapshot.vanished
 
     def _duration(self, _options: CallbackOptions) -> Iterator[Observation]:
-        yield Observation(self._source.current().duration_s)
+        yield Observation(self._source.current().duration_s, self._engine_attrs)
 
     def _cgroups(self, _options: CallbackOptions) -> Iterator[Observation]:
         snapshot = self._source.current()
-        yield Observation(snapshot.cgroups_discovered, {CGROUP_SET: "discovered"})
-        yield Observation(len(snapshot.memcgs), {CGROUP_SET: "exported"})
+        yield Observation(
+            snapshot.cgroups_discovered, {CGROUP_SET: "discovered", **self._engine_attrs}
+        )
+        yield Observation(len(snapshot.memcgs), {CGROUP_SET: "exported", **self._engine_attrs})
 
     def _read_errors(self, _options: CallbackOptions) -> Iterator[Observation]:
         self._account(self._source.current())
-        yield Observation(self._read_errors_total)
+        yield Observation(self._read_errors_total, self._engine_attrs)
 
     def _vanished(self, _options: CallbackOptions) -> Iterator[Observation]:
         self._account(self._source.current())
-        yield Observation(self._vanished_total)
+        yield Observation(self._vanished_total, self._engine_attrs)
 
 
 def _guarded(name: str, callback):

@@ -55,3 +55,25 @@ def test_removed_cgroups_leave_no_series_behind(tmp_path):
         assert _series_state(agent) < state_before / 5, (state_before, _series_state(agent))
     finally:
         agent.stop()
+
+
+def test_engine_none_is_named_on_the_agents_own_metrics(tmp_path):
+    write_v2_cgroup(tmp_path, "/", {"file": 1})
+    reader = InMemoryMetricReader()
+    settings = Settings(
+        cgroup_root=str(tmp_path), proc_root=str(tmp_path), metrics_exporters=(), engine="none"
+    )
+    agent = Agent(settings, readers=[reader], hierarchy=MemoryHierarchy(2, str(tmp_path)))
+    try:
+        data = reader.get_metrics_data()
+        points = {
+            m.name: p.attributes
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            for p in m.data.data_points
+        }
+        assert points["pagecache.agent.collection.duration"]["pagecache.engine"] == "none"
+        assert "pagecache.lookups" not in points
+    finally:
+        agent.stop()

@@ -1,0 +1,290 @@
+"""``otel-pagecache doctor``: what works on this host, what does not, and the fix.
+
+Every check reads only; the one that loads the BPF object detaches it at
+once. Exit status 0 when the full feature set works, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from .cgroupfs import CgroupSetupError, find_memory_hierarchy
+from .config import Settings
+
+OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
+
+# Capability bits (include/uapi/linux/capability.h).
+CAPABILITIES = {
+    "CAP_DAC_READ_SEARCH": 2,
+    "CAP_SYS_PTRACE": 19,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_PERFMON": 38,
+    "CAP_BPF": 39,
+}
+TRACEPOINTS = (
+    "filemap:mm_filemap_add_to_page_cache",
+    "filemap:mm_filemap_delete_from_page_cache",
+    "filemap:mm_filemap_get_pages",
+    "filemap:mm_filemap_fault",
+    "filemap:mm_filemap_map_pages",
+    "writeback:writeback_dirty_folio",
+    "vmscan:mm_vmscan_memcg_reclaim_begin",
+    "vmscan:mm_vmscan_memcg_reclaim_end",
+    "vmscan:mm_vmscan_direct_reclaim_begin",
+    "vmscan:mm_vmscan_direct_reclaim_end",
+    "writeback:balance_dirty_pages",
+)
+# What each tracepoint feeds, for the "what will work" lines.
+FEEDS = {
+    "filemap:mm_filemap_add_to_page_cache": "insertions, misses, pagecache.file.usage",
+    "filemap:mm_filemap_delete_from_page_cache": "removals (eviction/invalidation)",
+    "filemap:mm_filemap_get_pages": "lookups and hit ratio (read)",
+    "filemap:mm_filemap_fault": "lookups (page faults)",
+    "filemap:mm_filemap_map_pages": "lookups (fault-around)",
+    "writeback:writeback_dirty_folio": "dirtied",
+    "vmscan:mm_vmscan_memcg_reclaim_begin": "pagecache.stall.memcg_reclaim spans",
+    "vmscan:mm_vmscan_memcg_reclaim_end": "pagecache.stall.memcg_reclaim spans",
+    "vmscan:mm_vmscan_direct_reclaim_begin": "pagecache.stall.direct_reclaim spans",
+    "vmscan:mm_vmscan_direct_reclaim_end": "pagecache.stall.direct_reclaim spans",
+    "writeback:balance_dirty_pages": "pagecache.stall.dirty_throttle spans",
+}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def effective_capabilities(proc_root: str = "/proc") -> int:
+    status = _read(os.path.join(proc_root, "self", "status")) or ""
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return int(line.split()[1], 16)
+            except (IndexError, ValueError):
+                return 0
+    return 0
+
+
+def lockdown_mode(path: str = "/sys/kernel/security/lockdown") -> str | None:
+    """ "none", "integrity", "confidentiality", or None when securityfs is not mounted.
+
+    Sample: ``[none] integrity confidentiality``."""
+    text = _read(path)
+    if text is None:
+        return None
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return None
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks = [Check("kernel", INFO, f"{platform.release()} ({platform.machine()})")]
+    checks += _check_btf_lockdown_tracefs()
+    checks += _check_capabilities(settings.proc_root)
+    checks += _check_cgroups(settings)
+    checks += _check_engines(settings)
+    return checks
+
+
+def _check_btf_lockdown_tracefs() -> list[Check]:
+    out = []
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        out.append(Check("btf", OK, "/sys/kernel/btf/vmlinux present"))
+    else:
+        out.append(
+            Check(
+                "btf",
+                FAIL,
+                "no /sys/kernel/btf/vmlinux: the CO-RE engine cannot run",
+                "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels "
+                "since 2021 are)",
+            )
+        )
+    mode = lockdown_mode()
+    if mode is None:
+        out.append(
+            Check(
+                "lockdown",
+                INFO,
+                "unknown (securityfs not mounted)",
+                "mount -t securityfs securityfs /sys/kernel/security to see it",
+            )
+        )
+    elif mode == "confidentiality":
+        out.append(
+            Check(
+                "lockdown",
+                FAIL,
+                "confidentiality: BPF programs may not read kernel memory",
+                "boot with lockdown=integrity or none",
+            )
+        )
+    else:
+        out.append(Check("lockdown", OK, mode))
+    if os.path.isdir("/sys/kernel/tracing/events"):
+        out.append(Check("tracefs", OK, "mounted at /sys/kernel/tracing"))
+    else:
+        out.append(
+            Check(
+                "tracefs",
+                INFO,
+                "not mounted; the CO-RE engine's tp_btf programs do not need it",
+                "mount -t tracefs tracefs /sys/kernel/tracing (for bpftrace and tracepoint lists)",
+            )
+        )
+    return out
+
+
+def _check_capabilities(proc_root: str) -> list[Check]:
+    held = effective_capabilities(proc_root)
+
+    def has(name: str) -> bool:
+        return bool(held & (1 << CAPABILITIES[name]))
+
+    bpf_ok = (has("CAP_BPF") and has("CAP_PERFMON")) or has("CAP_SYS_ADMIN")
+    out = [
+        Check(
+            "capabilities.bpf",
+            OK if bpf_ok else FAIL,
+            "CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN) "
+            + ("held" if bpf_ok else "missing: no activity metrics, no stall spans"),
+            "" if bpf_ok else "run as root, or grant CAP_BPF and CAP_PERFMON",
+        )
+    ]
+    for name, why in (
+        ("CAP_SYS_PTRACE", "span slots of other containers (stall links), --file-paths"),
+        ("CAP_DAC_READ_SEARCH", "pod and container names from /var/log/pods and runtime state"),
+    ):
+        ok = has(name) or os.geteuid() == 0
+        out.append(
+            Check(
+                f"capabilities.{name.lower()}",
+                OK if ok else WARN,
+                f"{name} {'held' if ok else 'missing'}: {why}",
+                "" if ok else f"grant {name}",
+            )
+        )
+    return out
+
+
+def _check_cgroups(settings: Settings) -> list[Check]:
+    out = []
+    mounts = []
+    for line in (_read(os.path.join(settings.proc_root, "self", "mountinfo")) or "").splitlines():
+        # 36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory
+        fields = line.split(" - ", 1)
+        if len(fields) == 2 and fields[1].split()[:1] in (["cgroup"], ["cgroup2"]):
+            mounts.append(f"{fields[1].split()[0]} at {line.split()[4]}")
+    try:
+        hierarchy = find_memory_hierarchy(settings.cgroup_root)
+    except CgroupSetupError as e:
+        out.append(Check("cgroups.memory", FAIL, str(e), "see the message"))
+        return out
+    out.append(
+        Check(
+            "cgroups.memory",
+            OK,
+            f"memory controller on cgroup v{hierarchy.version} at {hierarchy.mountpoint}"
+            + (f"; mounts: {', '.join(mounts)}" if mounts else ""),
+        )
+    )
+    if hierarchy.version == 1:
+        out.append(
+            Check(
+                "cgroups.psi",
+                INFO,
+                "cgroup v1: no per-memcg memory pressure (pagecache.memcg.pressure.stall_time)",
+            )
+        )
+    from .agent import build_residency_reader
+
+    reader = build_residency_reader(settings, hierarchy)
+    snapshot = reader.read()
+    runtimes = Counter(
+        m.identity.runtime for m in snapshot.memcgs if m.identity.kind == "container"
+    )
+    seen = ", ".join(f"{r or 'unknown'}: {n}" for r, n in sorted(runtimes.items(), key=str))
+    out.append(
+        Check(
+            "containers",
+            INFO,
+            f"{snapshot.cgroups_discovered} memcgs; containers by runtime: {seen or 'none'}",
+        )
+    )
+    return out
+
+
+def _check_engines(settings: Settings) -> list[Check]:
+    from .probes import ProbeUnavailable
+    from .probes.core import PROGRAMS, CoreProbe
+
+    out = []
+    try:
+        probe = CoreProbe(lookups=True, stalls=True).start()
+    except ProbeUnavailable as e:
+        out.append(Check("engine.core", FAIL, str(e), "see the message"))
+        out.append(Check("auto", FAIL, "auto would run residency only"))
+        return out
+    except Exception as e:  # noqa: BLE001 - a doctor reports, it does not crash
+        out.append(Check("engine.core", FAIL, f"{type(e).__name__}: {e}"))
+        return out
+    try:
+        attached = set(probe.attached)
+        missing = set(probe.missing_tracepoints)
+    finally:
+        probe.close()
+    out.append(Check("engine.core", OK, f"loads and attaches {len(attached)} programs"))
+    out.append(Check("auto", OK, "auto picks core (BTF present and the object loads)"))
+    for program, tracepoint in PROGRAMS.items():
+        if program in attached:
+            out.append(Check(f"tracepoint.{tracepoint}", OK, FEEDS[tracepoint]))
+        else:
+            out.append(
+                Check(
+                    f"tracepoint.{tracepoint}",
+                    FAIL,
+                    f"{'missing from this kernel' if tracepoint in missing else 'not attached'}: "
+                    f"no {FEEDS[tracepoint]}",
+                    "a newer kernel (mm_filemap_get_pages/_fault/_map_pages arrived in 6.6)"
+                    if tracepoint in missing
+                    else "see the agent's log",
+                )
+            )
+    return out
+
+
+def healthy(checks: list[Check]) -> bool:
+    return all(c.status in (OK, INFO) for c in checks)
+
+
+def render(checks: list[Check]) -> str:
+    marks = {OK: "ok  ", WARN: "warn", FAIL: "FAIL", INFO: "info"}
+    lines = []
+    for c in checks:
+        lines.append(f"[{marks[c.status]}] {c.name}: {c.detail}")
+        if c.fix:
+            lines.append(f"       fix: {c.fix}")
+    verdict = "full feature set works" if healthy(checks) else "some features will not work"
+    lines.append(f"=> {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(checks: list[Check]) -> str:
+    return json.dumps({"healthy": healthy(checks), "checks": [asdict(c) for c in checks]}, indent=2)

@@ -1,0 +1,62 @@
+"""`otel-pagecache doctor`: on this host as root and as nobody, and its parsers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from otel_pagecache.doctor import effective_capabilities, lockdown_mode
+
+
+def _doctor(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "otel_pagecache.cli", "--log-level", "ERROR", "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def _as_nobody() -> None:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def test_root_on_this_host_has_the_full_feature_set(real_hierarchy):
+    result = _doctor("--json")
+    report = json.loads(result.stdout)
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert result.returncode == 0 and report["healthy"] is True, result.stdout
+    assert by_name["btf"]["status"] == "ok"
+    assert by_name["engine.core"]["status"] == "ok"
+    assert by_name["tracepoint.filemap:mm_filemap_get_pages"]["status"] == "ok"
+    assert "cgroup v1" in by_name["cgroups.memory"]["detail"]
+    text = _doctor()
+    assert text.returncode == 0 and text.stdout.rstrip().endswith("full feature set works")
+
+
+def test_without_privileges_it_says_what_fails_and_how_to_fix_it(real_hierarchy):
+    result = _doctor("--json", preexec_fn=_as_nobody, cwd="/")
+    report = json.loads(result.stdout)
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert result.returncode == 1 and report["healthy"] is False
+    assert by_name["capabilities.bpf"]["status"] == "fail"
+    assert "CAP_BPF" in by_name["capabilities.bpf"]["fix"]
+    assert by_name["engine.core"]["status"] == "fail"
+    assert by_name["cgroups.memory"]["status"] == "ok"  # residency still works
+
+
+def test_lockdown_and_capability_parsers(tmp_path):
+    (tmp_path / "lockdown").write_text("none [integrity] confidentiality\n")
+    assert lockdown_mode(str(tmp_path / "lockdown")) == "integrity"
+    assert lockdown_mode(str(tmp_path / "absent")) is None
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "status").write_text("Name:\tx\nCapEff:\t000001c000000000\n")
+    caps = effective_capabilities(str(tmp_path))
+    assert caps & (1 << 39) and caps & (1 << 38) and not caps & (1 << 21)
+    (tmp_path / "self" / "status").write_text("CapEff:\tzz\n")
+    assert effective_capabilities(str(tmp_path)) == 0
