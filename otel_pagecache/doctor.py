@@ -100,7 +100,26 @@ def run_checks(settings: Settings) -> list[Check]:
     checks += _check_capabilities(settings.proc_root)
     checks += _check_cgroups(settings)
     checks += _check_engines(settings)
+    checks.append(_check_bcc())
     return checks
+
+
+def _check_bcc() -> Check:
+    """BCC's state on this host, for sites that standardise on it. The agent has
+    no BCC engine yet; this says what one would find."""
+    import importlib.util
+
+    importable = importlib.util.find_spec("bcc") is not None
+    release = platform.release()
+    headers = os.environ.get("BCC_KERNEL_SOURCE") or f"/lib/modules/{release}/build"
+    found = os.path.isdir(headers)
+    detail = (
+        f"bcc module {'importable' if importable else 'not importable'} in this Python; "
+        f"kernel headers {'at ' + headers if found else 'missing for ' + release}; "
+        "the agent has no BCC engine yet (CO-RE only)"
+    )
+    fix = "" if importable else "apt-get install python3-bpfcc (Debian's /usr/bin/python3 only)"
+    return Check("engine.bcc", INFO, detail, fix)
 
 
 def _check_btf_lockdown_tracefs() -> list[Check]:
