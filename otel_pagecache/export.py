@@ -340,6 +340,26 @@ def _prometheus_reader(settings: Settings, limits: dict) -> MetricReader:
     return reader
 
 
+def copy_span(
+    span: ReadableSpan, attributes: dict, resource: Resource | None = None
+) -> ReadableSpan:
+    """An ended span with other attributes (and Resource): ended spans are read-only."""
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=resource if resource is not None else span.resource,
+        attributes=attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 class ResourceSwappingSpanExporter(SpanExporter):
     """Puts each span under its memcg's Resource, as ResourceSplittingExporter does
     for metrics: the span's ``pagecache.cgroup.id`` (and any identity attribute
@@ -381,20 +401,8 @@ class ResourceSwappingSpanExporter(SpanExporter):
         if self._lookup is not None and CGROUP_ID in found:
             found.update(self._lookup(found[CGROUP_ID]) or {})
         rest = {k: v for k, v in attrs.items() if k not in self._keys}
-        return ReadableSpan(
-            name=span.name,
-            context=span.context,
-            parent=span.parent,
-            resource=self._resource(span.resource, tuple(sorted(found.items()))),
-            attributes=rest,
-            events=span.events,
-            links=span.links,
-            kind=span.kind,
-            status=span.status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
+        resource = self._resource(span.resource, tuple(sorted(found.items())))
+        return copy_span(span, attributes=rest, resource=resource)
 
     def shutdown(self) -> None:
         self.inner.shutdown()

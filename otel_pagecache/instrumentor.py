@@ -41,6 +41,7 @@ from .cgroupfs import find_memory_hierarchy, own_cgroup_path
 from .config import _bool
 from .containers import Identity, identify_process
 from .correlation import SpanSlots
+from .export import copy_span
 from .memstat import OWN_FIELDS, read_memcg
 from .metrics import MEMCG_METRICS, SCOPE_NAME, MetricSpec
 from .residency import MemcgSample
@@ -133,26 +134,11 @@ class ThreadFiguresProcessor:
         if threading.get_native_id() != thread:
             return span  # ended on another thread: no figures rather than wrong ones
         now_bytes, now_faults = thread_figures()
-        from opentelemetry.sdk.trace import ReadableSpan
-
         attributes = dict(span.attributes or {})
         attributes[READ_BYTES] = now_bytes - read_bytes
         attributes[MAJOR_FAULTS] = now_faults - faults
         attributes[THREAD_ID] = thread
-        return ReadableSpan(
-            name=span.name,
-            context=span.context,
-            parent=span.parent,
-            resource=span.resource,
-            attributes=attributes,
-            events=span.events,
-            links=span.links,
-            kind=span.kind,
-            status=span.status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
+        return copy_span(span, attributes)
 
     def shutdown(self) -> None:
         self.inner.shutdown()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -52,3 +53,32 @@ class AgentProcess:
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.terminate()
+
+
+def stall_agent_env(receiver, **overrides: str) -> dict[str, str]:
+    """The agent exporting to ``receiver`` with every stall spanned (threshold 0)."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
+        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
+    }
+    env.update(overrides)
+    return env
+
+
+def wait_for_log(agent: AgentProcess, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in agent.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert text in agent.log(), agent.log()
+
+
+def limit_memcg(directory: Path, limit: int) -> None:
+    """Set a memcg's hard limit, v1 or v2."""
+    name = (
+        "memory.limit_in_bytes" if (directory / "memory.limit_in_bytes").exists() else "memory.max"
+    )
+    (directory / name).write_text(str(limit))

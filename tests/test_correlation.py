@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-from tests.agent_process import AgentProcess
+from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_spans
 
@@ -24,30 +23,14 @@ APP = Path(__file__).with_name("apps") / "stall_app.py"
 MIB = 1 << 20
 
 
-def _limit(directory: Path, limit: int) -> None:
-    name = (
-        "memory.limit_in_bytes" if (directory / "memory.limit_in_bytes").exists() else "memory.max"
-    )
-    (directory / name).write_text(str(limit))
-
-
 def test_stall_span_links_to_the_application_span(memcgs, data_dir, otlp_receiver, tmp_path):
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
-    _limit(directory, 48 * MIB)
+    limit_memcg(directory, 48 * MIB)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
-    agent_env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
-        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
-    }
+    agent_env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")
     with AgentProcess(["run", "--include", path], agent_env, tmp_path) as agent:
-        deadline = time.monotonic() + 30
-        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_log(agent, "stall spans:")
         procs = directory / "cgroup.procs"
         app_env = {
             **os.environ,

@@ -23,18 +23,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_pagecache.probes.layout import StallEvent
 from otel_pagecache.stalls import StallPipeline, TokenBuckets
-from tests.agent_process import AgentProcess
+from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_points, iter_spans
 
 MIB = 1 << 20
-
-
-def _limit(directory: Path, limit: int) -> None:
-    name = (
-        "memory.limit_in_bytes" if (directory / "memory.limit_in_bytes").exists() else "memory.max"
-    )
-    (directory / name).write_text(str(limit))
 
 
 def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
@@ -42,22 +35,12 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
 ):
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
-    _limit(directory, 48 * MIB)
+    limit_memcg(directory, 48 * MIB)
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
-        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
-    }
+    env = stall_agent_env(otlp_receiver)
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        deadline = time.monotonic() + 30
-        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "stall spans:" in agent.log(), agent.log()
+        wait_for_log(agent, "stall spans:")
         time.sleep(1)  # first snapshot taken: the memcg's identity is known
         before_ns = time.time_ns()
         worker.do("read", cold)
@@ -204,18 +187,9 @@ def test_dirty_throttling_becomes_planned_spans(memcgs, throttled_fs, otlp_recei
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
     worker = memcgs.worker(directory)
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
-        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
-    }
+    env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        deadline = time.monotonic() + 30
-        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_log(agent, "stall spans:")
         worker.do("write", throttled_fs / "fast-writer", 48 * MIB)
 
         def throttled(requests):
@@ -239,21 +213,12 @@ def test_dirty_throttling_becomes_planned_spans(memcgs, throttled_fs, otlp_recei
 
 def test_rate_limit_holds_on_a_real_flood(memcgs, data_dir, otlp_receiver, tmp_path):
     path, directory = memcgs.create()
-    _limit(directory, 48 * MIB)
+    limit_memcg(directory, 48 * MIB)
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
-        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "2",
-    }
+    env = stall_agent_env(otlp_receiver, OTEL_PAGECACHE_STALL_SPANS_PER_SECOND="2")
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        deadline = time.monotonic() + 30
-        while "stall spans:" not in agent.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_log(agent, "stall spans:")
         started = time.monotonic()
         worker.do("read", cold)
         elapsed = time.monotonic() - started
