@@ -433,11 +433,28 @@ struct {
 	__type(value, struct span_slot_base);
 } span_slot_bases SEC(".maps");
 
+/* A task's id in its innermost PID namespace (what getpid()/gettid() return
+ * inside a container): thread_pid->numbers[thread_pid->level].nr. */
+static __always_inline __u32 ns_id(struct task_struct *task)
+{
+	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid upid = {};
+
+	if (level > 32)
+		return 0;
+	bpf_probe_read_kernel(&upid, sizeof(upid),
+			      (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+				      level * bpf_core_type_size(struct upid));
+	return upid.nr;
+}
+
 /* The application span the current thread is running, if its process
- * published span slots; slot->tid is 0 otherwise. */
+ * published span slots; slot->tid is 0 otherwise. The slots are indexed and
+ * tagged by the thread id the application sees. */
 static __always_inline void current_span(struct task_struct *task, struct span_slot *slot)
 {
-	__u32 tgid = task->tgid, tid = task->pid;
+	__u32 tgid = task->tgid, tid = ns_id(task);
 	struct span_slot_base *base = bpf_map_lookup_elem(&span_slot_bases, &tgid);
 	__u64 address;
 
@@ -476,6 +493,8 @@ static __always_inline struct stall_event *stall_reserve(struct task_struct *tas
 	}
 	event->pid = task->tgid;
 	event->tid = task->pid;
+	event->ns_tid = ns_id(task);
+	event->ns_pid = ns_id(BPF_CORE_READ(task, group_leader));
 	event->pad = 0;
 	bpf_get_current_comm(event->comm, sizeof(event->comm));
 	return event;

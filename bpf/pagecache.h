@@ -97,7 +97,7 @@ enum stall_kind {
  * half-written at that moment.
  */
 struct span_slot {
-	__u32 tid;         /* the thread the slot belongs to now */
+	__u32 tid;         /* the thread the slot belongs to now, as the process sees it */
 	__u32 trace_flags;
 	__u8 trace_id[16]; /* all zero: no span running */
 	__u8 span_id[8];
@@ -137,6 +137,8 @@ struct stall_event {
 	__u32 pad;
 	char comm[16];
 	struct span_slot span; /* tid 0: no application span known */
+	__u32 ns_pid;      /* pid and tid as the process sees them (its own PID namespace) */
+	__u32 ns_tid;
 };
 
 #endif /* __PAGECACHE_H__ */

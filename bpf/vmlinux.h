@@ -80,11 +80,24 @@ struct mem_cgroup {
 };
 
 struct reclaim_state;
+struct pid_namespace;
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+};
 
 struct task_struct {
 	unsigned int flags;
 	int pid;
 	int tgid;
+	struct task_struct *group_leader;
+	struct pid *thread_pid;
 	struct reclaim_state *reclaim_state;
 	struct css_set *cgroups;
 };

@@ -22,9 +22,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import logging
 import os
-import threading
+import stat
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -48,13 +50,24 @@ class SpanSlots:
         self.count = count
         self._slots = (SpanSlot * count)()
         self.address = ctypes.addressof(self._slots)
+        self._publish()
+        atexit.register(self.close)
+        # A forked child has the same slots at the same address, under its own pid.
+        os.register_at_fork(after_in_child=self._publish)
+
+    def _publish(self) -> None:
+        """Write the registry file for this process (pids as this process sees them)."""
         self.pid = os.getpid()
         self.path = registry_path(self.pid)
-        tmp = f"{self.path}.{threading.get_native_id()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.address} {count} {ctypes.sizeof(SpanSlot)}\n")
-        os.replace(tmp, self.path)  # never seen half-written
-        atexit.register(self.close)
+        # mkstemp: O_CREAT|O_EXCL with a random name, so a planted symlink in
+        # /tmp cannot make us write elsewhere; then an atomic rename.
+        fd, tmp = tempfile.mkstemp(prefix=f"{REGISTRY_PREFIX}{self.pid}.", dir=REGISTRY_DIR)
+        try:
+            os.fchmod(fd, 0o644)
+            os.write(fd, f"{self.address} {self.count} {ctypes.sizeof(SpanSlot)}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
 
     def set(self, tid: int, trace_id: int, span_id: int, trace_flags: int) -> None:
         slot = self._slots[tid % self.count]
@@ -69,8 +82,11 @@ class SpanSlots:
             ctypes.memset(ctypes.addressof(slot), 0, ctypes.sizeof(SpanSlot))
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        # Only the process that wrote it: a forked child exiting must not
+        # remove its parent's registry.
+        if os.getpid() == self.pid:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 def parse_registry(data: bytes) -> tuple[int, int, int] | None:
@@ -118,13 +134,13 @@ class SlotRegistry:
             entry = self._read(pid)
             if entry is not None:
                 seen[pid] = entry
-        for pid, entry in seen.items():
+        for pid, entry in list(seen.items()):
             if self._known.get(pid) != entry:
                 try:
                     self._publish(pid, *entry)
                 except Exception:  # noqa: BLE001 - map full or probe closed: try next scan
                     _log.debug("publishing span slots of %d failed", pid, exc_info=True)
-                    continue
+                    del seen[pid]
         gone = [pid for pid in self._known if pid not in seen]
         if gone:
             try:
@@ -134,14 +150,61 @@ class SlotRegistry:
         self._known = seen
 
     def _read(self, pid: int) -> tuple[int, int, int] | None:
-        path = registry_path(pid, f"{self._proc}/{pid}/root")
+        """The registry of host pid ``pid``, if that process itself wrote it.
+
+        The file is named after the pid the process sees (its innermost PID
+        namespace: NSpid), lives in its own /tmp, and must be a regular file
+        owned by the process's user and written after the process started:
+        another user's planted file, or a stale one of a recycled pid, is
+        ignored (it could otherwise aim the kernel's user-memory read)."""
+        proc = f"{self._proc}/{pid}"
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            owner = os.stat(proc).st_uid
+            ns_pid, started = _ns_pid_and_start(proc)
+        except (OSError, ValueError):
+            return None
+        try:
+            fd = os.open(
+                registry_path(ns_pid, f"{proc}/root"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+            )
         except OSError:
             return None
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != owner or st.st_mtime < started - 1:
+                return None
             return parse_registry(os.read(fd, 256))
         except OSError:
             return None
         finally:
             os.close(fd)
+
+
+@functools.lru_cache(maxsize=4)
+def _boot_time(proc_root: str) -> float:
+    with open(f"{proc_root}/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise ValueError("no btime")
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _ns_pid_and_start(proc: str) -> tuple[int, float]:
+    """(pid in the process's innermost PID namespace, start time as epoch seconds)."""
+    ns_pid = None
+    with open(f"{proc}/status") as f:
+        for line in f:
+            # NSpid:	6710	1
+            if line.startswith("NSpid:"):
+                ns_pid = int(line.split()[-1])
+                break
+    if ns_pid is None:
+        raise ValueError("no NSpid")
+    with open(f"{proc}/stat") as f:
+        # 6710 (python3) S 1 ... field 22 is the start time in clock ticks after boot
+        after_comm = f.read().rsplit(")", 1)[1].split()
+    started = int(after_comm[19]) / _CLOCK_TICKS
+    return ns_pid, _boot_time(os.path.dirname(proc)) + started

@@ -29,6 +29,7 @@ import logging
 import os
 import resource
 import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -61,52 +62,58 @@ def thread_figures() -> tuple[int, int]:
 
 
 class ThreadFiguresProcessor:
-    """Wraps a tracer provider's span processor; see the module docstring."""
+    """Wraps the span processors of a tracer provider; see the module docstring.
 
-    def __init__(self, inner: Any, slots: SpanSlots | None = None) -> None:
+    On start it notes the thread and its figures, puts ``process.pid`` and
+    the process's container identity on the span, and (with ``slots``) makes
+    the span the one its thread's slot names; on end it computes the figures
+    and hands the processors behind it a copy of the span with them.
+    """
+
+    MAX_OPEN_SPANS = 100_000
+
+    def __init__(
+        self, inner: Any, slots: SpanSlots | None = None, identity: dict | None = None
+    ) -> None:
         self.inner = inner
-        self._starts: dict[int, tuple[int, int, int]] = {}  # span id -> (thread, bytes, faults)
+        # span id -> (thread, bytes, faults); oldest evicted first, so spans
+        # that never end cannot stop new ones from getting figures.
+        self._starts: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
         self._lock = threading.Lock()
-        # The spans each thread is running, innermost last: its slot names the top.
         self._slots = slots
-        self._stacks = threading.local()
+        # thread id -> the span contexts it runs, innermost last; the slot
+        # of a thread names the top of its stack.
+        self._stacks: dict[int, list[Any]] = {}
+        self._span_attributes = {"process.pid": os.getpid(), **(identity or {})}
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         try:
+            tid = threading.get_native_id()
             read_bytes, faults = thread_figures()
+            span.set_attributes(self._span_attributes)
+            context = span.context
             with self._lock:
-                if len(self._starts) < 100_000:  # bounded: spans never ended are dropped
-                    self._starts[span.context.span_id] = (
-                        threading.get_native_id(),
-                        read_bytes,
-                        faults,
-                    )
+                self._starts[context.span_id] = (tid, read_bytes, faults)
+                if len(self._starts) > self.MAX_OPEN_SPANS:
+                    self._starts.popitem(last=False)
+                if self._slots is not None:
+                    stack = self._stacks.setdefault(tid, [])
+                    stack.append(context)
+                    if len(stack) > 256:  # spans that never end: keep the innermost
+                        del stack[0]
+                    self._point_slot(tid, stack)
         except Exception:  # noqa: BLE001 - never break the application's tracing
-            _log.debug("thread figures at span start failed", exc_info=True)
-        if self._slots is not None:
-            self._push(span.context)
+            _log.debug("page-cache figures at span start failed", exc_info=True)
         self.inner.on_start(span, parent_context=parent_context)
 
-    def _push(self, context: Any) -> None:
-        stack = getattr(self._stacks, "spans", None)
-        if stack is None:
-            stack = self._stacks.spans = []
-        stack.append(context)
-        self._slots.set(
-            threading.get_native_id(), context.trace_id, context.span_id, int(context.trace_flags)
-        )
-
-    def _pop(self, context: Any) -> None:
-        stack = getattr(self._stacks, "spans", None)
-        if not stack or context not in stack:
-            return  # started on another thread
-        stack.remove(context)
-        tid = threading.get_native_id()
+    def _point_slot(self, tid: int, stack: list[Any]) -> None:
+        """Make ``tid``'s slot name the top of its stack (or nothing)."""
         if stack:
             top = stack[-1]
             self._slots.set(tid, top.trace_id, top.span_id, int(top.trace_flags))
         else:
             self._slots.clear(tid)
+            self._stacks.pop(tid, None)
 
     def _on_ending(self, span: Any) -> None:
         ending = getattr(self.inner, "_on_ending", None)
@@ -114,20 +121,22 @@ class ThreadFiguresProcessor:
             ending(span)
 
     def on_end(self, span: Any) -> None:
-        if self._slots is not None:
-            try:
-                self._pop(span.context)
-            except Exception:  # noqa: BLE001
-                _log.debug("span slot update failed", exc_info=True)
         try:
             span = self._with_figures(span)
         except Exception:  # noqa: BLE001
-            _log.debug("thread figures at span end failed", exc_info=True)
+            _log.debug("page-cache figures at span end failed", exc_info=True)
         self.inner.on_end(span)
 
     def _with_figures(self, span: Any) -> Any:
+        context = span.context
         with self._lock:
-            start = self._starts.pop(span.context.span_id, None)
+            start = self._starts.pop(context.span_id, None)
+            if start is not None and self._slots is not None:
+                # Off the stack of the thread that started it, wherever it ends.
+                stack = self._stacks.get(start[0])
+                if stack and context in stack:
+                    stack.remove(context)
+                    self._point_slot(start[0], stack)
         if start is None:
             return span
         thread, read_bytes, faults = start
@@ -235,7 +244,7 @@ class PageCacheInstrumentor(BaseInstrumentor):
     """``opentelemetry-instrument`` entry point ``pagecache``."""
 
     _processor: ThreadFiguresProcessor | None = None
-    _provider: Any = None
+    _multi: Any = None
     _residency: ProcessResidency | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -249,8 +258,8 @@ class PageCacheInstrumentor(BaseInstrumentor):
             self._start_residency(kwargs.get("meter_provider") or metrics.get_meter_provider())
 
     def _wrap_span_processor(self, provider: Any) -> None:
-        inner = getattr(provider, "_active_span_processor", None)
-        if inner is None:
+        multi = getattr(provider, "_active_span_processor", None)
+        if multi is None or not hasattr(multi, "_span_processors"):
             _log.info("no SDK tracer provider: spans get no page-cache figures")
             return
         slots = None
@@ -259,9 +268,22 @@ class PageCacheInstrumentor(BaseInstrumentor):
                 slots = SpanSlots()
             except OSError as e:
                 _log.info("no span slots for stall links: %s", e)
-        self._processor = ThreadFiguresProcessor(inner, slots)
-        self._provider = provider
-        provider._active_span_processor = self._processor  # noqa: SLF001
+        # Tracers already handed out hold this very multi-processor, so it is
+        # changed in place: its processors move behind ours. Processors added
+        # later still work (they get spans without the figures).
+        inner = type(multi)()
+        inner._span_processors = multi._span_processors  # noqa: SLF001
+        self._processor = ThreadFiguresProcessor(inner, slots, self._identity_attributes())
+        self._multi = multi
+        multi._span_processors = (self._processor,)  # noqa: SLF001
+
+    @staticmethod
+    def _identity_attributes() -> dict:
+        try:
+            with open("/proc/self/cgroup") as f:
+                return dict(identify_process(f.read()).resource_attributes())
+        except OSError:
+            return {}
 
     def _start_residency(self, provider: metrics.MeterProvider) -> None:
         proc_cgroup = ""
@@ -291,8 +313,15 @@ class PageCacheInstrumentor(BaseInstrumentor):
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if self._provider is not None and self._processor is not None:
-            self._provider._active_span_processor = self._processor.inner  # noqa: SLF001
+        if self._multi is not None and self._processor is not None:
+            added_since = tuple(
+                p
+                for p in self._multi._span_processors
+                if p is not self._processor  # noqa: SLF001
+            )
+            self._multi._span_processors = (  # noqa: SLF001
+                self._processor.inner._span_processors + added_since  # noqa: SLF001
+            )
             self._processor = None
         if self._residency is not None:
             # Instruments cannot be removed from a meter; they fall silent.

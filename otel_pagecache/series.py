@@ -18,6 +18,10 @@ from collections.abc import Container
 _log = logging.getLogger(__name__)
 
 
+def _is_observable(instrument: object) -> bool:
+    return type(instrument).__name__.startswith("_Observable")
+
+
 class SeriesPruner:
     def __init__(self, meter_provider: object, key: str) -> None:
         self._provider = meter_provider
@@ -55,7 +59,14 @@ class SeriesPruner:
         consumer = self._provider._measurement_consumer  # noqa: SLF001
         removed = 0
         for storage in consumer._reader_storages.values():  # noqa: SLF001
-            for matches in list(storage._instrument_view_instrument_matches.values()):  # noqa: SLF001
+            for instrument, matches in list(
+                storage._instrument_view_instrument_matches.items()  # noqa: SLF001
+            ):
+                # Only observable instruments: their series describe memcgs
+                # that exist now. A synchronous one (the stall histogram) holds
+                # what happened, still to be exported even if the memcg is gone.
+                if not _is_observable(instrument):
+                    continue
                 for match in matches:
                     with match._lock:  # noqa: SLF001
                         table = match._attributes_aggregation  # noqa: SLF001

@@ -52,8 +52,10 @@ DURATION_BUCKETS = (
 @dataclass(slots=True)
 class Stall:
     kind: str
-    pid: int
+    pid: int  # host view
     tid: int
+    ns_pid: int  # as the process sees itself (its own PID namespace)
+    ns_tid: int
     comm: str
     memcg: int
     start_ns: int  # wall clock
@@ -84,6 +86,8 @@ def decode(record: bytes, offset_ns: int) -> Stall | None:
         kind=kind,
         pid=event.pid,
         tid=event.tid,
+        ns_pid=event.ns_pid or event.pid,
+        ns_tid=event.ns_tid or event.tid,
         comm=event.comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
         memcg=event.memcg,
         start_ns=event.start_ns + offset_ns,
@@ -99,7 +103,7 @@ def decode(record: bytes, offset_ns: int) -> Stall | None:
 
 def _link(event: StallEvent) -> tuple[int, int, int] | None:
     slot = event.span
-    if slot.tid != event.tid:
+    if not slot.tid or slot.tid != (event.ns_tid or event.tid):
         return None
     trace_id = int.from_bytes(bytes(slot.trace_id), "big")
     span_id = int.from_bytes(bytes(slot.span_id), "big")
@@ -188,8 +192,12 @@ class StallPipeline:
         attributes: dict[str, object] = {
             CGROUP_ID: stall.memcg,
             STALL_KIND: stall.kind,
-            "process.pid": stall.pid,
-            "thread.id": stall.tid,
+            # As the process itself sees them, like the application's own
+            # spans; the host's view beside them.
+            "process.pid": stall.ns_pid,
+            "thread.id": stall.ns_tid,
+            "pagecache.host.pid": stall.pid,
+            "pagecache.host.thread.id": stall.tid,
             "process.executable.name": stall.comm,
         }
         if stall.kind == "dirty_throttle":
@@ -229,24 +237,42 @@ class StallPoller:
         self._timeout_ms = timeout_ms
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otel-pagecache-stalls", daemon=True)
+        # The span-slot scan reads other processes' /proc: its own thread, so a
+        # slow one never holds up the ring buffer.
+        self._scanner = threading.Thread(
+            target=self._scan, name="otel-pagecache-span-slots", daemon=True
+        )
 
     def start(self) -> StallPoller:
         self._thread.start()
+        if self._registry is not None:
+            self._scanner.start()
         return self
+
+    def _scan(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._registry.maybe_scan()
+            except Exception:  # noqa: BLE001
+                _log.debug("span slot scan failed", exc_info=True)
+            self._stop.wait(0.5)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._registry is not None:
-                    self._registry.maybe_scan()
                 self._ring.poll(self._timeout_ms)
-            except Exception:  # noqa: BLE001 - keep polling; log once per failure
+            except Exception:  # noqa: BLE001 - keep polling
                 _log.debug("stall ring poll failed", exc_info=True)
                 time.sleep(0.5)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            # Still inside poll(): freeing the ring under it would crash the
+            # process; it goes with the process's exit instead.
+            _log.warning("stall poller did not stop within %.1f s", timeout_s)
+            return
         with contextlib.suppress(Exception):  # what arrived since the last poll, if possible
             self._ring.poll(0)
         self._ring.close()

@@ -15,6 +15,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_spans
@@ -23,7 +25,10 @@ APP = Path(__file__).with_name("apps") / "stall_app.py"
 MIB = 1 << 20
 
 
-def test_stall_span_links_to_the_application_span(memcgs, data_dir, otlp_receiver, tmp_path):
+@pytest.mark.parametrize("own_pid_namespace", [False, True], ids=["host-pids", "own-pid-ns"])
+def test_stall_span_links_to_the_application_span(
+    memcgs, data_dir, otlp_receiver, tmp_path, own_pid_namespace
+):
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
     limit_memcg(directory, 48 * MIB)
@@ -41,8 +46,12 @@ def test_stall_span_links_to_the_application_span(memcgs, data_dir, otlp_receive
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
         }
+        # In its own PID namespace (as in a container) the app sees itself as
+        # pid 1: the registry, the slots and its spans use those numbers.
+        prefix = ["unshare", "--pid", "--fork"] if own_pid_namespace else []
         subprocess.run(
             [
+                *prefix,
                 str(Path(sys.executable).with_name("opentelemetry-instrument")),
                 sys.executable,
                 str(APP),
@@ -81,3 +90,6 @@ def test_stall_span_links_to_the_application_span(memcgs, data_dir, otlp_receive
         # The stall happened while the application span ran.
         assert app_span.start_time_unix_nano <= stall.start_time_unix_nano
         assert stall.end_time_unix_nano <= app_span.end_time_unix_nano
+        if own_pid_namespace:
+            assert stall.attributes["process.pid"] == 1 == app_span.attributes["process.pid"]
+            assert stall.attributes["pagecache.host.pid"] != 1

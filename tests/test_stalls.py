@@ -76,7 +76,7 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
         assert "pagecache.cgroup.id" not in span.attributes  # moved to the Resource
         assert span.resource["pagecache.cgroup.path"] == path
         # Real wall-clock times, converted from the kernel's boot-time clock.
-        assert before_ns - 10**9 <= span.start_time_unix_nano <= span.end_time_unix_nano
+        assert before_ns - 10**9 <= span.start_time_unix_nano < span.end_time_unix_nano
         assert span.end_time_unix_nano <= after_ns + 10**9
     histogram = [
         p

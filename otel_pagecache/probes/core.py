@@ -70,6 +70,27 @@ _U64 = struct.Struct("=Q")
 _S64 = struct.Struct("=q")
 
 
+def kernel_hz(proc_root: str = "/proc", boot: str = "/boot") -> int | None:
+    """CONFIG_HZ of the running kernel, from its config; None when not found."""
+    import gzip
+
+    sources = (
+        (f"{proc_root}/config.gz", gzip.open),
+        (f"{boot}/config-{os.uname().release}", open),
+    )
+    for path, opener in sources:
+        try:
+            with opener(path, "rt") as f:
+                for line in f:
+                    # CONFIG_HZ=250
+                    if line.startswith("CONFIG_HZ="):
+                        value = line.split("=", 1)[1].strip()
+                        return int(value) if value.isdigit() else None
+        except (OSError, EOFError, ValueError):
+            continue
+    return None
+
+
 def default_object_path() -> str:
     return str(resources.files("otel_pagecache._bpf") / "pagecache.bpf.o")
 
@@ -110,7 +131,14 @@ class CoreProbe:
             present = vmlinux_btf_has(
                 [(f"btf_trace_{tp.split(':')[1]}", BTF_KIND_TYPEDEF) for tp in PROGRAMS.values()]
             )
-            obj = BpfObject(self.object_path)
+            hz = kernel_hz()
+            if hz is None:
+                _log.warning(
+                    "kernel config not found (/proc/config.gz, /boot/config-%s): dirty-throttle "
+                    "spans are off (their pause is in jiffies); mount /boot read-only to fix",
+                    os.uname().release,
+                )
+            obj = BpfObject(self.object_path, kconfig=f"CONFIG_HZ={hz or 0}\n")
         except (LibbpfMissing, LibbpfError) as e:
             raise ProbeUnavailable(str(e)) from e
         wanted = []

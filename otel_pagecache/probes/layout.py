@@ -110,6 +110,8 @@ class StallEvent(ctypes.Structure):
         ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * 16),
         ("span", SpanSlot),
+        ("ns_pid", ctypes.c_uint32),
+        ("ns_tid", ctypes.c_uint32),
     )
 
 

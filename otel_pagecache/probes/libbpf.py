@@ -307,15 +307,37 @@ class RingBuffer:
             self._rb = 0
 
 
-class BpfObject:
-    """An opened object file; programs are attached one by one, all detached on close()."""
+class _OpenOpts(ctypes.Structure):
+    """The head of libbpf's struct bpf_object_open_opts (stable since 0.x); ``sz``
+    tells libbpf how much of it we pass."""
 
-    def __init__(self, path: str) -> None:
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_removed_attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+    )
+
+
+class BpfObject:
+    """An opened object file; programs are attached one by one, all detached on close().
+
+    ``kconfig`` ("CONFIG_X=y\n...") answers the object's ``__kconfig`` externs,
+    so libbpf does not need /proc/config.gz or /boot/config-* on the host."""
+
+    def __init__(self, path: str, kconfig: str | None = None) -> None:
         self._lib = Libbpf.get()
         lib = self._lib.lib
         self.path = path
+        opts = None
+        if kconfig is not None:
+            self._kconfig = kconfig.encode()  # kept alive while libbpf may read it
+            opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), kconfig=self._kconfig)
         self._obj = self._lib.check_ptr(
-            lib.bpf_object__open_file(path.encode(), None), f"open {path}"
+            lib.bpf_object__open_file(path.encode(), ctypes.byref(opts) if opts else None),
+            f"open {path}",
         )
         self.programs: dict[str, int] = {}
         prog = lib.bpf_object__next_program(self._obj, None)
