@@ -29,7 +29,6 @@ import logging
 import os
 import resource
 import threading
-from collections import OrderedDict
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -64,10 +63,10 @@ def thread_figures() -> tuple[int, int]:
 class ThreadFiguresProcessor:
     """Wraps the span processors of a tracer provider; see the module docstring.
 
-    On start it notes the thread and its figures, puts ``process.pid`` and
-    the process's container identity on the span, and (with ``slots``) makes
+    On start it notes the thread and its figures and (with ``slots``) makes
     the span the one its thread's slot names; on end it computes the figures
-    and hands the processors behind it a copy of the span with them.
+    and hands the processors behind it a copy of the span with them, and with
+    ``process.pid`` and the process's container identity.
     """
 
     MAX_OPEN_SPANS = 100_000
@@ -76,32 +75,34 @@ class ThreadFiguresProcessor:
         self, inner: Any, slots: SpanSlots | None = None, identity: dict | None = None
     ) -> None:
         self.inner = inner
-        # span id -> (thread, bytes, faults); oldest evicted first, so spans
-        # that never end cannot stop new ones from getting figures.
-        self._starts: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        # span id -> (thread, bytes, faults), in start order.
+        self._starts: dict[int, tuple[int, int, int]] = {}
         self._slots = slots
         # thread id -> the span contexts it runs, innermost last; the slot
         # of a thread names the top of its stack.
         self._stacks: dict[int, list[Any]] = {}
         self._span_attributes = {"process.pid": os.getpid(), **(identity or {})}
 
+    # No lock on these paths: each step is one dict or list operation, atomic
+    # under the GIL, and a span's entries are touched by its own start and end.
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         try:
             tid = threading.get_native_id()
-            read_bytes, faults = thread_figures()
-            span.set_attributes(self._span_attributes)
             context = span.context
-            with self._lock:
-                self._starts[context.span_id] = (tid, read_bytes, faults)
-                if len(self._starts) > self.MAX_OPEN_SPANS:
-                    self._starts.popitem(last=False)
-                if self._slots is not None:
-                    stack = self._stacks.setdefault(tid, [])
-                    stack.append(context)
-                    if len(stack) > 256:  # spans that never end: keep the innermost
-                        del stack[0]
-                    self._point_slot(tid, stack)
+            read_bytes, faults = thread_figures()
+            starts = self._starts
+            starts[context.span_id] = (tid, read_bytes, faults)
+            if len(starts) > self.MAX_OPEN_SPANS:
+                # Spans that never end must not stop new ones from getting figures.
+                starts.pop(next(iter(starts)), None)
+            if self._slots is not None:
+                stack = self._stacks.get(tid)
+                if stack is None:
+                    stack = self._stacks[tid] = []
+                stack.append(context)
+                if len(stack) > 256:  # spans that never end: keep the innermost
+                    del stack[0]
+                self._slots.set(tid, context.trace_id, context.span_id, int(context.trace_flags))
         except Exception:  # noqa: BLE001 - never break the application's tracing
             _log.debug("page-cache figures at span start failed", exc_info=True)
         self.inner.on_start(span, parent_context=parent_context)
@@ -129,24 +130,25 @@ class ThreadFiguresProcessor:
 
     def _with_figures(self, span: Any) -> Any:
         context = span.context
-        with self._lock:
-            start = self._starts.pop(context.span_id, None)
-            if start is not None and self._slots is not None:
-                # Off the stack of the thread that started it, wherever it ends.
-                stack = self._stacks.get(start[0])
-                if stack and context in stack:
-                    stack.remove(context)
-                    self._point_slot(start[0], stack)
+        start = self._starts.pop(context.span_id, None)
         if start is None:
             return span
         thread, read_bytes, faults = start
-        if threading.get_native_id() != thread:
-            return span  # ended on another thread: no figures rather than wrong ones
-        now_bytes, now_faults = thread_figures()
+        if self._slots is not None:
+            # Off the stack of the thread that started it, wherever it ends.
+            stack = self._stacks.get(thread)
+            if stack and context in stack:
+                stack.remove(context)
+                self._point_slot(thread, stack)
+        # Ended spans are read-only: the additions travel on a copy.
         attributes = dict(span.attributes or {})
-        attributes[READ_BYTES] = now_bytes - read_bytes
-        attributes[MAJOR_FAULTS] = now_faults - faults
-        attributes[THREAD_ID] = thread
+        attributes.update(self._span_attributes)
+        if threading.get_native_id() == thread:
+            now_bytes, now_faults = thread_figures()
+            attributes[READ_BYTES] = now_bytes - read_bytes
+            attributes[MAJOR_FAULTS] = now_faults - faults
+            attributes[THREAD_ID] = thread
+        # else: ended on another thread: no figures rather than wrong ones
         return copy_span(span, attributes)
 
     def shutdown(self) -> None:
