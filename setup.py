@@ -23,6 +23,15 @@ OUTPUT = os.path.join(HERE, "otel_pagecache", "_bpf", "pagecache.bpf.o")
 ARCH = {"x86_64": "x86", "aarch64": "arm64", "ppc64le": "powerpc", "s390x": "s390"}
 
 
+def copy_bcc_sources() -> None:
+    """The BCC engine compiles at run time: ship its source and the shared header."""
+    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
+    for name in ("pagecache_bcc.c", "pagecache.h"):
+        source = os.path.join(HERE, "bpf", name)
+        if os.path.exists(source):
+            shutil.copyfile(source, os.path.join(os.path.dirname(OUTPUT), name))
+
+
 def compile_bpf() -> None:
     clang = os.environ.get("CLANG") or shutil.which("clang")
     if clang is None:
@@ -56,6 +65,7 @@ def compile_bpf() -> None:
 
 class BuildPyWithBpf(build_py):
     def run(self) -> None:
+        copy_bcc_sources()
         compile_bpf()
         super().run()
 

@@ -61,25 +61,14 @@ def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTr
     if not settings.activity or settings.engine == "none":
         _log.info("activity engine: none (as asked): residency only")
         return None
-    if settings.engine not in ("auto", "core"):
+    if settings.engine not in ("auto", "core", "bcc"):
         raise ValueError(
-            f"OTEL_PAGECACHE_ENGINE={settings.engine!r} is not supported: use auto, core or none "
-            "(a BCC engine is not part of this release)"
+            f"OTEL_PAGECACHE_ENGINE={settings.engine!r} is not supported: use auto, core, bcc "
+            "or none"
         )
-    from .probes import ProbeUnavailable
-    from .probes.core import CoreProbe
-
-    try:
-        probe = CoreProbe(lookups=settings.lookups, stalls=settings.stalls).start()
-    except ProbeUnavailable as e:
-        _log.warning("page-cache activity unavailable: %s", e)
-        if settings.engine == "core":
-            raise ValueError(f"the core engine was asked for and cannot run: {e}") from e
+    probe, reason = choose_engine(settings)
+    if probe is None:
         return None
-    except Exception as e:  # noqa: BLE001 - any other failure: residency still works
-        _log.warning("page-cache activity unavailable: %s", e, exc_info=True)
-        return None
-    reason = "as asked" if settings.engine == "core" else "auto: BTF present and the object loads"
     _log.info(
         "activity engine: %s (%s); programs attached: %s",
         probe.engine,
@@ -96,6 +85,48 @@ def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTr
 
         resolver = FilePathResolver(cgroup_dir, settings.proc_root)
     return ActivityTracker(probe, settings.top_files, resolver)
+
+
+def choose_engine(settings: Settings):
+    """(probe, reason), or (None, reason) after one warning naming each cause.
+
+    ``auto``: CO-RE when BTF is present and the object loads, else BCC when its
+    module imports and it compiles, else residency only."""
+    from .probes import ProbeUnavailable
+    from .probes.bcc import BccProbe, bcc_available
+    from .probes.core import CoreProbe
+
+    def core():
+        return CoreProbe(lookups=settings.lookups, stalls=settings.stalls).start()
+
+    def bcc():
+        return BccProbe(lookups=settings.lookups).start()
+
+    if settings.engine in ("core", "bcc"):
+        start = core if settings.engine == "core" else bcc
+        try:
+            return start(), "as asked"
+        except ProbeUnavailable as e:
+            raise ValueError(
+                f"the {settings.engine} engine was asked for and cannot run: {e}"
+            ) from e
+    causes = []
+    for name, start, available in (("core", core, True), ("bcc", bcc, bcc_available())):
+        if not available:
+            causes.append(f"{name}: not installed")
+            continue
+        try:
+            probe = start()
+        except ProbeUnavailable as e:
+            causes.append(f"{name}: {e}")
+            continue
+        except Exception as e:  # noqa: BLE001 - any other failure: try the next engine
+            causes.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        why = "BTF present and the object loads" if name == "core" else "; ".join(causes)
+        return probe, f"auto: {why}"
+    _log.warning("page-cache activity unavailable (%s): residency only", " | ".join(causes))
+    return None, "; ".join(causes)
 
 
 def read_snapshot(residency: ResidencyReader, tracker: ActivityTracker | None) -> Snapshot:

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--engine",
-            choices=("auto", "core", "none"),
+            choices=("auto", "core", "bcc", "none"),
             help="activity engine (OTEL_PAGECACHE_ENGINE; default auto)",
         )
         p.add_argument(

@@ -43,9 +43,10 @@ The agent's own (each also a ``run`` flag):
                                             exit (default 5)
 ``OTEL_PAGECACHE_ACTIVITY``                 ``false``: no BPF, residency only
                                             (default ``true``; same as engine ``none``)
-``OTEL_PAGECACHE_ENGINE``                   ``auto`` (default), ``core``, ``none``:
-                                            the activity engine (``auto``: CO-RE when
-                                            it loads, else residency only)
+``OTEL_PAGECACHE_ENGINE``                   ``auto`` (default), ``core``, ``bcc``,
+                                            ``none``: the activity engine (``auto``:
+                                            CO-RE when it loads, else BCC when it
+                                            imports and compiles, else residency only)
 ``OTEL_PAGECACHE_LOOKUPS``                  ``false``: leave the lookup path (every
                                             read and fault) unattached; no lookups,
                                             no hit ratio (default ``true``)

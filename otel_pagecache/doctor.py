@@ -105,21 +105,33 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _check_bcc() -> Check:
-    """BCC's state on this host, for sites that standardise on it. The agent has
-    no BCC engine yet; this says what one would find."""
-    import importlib.util
+    """The BCC engine: importable, headers found, compiles and loads here?"""
+    from .probes import ProbeUnavailable
+    from .probes.bcc import BccProbe, bcc_available
+    from .probes.kheaders import find_headers
 
-    importable = importlib.util.find_spec("bcc") is not None
-    release = platform.release()
-    headers = os.environ.get("BCC_KERNEL_SOURCE") or f"/lib/modules/{release}/build"
-    found = os.path.isdir(headers)
-    detail = (
-        f"bcc module {'importable' if importable else 'not importable'} in this Python; "
-        f"kernel headers {'at ' + headers if found else 'missing for ' + release}; "
-        "the agent has no BCC engine yet (CO-RE only)"
+    if not bcc_available():
+        return Check(
+            "engine.bcc",
+            INFO,
+            "BCC's Python module is not importable in this Python (CO-RE does not need it)",
+            "apt-get install python3-bpfcc, and use Debian's /usr/bin/python3",
+        )
+    headers = find_headers()
+    where = (
+        f"headers for {headers.version}"
+        + ("" if headers.matches else f" (running {platform.release()}: layouts from BTF)")
+        if headers
+        else "no kernel headers"
     )
-    fix = "" if importable else "apt-get install python3-bpfcc (Debian's /usr/bin/python3 only)"
-    return Check("engine.bcc", INFO, detail, fix)
+    if headers is not None:
+        headers.cleanup()
+    try:
+        probe = BccProbe().start()
+    except ProbeUnavailable as e:
+        return Check("engine.bcc", WARN, f"{where}; {e}", "see the message")
+    probe.close()
+    return Check("engine.bcc", OK, f"compiles and loads ({where}); no stall spans with BCC")
 
 
 def _check_btf_lockdown_tracefs() -> list[Check]:

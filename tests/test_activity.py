@@ -16,6 +16,7 @@ import pytest
 
 from otel_pagecache.activity import ActivityTracker, FilePathResolver
 from otel_pagecache.probes import ProbeUnavailable
+from otel_pagecache.probes.bcc import BccProbe, bcc_available
 from otel_pagecache.probes.core import CoreProbe
 from otel_pagecache.residency import ResidencyReader
 from tests.conftest import make_cold_file, resident_bytes
@@ -24,14 +25,21 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def core_probe(real_hierarchy):
+@pytest.fixture(scope="module", params=["core", "bcc"])
+def probe(request, real_hierarchy):
+    """Every test runs against both engines: the same ground truth, the same counts."""
+    if request.param == "bcc":
+        if not bcc_available():
+            pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+        engine = BccProbe()
+    else:
+        engine = CoreProbe()
     try:
-        probe = CoreProbe().start()
+        engine.start()
     except ProbeUnavailable as e:
-        pytest.fail(f"the CO-RE probe must load on the CI kernel: {e}")
-    yield probe
-    probe.close()
+        pytest.fail(f"the {request.param} engine must load on the CI kernel: {e}")
+    yield engine
+    engine.close()
 
 
 class Harness:
@@ -71,8 +79,8 @@ def _as_dict(counters) -> dict:
 
 
 @pytest.fixture
-def harness(real_hierarchy, core_probe):
-    return Harness(real_hierarchy, core_probe, top_files=50)
+def harness(real_hierarchy, probe):
+    return Harness(real_hierarchy, probe, top_files=50)
 
 
 def _memcg(memcgs, name=None):
@@ -198,7 +206,7 @@ def test_mmap_read_counts_lookups_through_faults(memcgs, data_dir, harness):
 
 
 def test_top_files_name_the_inode_and_the_path_only_when_asked(
-    memcgs, data_dir, real_hierarchy, core_probe
+    memcgs, data_dir, real_hierarchy, probe
 ):
     a, a_dir = _memcg(memcgs)
     worker = memcgs.worker(a_dir)
@@ -207,13 +215,13 @@ def test_top_files_name_the_inode_and_the_path_only_when_asked(
     worker.do("hold", cold)
     st = cold.stat()
 
-    private = Harness(real_hierarchy, core_probe, top_files=3)
+    private = Harness(real_hierarchy, probe, top_files=3)
     files = private.read().files[a]
     mine = [f for f in files if f.inode == st.st_ino]
     assert mine and mine[0].path is None
     assert (mine[0].major, mine[0].minor) == (os.major(st.st_dev), os.minor(st.st_dev))
 
-    opted_in = Harness(real_hierarchy, core_probe, top_files=3)
+    opted_in = Harness(real_hierarchy, probe, top_files=3)
     opted_in.tracker.resolve_path = FilePathResolver(lambda memcg: str(a_dir))
     files = opted_in.read().files[a]
     assert [f.path for f in files if f.inode == st.st_ino] == [str(cold)]

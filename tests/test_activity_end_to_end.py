@@ -8,50 +8,70 @@ import subprocess
 import time
 import uuid
 
+import pytest
+
+from otel_pagecache.probes.bcc import bcc_available
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_points
 
-OUR_PROGRAMS = {
-    "on_add_to_page_cache",
-    "on_delete_from_page_cache",
-    "on_dirty_folio",
-    "on_get_pages",
-    "on_fault",
-    "on_map_pages",
+PROGRAMS = {
+    "core": {
+        "on_add_to_page_cache",
+        "on_delete_from_page_cache",
+        "on_dirty_folio",
+        "on_get_pages",
+        "on_fault",
+        "on_map_pages",
+    },
+    # BCC names each program after its raw tracepoint.
+    "bcc": {
+        "raw_tracepoint__mm_filemap_add_to_page_cache",
+        "raw_tracepoint__mm_filemap_delete_from_page_cache",
+        "raw_tracepoint__writeback_dirty_folio",
+        "raw_tracepoint__mm_filemap_get_pages",
+        "raw_tracepoint__mm_filemap_fault",
+        "raw_tracepoint__mm_filemap_map_pages",
+    },
 }
 MIB = 1 << 20
 
 
-def _our_program_ids() -> set[int]:
+def _program_ids(engine: str) -> set[int]:
     out = subprocess.run(
         ["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True
     ).stdout
     # Older bpftool shows names cut to 15 characters (BPF_OBJ_NAME_LEN - 1).
-    names = OUR_PROGRAMS | {name[:15] for name in OUR_PROGRAMS}
+    names = PROGRAMS[engine] | {name[:15] for name in PROGRAMS[engine]}
     return {p["id"] for p in json.loads(out) if p.get("name") in names}
 
 
+@pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_activity_exported_per_container_and_programs_detached_on_sigterm(
-    memcgs, data_dir, otlp_receiver, tmp_path
+    memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
+    if engine == "bcc" and not bcc_available():
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    our_programs = PROGRAMS[engine]
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-16m", 16 * MIB)
-    before = _our_program_ids()
+    before = _program_ids(engine)
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
         "OTEL_PAGECACHE_TOP_FILES": "3",
     }
-    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+    with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
         deadline = time.monotonic() + 30
-        while len(_our_program_ids() - before) < len(OUR_PROGRAMS) and time.monotonic() < deadline:
+        while (
+            len(_program_ids(engine) - before) < len(our_programs) and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
-        attached = _our_program_ids() - before
-        assert len(attached) == len(OUR_PROGRAMS), agent.log()
+        attached = _program_ids(engine) - before
+        assert len(attached) == len(our_programs), agent.log()
         time.sleep(1)  # the agent has taken its first snapshot (the baseline)
         worker.do("read", cold)
 
@@ -69,9 +89,9 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     # No program of ours is left once the agent has stopped (freeing is
     # asynchronous in the kernel: allow it a moment).
     deadline = time.monotonic() + 5
-    while _our_program_ids() & attached and time.monotonic() < deadline:
+    while _program_ids(engine) & attached and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _our_program_ids() & attached
+    assert not _program_ids(engine) & attached
 
     mine = [p for p in iter_points(requests) if p.resource.get("container.id") == container_id]
     latest = {}

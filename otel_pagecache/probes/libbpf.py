@@ -127,6 +127,8 @@ class Libbpf:
             "btf__load_vmlinux_btf": (vp, ()),
             "btf__find_by_name_kind": (ci, (vp, cs, cu32)),
             "btf__free": (None, (vp,)),
+            "btf__type_by_id": (vp, (vp, cu32)),
+            "btf__name_by_offset": (cs, (vp, cu32)),
             "ring_buffer__new": (vp, (ci, _SAMPLE_FN, vp, vp)),
             "ring_buffer__poll": (ci, (vp, ci)),
             "ring_buffer__free": (None, (vp,)),

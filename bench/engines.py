@@ -1,0 +1,115 @@
+"""CO-RE vs BCC, side by side in one run.
+
+1. Start-up to first export and peak RSS: a real ``otel-pagecache run
+   --engine X`` exporting OTLP/gRPC every 500 ms to a loopback receiver; time
+   from spawn to the first metrics request, VmHWM/VmRSS three seconds later.
+2. The cached-pread slowdown (bench/pread_loop.c): no programs, CO-RE, BCC,
+   alternating rounds, medians.
+
+Run as root: ``.venv/bin/python bench/engines.py``. Needs gcc, and BCC
+(python3-bpfcc, any kernel headers) for the BCC half.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from otel_pagecache.probes.bcc import BccProbe  # noqa: E402
+from otel_pagecache.probes.core import CoreProbe  # noqa: E402
+from tests.peers.otlp_receiver import OtlpReceiver  # noqa: E402
+
+
+def startup(engine: str) -> tuple[float, int, int]:
+    receiver = OtlpReceiver().start()
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+    }
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_pagecache.cli", "run", "--engine", engine],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not receiver.metrics_requests():
+            if time.monotonic() - started > 60 or proc.poll() is not None:
+                raise RuntimeError(f"{engine}: no export")
+            time.sleep(0.01)
+        first = time.monotonic() - started
+        time.sleep(3)
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        )
+        return first, int(status["VmHWM"].split()[0]), int(status["VmRSS"].split()[0])
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        receiver.stop()
+
+
+def pread(rounds: int = 5) -> None:
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        loop = Path(tmp) / "pread_loop"
+        subprocess.run(
+            ["gcc", "-O2", "-o", str(loop), str(ROOT / "bench" / "pread_loop.c")], check=True
+        )
+        page = Path(tmp) / "page"
+        page.write_bytes(os.urandom(4096))
+
+        def run() -> float:
+            out = subprocess.run([str(loop), str(page), "2000000"], capture_output=True, text=True)
+            return float(out.stdout)
+
+        def with_probe(factory) -> float:
+            probe = factory().start()
+            try:
+                return run()
+            finally:
+                probe.close()
+
+        results = {"none": [], "core": [], "bcc": []}
+        for _ in range(rounds):
+            results["none"].append(run())
+            results["core"].append(with_probe(lambda: CoreProbe(stalls=False)))
+            results["bcc"].append(with_probe(BccProbe))
+        base = statistics.median(results["none"])
+        print(f"4 KiB pread of a cached page, median of {rounds} alternating rounds")
+        for name, values in results.items():
+            median = statistics.median(values)
+            print(f"  {name:<5} {median:7.1f} ns/pread  {100 * (median / base - 1):+6.1f} %")
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 2
+    print(f"{'engine':<7} {'first export s':>15} {'peak RSS MiB':>13} {'RSS MiB':>8}")
+    figures = {}
+    for engine in ("core", "bcc"):
+        first, hwm, rss = startup(engine)
+        figures[engine] = (first, hwm)
+        print(f"{engine:<7} {first:>15.2f} {hwm / 1024:>13.1f} {rss / 1024:>8.1f}")
+    print(
+        f"bcc / core: start-up x{figures['bcc'][0] / figures['core'][0]:.1f}, "
+        f"peak RSS x{figures['bcc'][1] / figures['core'][1]:.1f}"
+    )
+    pread()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

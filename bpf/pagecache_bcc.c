@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The BCC engine's programs: the same counters as pagecache.bpf.c, compiled
+ * at run time by BCC against whatever kernel headers exist. Nothing here
+ * trusts those headers' struct layouts: every offset (OFF_*), the memory
+ * controller's subsystem id and PG_head come from the running kernel's BTF
+ * (otel_pagecache/probes/btf_offsets.py) as -D definitions, and structs are
+ * read with bpf_probe_read_kernel at those offsets. Raw tracepoints carry the
+ * tracepoint's arguments in ctx->args. pagecache.h is prepended by the loader.
+ */
+#define PF_MEMALLOC 0x00000800
+#define PF_KSWAPD 0x00020000
+#define PF_MEMALLOC_NOFS 0x00040000
+
+BPF_PERCPU_HASH(pagecache_lookups, u64, u64, PAGECACHE_MAX_MEMCGS);
+BPF_PERCPU_HASH(pagecache_misses, u64, u64, PAGECACHE_MAX_MEMCGS);
+BPF_PERCPU_HASH(pagecache_insertions, u64, u64, PAGECACHE_MAX_MEMCGS);
+BPF_PERCPU_HASH(pagecache_dirtied, u64, u64, PAGECACHE_MAX_MEMCGS);
+BPF_PERCPU_HASH(pagecache_removals, struct removal_key, u64, PAGECACHE_MAX_MEMCGS);
+BPF_HASH(pagecache_file_pages, struct file_key, s64, PAGECACHE_MAX_FILES);
+BPF_PERCPU_ARRAY(pagecache_lost, u64, LOST_REASONS);
+BPF_PERCPU_ARRAY(cpu_slots, struct cpu_slots, 1);
+
+static __always_inline u64 rd64(const void *p)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), p);
+	return v;
+}
+
+static __always_inline u32 rd32(const void *p)
+{
+	u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), p);
+	return v;
+}
+
+static __always_inline void lost(u32 reason)
+{
+	u64 *n = pagecache_lost.lookup(&reason);
+	if (n)
+		*n += 1;
+}
+
+/* Add n to a per-CPU counter map, creating the entry if needed. BCC's map
+ * calls cannot sit in a macro, so one function per map. */
+static __always_inline void count_lookups_map(u64 *key, u64 n)
+{
+	u64 *v = pagecache_lookups.lookup(key);
+
+	if (v) {
+		*v += n;
+		return;
+	}
+	if (pagecache_lookups.insert(key, &n) == 0)
+		return;
+	v = pagecache_lookups.lookup(key);
+	if (v)
+		*v += n;
+	else
+		lost(LOST_MEMCG_MAP_FULL);
+}
+
+static __always_inline void count_misses(u64 *key, u64 n)
+{
+	u64 *v = pagecache_misses.lookup(key);
+
+	if (v) {
+		*v += n;
+		return;
+	}
+	if (pagecache_misses.insert(key, &n) == 0)
+		return;
+	v = pagecache_misses.lookup(key);
+	if (v)
+		*v += n;
+	else
+		lost(LOST_MEMCG_MAP_FULL);
+}
+
+static __always_inline void count_insertions(u64 *key, u64 n)
+{
+	u64 *v = pagecache_insertions.lookup(key);
+
+	if (v) {
+		*v += n;
+		return;
+	}
+	if (pagecache_insertions.insert(key, &n) == 0)
+		return;
+	v = pagecache_insertions.lookup(key);
+	if (v)
+		*v += n;
+	else
+		lost(LOST_MEMCG_MAP_FULL);
+}
+
+static __always_inline void count_dirtied(u64 *key, u64 n)
+{
+	u64 *v = pagecache_dirtied.lookup(key);
+
+	if (v) {
+		*v += n;
+		return;
+	}
+	if (pagecache_dirtied.insert(key, &n) == 0)
+		return;
+	v = pagecache_dirtied.lookup(key);
+	if (v)
+		*v += n;
+	else
+		lost(LOST_MEMCG_MAP_FULL);
+}
+
+static __always_inline void count_removals(struct removal_key *key, u64 n)
+{
+	u64 *v = pagecache_removals.lookup(key);
+
+	if (v) {
+		*v += n;
+		return;
+	}
+	if (pagecache_removals.insert(key, &n) == 0)
+		return;
+	v = pagecache_removals.lookup(key);
+	if (v)
+		*v += n;
+	else
+		lost(LOST_MEMCG_MAP_FULL);
+}
+
+static __always_inline u64 kn_id_of_css(void *css)
+{
+	void *cgroup = (void *)rd64(css + OFF_CSS_CGROUP);
+	void *kn = (void *)rd64(cgroup + OFF_CGROUP_KN);
+	return rd64(kn + OFF_KN_ID);
+}
+
+static __always_inline u64 folio_memcg_id(void *folio)
+{
+	u64 data = rd64(folio + OFF_FOLIO_MEMCG_DATA);
+
+	if (!data || (data & 1))
+		return 0;
+	return kn_id_of_css((void *)(data & ~7UL) + OFF_MEMCG_CSS);
+}
+
+static __always_inline u64 task_memcg_id(void *task)
+{
+	void *cset = (void *)rd64(task + OFF_TASK_CGROUPS);
+	void *css = (void *)rd64(cset + OFF_CSS_SET_SUBSYS + MEMORY_CGRP_ID * 8);
+
+	return css ? kn_id_of_css(css) : 0;
+}
+
+static __always_inline u64 folio_pages(void *folio)
+{
+	if (!(rd64(folio + OFF_FOLIO_FLAGS) & (1UL << PG_HEAD)))
+		return 1;
+	if (OFF_FOLIO_NR_PAGES >= 0)
+		return rd32(folio + OFF_FOLIO_NR_PAGES);
+	return 1UL << (rd64(folio + OFF_FOLIO_FLAGS_1) & 0xff);
+}
+
+static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
+{
+	if (slot->pages && miss) {
+		u64 memcg = slot->memcg;
+		count_misses(&memcg, slot->pages);
+	}
+	slot->pages = 0;
+	slot->mapping = 0;
+	slot->tid = 0;
+}
+
+static __always_inline void file_pages_add(u64 memcg, void *folio, s64 delta, bool create)
+{
+	void *host = (void *)rd64((void *)rd64(folio + OFF_FOLIO_MAPPING) + OFF_MAPPING_HOST);
+	struct file_key key = {};
+	s64 *pages;
+
+	key.memcg = memcg;
+	key.ino = rd64(host + OFF_INODE_INO);
+	key.dev = rd32((void *)rd64(host + OFF_INODE_SB) + OFF_SB_DEV);
+	pages = pagecache_file_pages.lookup(&key);
+	if (pages) {
+		__sync_fetch_and_add(pages, delta);
+		return;
+	}
+	if (!create)
+		return;
+	if (pagecache_file_pages.insert(&key, &delta) == 0)
+		return;
+	pages = pagecache_file_pages.lookup(&key);
+	if (pages)
+		__sync_fetch_and_add(pages, delta);
+	else
+		lost(LOST_FILE_MAP_FULL);
+}
+
+RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
+{
+	void *folio = (void *)ctx->args[0];
+	void *task = (void *)bpf_get_current_task();
+	u64 owner = folio_memcg_id(folio), nr = folio_pages(folio);
+	u64 mapping = rd64(folio + OFF_FOLIO_MAPPING);
+	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
+	struct cpu_slots *slots;
+
+	count_insertions(&owner, nr);
+	file_pages_add(owner, folio, nr, true);
+	if (rd32(task + OFF_TASK_FLAGS) & PF_MEMALLOC_NOFS) {
+		u64 accessor = task_memcg_id(task);
+		count_misses(&accessor, nr);
+		return 0;
+	}
+	slots = cpu_slots.lookup(&zero);
+	if (!slots)
+		return 0;
+	if (slots->insert.tid == tid && slots->insert.mapping == mapping) {
+		slots->insert.pages += nr;
+		return 0;
+	}
+	resolve_pending(&slots->insert, true);
+	slots->insert.tid = tid;
+	slots->insert.mapping = mapping;
+	slots->insert.memcg = task_memcg_id(task);
+	slots->insert.pages = nr;
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(writeback_dirty_folio)
+{
+	void *folio = (void *)ctx->args[0];
+	u64 mapping = ctx->args[1];
+	u64 owner = folio_memcg_id(folio);
+	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
+	struct cpu_slots *slots = cpu_slots.lookup(&zero);
+
+	count_dirtied(&owner, folio_pages(folio));
+	if (slots && slots->insert.tid == tid && slots->insert.mapping == mapping)
+		resolve_pending(&slots->insert, false);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
+{
+	void *folio = (void *)ctx->args[0];
+	void *task = (void *)bpf_get_current_task();
+	struct removal_key key = {};
+	u64 nr = folio_pages(folio);
+
+	key.memcg = folio_memcg_id(folio);
+	if ((rd32(task + OFF_TASK_FLAGS) & (PF_KSWAPD | PF_MEMALLOC)) ||
+	    rd64(task + OFF_TASK_RECLAIM_STATE))
+		key.reason = REMOVAL_EVICTION;
+	else
+		key.reason = REMOVAL_INVALIDATION;
+	count_removals(&key, nr);
+	file_pages_add(key.memcg, folio, -(s64)nr, false);
+	return 0;
+}
+
+#ifdef WITH_LOOKUPS
+static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages)
+{
+	struct lookup_slot *slot = &slots->lookup;
+	void *task = (void *)bpf_get_current_task();
+	u64 cset = rd64(task + OFF_TASK_CGROUPS), memcg;
+
+	if (slots->insert.pages)
+		resolve_pending(&slots->insert, true);
+	if (cset == slot->cset) {
+		slot->lookups += pages;
+		return;
+	}
+	memcg = task_memcg_id(task);
+	slot->cset = cset;
+	if (slot->memcg == memcg) {
+		slot->lookups += pages;
+		return;
+	}
+	if (slot->lookups) {
+		u64 old = slot->memcg;
+		count_lookups_map(&old, slot->lookups);
+	}
+	slot->memcg = memcg;
+	slot->lookups = pages;
+}
+
+RAW_TRACEPOINT_PROBE(mm_filemap_get_pages)
+{
+	u64 mapping = ctx->args[0], index = ctx->args[1], last = ctx->args[2];
+	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
+	struct cpu_slots *slots = cpu_slots.lookup(&zero);
+	struct lookup_slot *slot;
+
+	if (!slots)
+		return 0;
+	slot = &slots->lookup;
+	if (slot->tid == tid && slot->mapping == mapping && slot->last == last &&
+	    index > slot->index) {
+		slot->index = index;
+		return 0;
+	}
+	slot->tid = tid;
+	slot->mapping = mapping;
+	slot->index = index;
+	slot->last = last;
+	count_lookups(slots, last - index + 1);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mm_filemap_fault)
+{
+	u32 zero = 0;
+	struct cpu_slots *slots = cpu_slots.lookup(&zero);
+
+	if (!slots)
+		return 0;
+	slots->lookup.fault_tid = (u32)bpf_get_current_pid_tgid();
+	slots->lookup.fault_mapping = ctx->args[0];
+	slots->lookup.fault_index = ctx->args[1];
+	count_lookups(slots, 1);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mm_filemap_map_pages)
+{
+	u64 mapping = ctx->args[0], start = ctx->args[1], last = ctx->args[2];
+	u64 pages = last - start + 1;
+	u32 zero = 0;
+	struct cpu_slots *slots = cpu_slots.lookup(&zero);
+
+	if (!slots)
+		return 0;
+	if (slots->lookup.fault_tid == (u32)bpf_get_current_pid_tgid() &&
+	    slots->lookup.fault_mapping == mapping && slots->lookup.fault_index >= start &&
+	    slots->lookup.fault_index <= last) {
+		pages -= 1;
+		slots->lookup.fault_mapping = 0;
+	}
+	count_lookups(slots, pages);
+	return 0;
+}
+#endif

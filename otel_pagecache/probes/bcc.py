@@ -1,0 +1,191 @@
+"""The BCC engine: the same counters through BCC's Python module (Debian's
+python3-bpfcc), for hosts that standardise on BCC.
+
+BCC compiles at start-up with its own LLVM and needs *some* kernel headers
+(probes/kheaders.py); their struct layouts are not trusted: every offset
+comes from the running kernel's BTF (probes/btf_offsets.py). Without BTF the
+engine refuses to start (a header-only layout would be a guess on a custom
+kernel), and the agent runs with what still works. Stall spans and their
+links are CO-RE only for now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from importlib import resources
+
+from . import ActivityReading, ProbeUnavailable
+from .btf_offsets import layout_from_btf
+from .kheaders import find_headers
+from .layout import LOST_REASONS, REMOVAL_REASONS
+
+_log = logging.getLogger(__name__)
+COUNTER_MAPS = (
+    "pagecache_lookups",
+    "pagecache_misses",
+    "pagecache_insertions",
+    "pagecache_dirtied",
+)
+
+
+def bcc_available() -> bool:
+    return importlib.util.find_spec("bcc") is not None
+
+
+def _source() -> str:
+    base = resources.files("otel_pagecache._bpf")
+    header = (base / "pagecache.h").read_text()
+    body = (base / "pagecache_bcc.c").read_text()
+    return header + "\n" + body
+
+
+class BccProbe:
+    engine = "bcc"
+
+    def __init__(self, lookups: bool = True) -> None:
+        self.want_lookups = lookups
+        self.has_lookups = False
+        self.stall_kinds: list[str] = []
+        self.missing_tracepoints: list[str] = []
+        self.attached: list[str] = []
+        self._lock = threading.Lock()
+        self._bpf = None
+        self._headers = None
+
+    def start(self) -> BccProbe:
+        if not bcc_available():
+            raise ProbeUnavailable(
+                "BCC's Python module is not importable: apt-get install python3-bpfcc, and run "
+                "from Debian's /usr/bin/python3 (a venv made with --system-site-packages)"
+            )
+        if not os.path.exists("/sys/kernel/btf/vmlinux"):
+            raise ProbeUnavailable(
+                "no kernel BTF: the BCC engine takes struct offsets from BTF and will not "
+                "guess them from headers; activity metrics are off"
+            )
+        headers = find_headers()
+        if headers is None:
+            raise ProbeUnavailable(
+                "no kernel headers for BCC: apt-get install linux-headers-$(uname -r) (any "
+                "version works: layouts come from BTF), or set BCC_KERNEL_SOURCE"
+            )
+        try:
+            layout = layout_from_btf()
+        except (KeyError, OSError) as e:
+            headers.cleanup()
+            raise ProbeUnavailable(f"kernel BTF lacks {e}: activity metrics are off") from e
+        cflags = [f"-D{k}={v}" for k, v in layout.items()]
+        if self.want_lookups:
+            cflags.append("-DWITH_LOOKUPS")
+        previous = os.environ.get("BCC_KERNEL_SOURCE")
+        os.environ["BCC_KERNEL_SOURCE"] = headers.path
+        try:
+            from bcc import BPF
+
+            self._bpf = BPF(text=_source(), cflags=cflags)
+        except Exception as e:  # noqa: BLE001 - BCC raises plain Exception on compile errors
+            headers.cleanup()
+            raise ProbeUnavailable(f"BCC could not compile or load the programs: {e}") from e
+        finally:
+            if previous is None:
+                os.environ.pop("BCC_KERNEL_SOURCE", None)
+            else:
+                os.environ["BCC_KERNEL_SOURCE"] = previous
+        self._headers = headers
+        self.has_lookups = self.want_lookups
+        self.attached = [
+            "mm_filemap_add_to_page_cache",
+            "mm_filemap_delete_from_page_cache",
+            "writeback_dirty_folio",
+        ] + (
+            ["mm_filemap_get_pages", "mm_filemap_fault", "mm_filemap_map_pages"]
+            if self.has_lookups
+            else []
+        )
+        if not headers.matches:
+            _log.info(
+                "BCC compiled against %s headers for kernel %s; layouts taken from BTF",
+                headers.version,
+                os.uname().release,
+            )
+        return self
+
+    def read(self) -> ActivityReading:
+        with self._lock:
+            b = self._bpf
+            reading = ActivityReading()
+            if b is None:
+                return reading
+            for name in COUNTER_MAPS:
+                table = b[name.encode()]
+                values = {k.value: sum(v) for k, v in table.items()}
+                setattr(reading, name.removeprefix("pagecache_"), values)
+                reading.map_entries[name] = (len(values), table.max_entries)
+            removals = b[b"pagecache_removals"]
+            for k, v in removals.items():
+                reading.removals[(k.memcg, REMOVAL_REASONS.get(k.reason, "unknown"))] = sum(v)
+            reading.map_entries["pagecache_removals"] = (
+                len(reading.removals),
+                removals.max_entries,
+            )
+            files = b[b"pagecache_file_pages"]
+            for k, v in files.items():
+                reading.files[(k.memcg, k.dev, k.ino)] = v.value
+            reading.map_entries["pagecache_file_pages"] = (len(reading.files), files.max_entries)
+            lost = b[b"pagecache_lost"]
+            for index, reason in LOST_REASONS.items():
+                if index < lost.max_entries:
+                    reading.lost[reason] = sum(lost[index])
+            # Lookups still held in the per-CPU slots (see probes/core.py).
+            slots = b[b"cpu_slots"]
+            for cpu in slots[0]:
+                if cpu.lookup.lookups:
+                    memcg = cpu.lookup.memcg
+                    reading.lookups_in_slots[memcg] = (
+                        reading.lookups_in_slots.get(memcg, 0) + cpu.lookup.lookups
+                    )
+            for memcg, pages in reading.lookups_in_slots.items():
+                reading.lookups[memcg] = reading.lookups.get(memcg, 0) + pages
+            return reading
+
+    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
+        with self._lock:
+            b = self._bpf
+            if b is None:
+                return
+            doomed = set(memcg_ids)
+            for name in COUNTER_MAPS:
+                table = b[name.encode()]
+                for memcg in doomed:
+                    with contextlib.suppress(KeyError):
+                        del table[table.Key(memcg)]
+            removals = b[b"pagecache_removals"]
+            for key in [k for k in removals if k.memcg in doomed]:
+                del removals[key]
+            if files:
+                table = b[b"pagecache_file_pages"]
+                for key in [k for k in table if k.memcg in doomed]:
+                    del table[key]
+
+    def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
+        with self._lock:
+            if self._bpf is None:
+                return
+            table = self._bpf[b"pagecache_file_pages"]
+            wanted = set(keys)
+            for key in [k for k in table if (k.memcg, k.dev, k.ino) in wanted]:
+                del table[key]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bpf is not None:
+                self._bpf.cleanup()
+                self._bpf = None
+            if self._headers is not None:
+                self._headers.cleanup()
+                self._headers = None

@@ -1,0 +1,157 @@
+"""Struct member offsets and enum values from the running kernel's BTF.
+
+The BCC engine compiles against whatever kernel headers exist, which rarely
+match a custom kernel; the layout it must trust is the running kernel's own,
+read here from /sys/kernel/btf/vmlinux through libbpf and handed to the BCC
+program as constants. Anonymous struct/union members are searched through
+(``folio.memcg_data`` sits in one).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from .libbpf import Libbpf
+
+KIND_STRUCT, KIND_UNION, KIND_ENUM = 4, 5, 6
+_MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag
+
+
+class _BtfType(ctypes.Structure):
+    _fields_ = (
+        ("name_off", ctypes.c_uint32),
+        ("info", ctypes.c_uint32),
+        ("size_type", ctypes.c_uint32),
+    )
+
+
+class _BtfMember(ctypes.Structure):
+    _fields_ = (
+        ("name_off", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("offset", ctypes.c_uint32),
+    )
+
+
+class _BtfEnum(ctypes.Structure):
+    _fields_ = (("name_off", ctypes.c_uint32), ("val", ctypes.c_int32))
+
+
+class KernelBtf:
+    def __init__(self) -> None:
+        self._lib = Libbpf.get().lib
+        self._btf = self._lib.btf__load_vmlinux_btf()
+        if not self._btf:
+            raise OSError("no kernel BTF")
+
+    def close(self) -> None:
+        if self._btf:
+            self._lib.btf__free(self._btf)
+            self._btf = None
+
+    def _type(self, type_id: int) -> tuple[_BtfType, int]:
+        ptr = self._lib.btf__type_by_id(self._btf, type_id)
+        if not ptr:
+            raise KeyError(type_id)
+        return _BtfType.from_address(ptr), ptr
+
+    def _name(self, offset: int) -> str:
+        return (self._lib.btf__name_by_offset(self._btf, offset) or b"").decode()
+
+    def _resolve(self, type_id: int) -> int:
+        for _ in range(16):
+            t, _ = self._type(type_id)
+            if (t.info >> 24) & 0x1F not in _MODIFIERS:
+                return type_id
+            type_id = t.size_type
+        return type_id
+
+    def _find(self, name: str, kind: int) -> int:
+        type_id = self._lib.btf__find_by_name_kind(self._btf, name.encode(), kind)
+        if type_id < 0:
+            raise KeyError(name)
+        return type_id
+
+    def member_offset(self, struct: str, member: str, kind: int = KIND_STRUCT) -> int | None:
+        """Byte offset of ``member`` in ``struct``, or None if the kernel has no such member."""
+        try:
+            return self._member_in(self._find(struct, kind), member)
+        except KeyError:
+            return None
+
+    def _member_in(self, type_id: int, member: str) -> int | None:
+        t, ptr = self._type(type_id)
+        kind = (t.info >> 24) & 0x1F
+        if kind not in (KIND_STRUCT, KIND_UNION):
+            return None
+        kind_flag = t.info >> 31
+        members = (_BtfMember * (t.info & 0xFFFF)).from_address(ptr + ctypes.sizeof(_BtfType))
+        for m in members:
+            bits = m.offset & 0xFFFFFF if kind_flag else m.offset
+            name = self._name(m.name_off)
+            if name == member:
+                return bits // 8
+            if not name:  # anonymous struct or union: look inside
+                inner = self._member_in(self._resolve(m.type), member)
+                if inner is not None:
+                    return bits // 8 + inner
+        return None
+
+    def enum_value(self, enum: str, name: str) -> int | None:
+        """Value of enumerator ``name`` in any enum called ``enum``."""
+        try:
+            t, ptr = self._type(self._find(enum, KIND_ENUM))
+        except KeyError:
+            return None
+        values = (_BtfEnum * (t.info & 0xFFFF)).from_address(ptr + ctypes.sizeof(_BtfType))
+        for v in values:
+            if self._name(v.name_off) == name:
+                return v.val
+        return None
+
+
+# Every layout fact the BCC program needs: macro name -> (struct, member).
+MEMBERS = {
+    "OFF_FOLIO_FLAGS": ("folio", "flags"),
+    "OFF_FOLIO_MAPPING": ("folio", "mapping"),
+    "OFF_FOLIO_MEMCG_DATA": ("folio", "memcg_data"),
+    "OFF_FOLIO_FLAGS_1": ("folio", "_flags_1"),
+    "OFF_FOLIO_NR_PAGES": ("folio", "_nr_pages"),
+    "OFF_CSS_CGROUP": ("cgroup_subsys_state", "cgroup"),
+    "OFF_MEMCG_CSS": ("mem_cgroup", "css"),
+    "OFF_CGROUP_KN": ("cgroup", "kn"),
+    "OFF_KN_ID": ("kernfs_node", "id"),
+    "OFF_MAPPING_HOST": ("address_space", "host"),
+    "OFF_INODE_INO": ("inode", "i_ino"),
+    "OFF_INODE_SB": ("inode", "i_sb"),
+    "OFF_SB_DEV": ("super_block", "s_dev"),
+    "OFF_TASK_FLAGS": ("task_struct", "flags"),
+    "OFF_TASK_PID": ("task_struct", "pid"),
+    "OFF_TASK_RECLAIM_STATE": ("task_struct", "reclaim_state"),
+    "OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
+    "OFF_CSS_SET_SUBSYS": ("css_set", "subsys"),
+}
+
+
+def layout_from_btf() -> dict[str, int]:
+    """The constants for the BCC program; raises KeyError naming what is missing."""
+    btf = KernelBtf()
+    try:
+        out = {}
+        for macro, (struct, member) in MEMBERS.items():
+            offset = btf.member_offset(struct, member)
+            if offset is None:
+                if macro == "OFF_FOLIO_NR_PAGES":  # only 64-bit kernels since 6.9
+                    out[macro] = -1
+                    continue
+                raise KeyError(f"{struct}.{member}")
+            out[macro] = offset
+        memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+        head = btf.enum_value("pageflags", "PG_head")
+        if memory_id is None or head is None:
+            raise KeyError("memory_cgrp_id or PG_head")
+        out["MEMORY_CGRP_ID"] = memory_id
+        out["PG_HEAD"] = head
+        return out
+    finally:
+        btf.close()
