@@ -344,3 +344,151 @@ RAW_TRACEPOINT_PROBE(mm_filemap_map_pages)
 	return 0;
 }
 #endif
+
+#ifdef WITH_STALLS
+/* ---- Stalls (see pagecache.bpf.c for the why of each step) ------------- */
+BPF_HASH(stall_starts, u32, struct stall_start, PAGECACHE_MAX_STALLING_THREADS);
+BPF_RINGBUF_OUTPUT(stall_events, PAGECACHE_STALL_RINGBUF_BYTES / 4096);
+BPF_HASH(span_slot_bases, u32, struct span_slot_base, PAGECACHE_MAX_TRACED_PROCESSES);
+
+static __always_inline u32 ns_id(void *task)
+{
+	void *pid = (void *)rd64(task + OFF_TASK_THREAD_PID);
+	u32 level = rd32(pid + OFF_PID_LEVEL);
+
+	if (level > 32)
+		return 0;
+	return rd32(pid + OFF_PID_NUMBERS + level * SIZE_UPID);
+}
+
+static __always_inline void current_span(void *task, struct span_slot *slot)
+{
+	u32 tgid = rd32(task + OFF_TASK_TGID), tid = ns_id(task);
+	struct span_slot_base *base = span_slot_bases.lookup(&tgid);
+	u64 address;
+
+	slot->tid = 0;
+	if (!base || !base->count || base->size < sizeof(*slot))
+		return;
+	address = base->address + (u64)(tid % base->count) * base->size;
+	if (bpf_probe_read_user(slot, sizeof(*slot), (void *)address) || slot->tid != tid)
+		slot->tid = 0;
+}
+
+static __always_inline void stall_begin(u32 kind, int order, u64 gfp)
+{
+	void *task = (void *)bpf_get_current_task();
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct stall_start start = {};
+
+	start.start_ns = bpf_ktime_get_boot_ns();
+	start.memcg = task_memcg_id(task);
+	start.gfp = gfp;
+	start.order = order;
+	start.kind = kind;
+	current_span(task, &start.span);
+	if (stall_starts.update(&tid, &start))
+		lost(LOST_STALL_STARTS_FULL);
+}
+
+static __always_inline struct stall_event *stall_reserve(void *task)
+{
+	struct stall_event *event = stall_events.ringbuf_reserve(sizeof(struct stall_event));
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!event) {
+		lost(LOST_STALL_RINGBUF_FULL);
+		return NULL;
+	}
+	event->pid = pid_tgid >> 32;
+	event->tid = (u32)pid_tgid;
+	event->ns_tid = ns_id(task);
+	event->ns_pid = ns_id((void *)rd64(task + OFF_TASK_GROUP_LEADER));
+	event->pad = 0;
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	return event;
+}
+
+static __always_inline void stall_end(u32 kind, u64 nr_reclaimed)
+{
+	void *task = (void *)bpf_get_current_task();
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct stall_start *start = stall_starts.lookup(&tid);
+	struct stall_event *event;
+	u64 now = bpf_ktime_get_boot_ns();
+
+	if (!start)
+		return;
+	if (start->kind != kind) {
+		stall_starts.delete(&tid);
+		return;
+	}
+	event = stall_reserve(task);
+	if (event) {
+		event->start_ns = start->start_ns;
+		event->duration_ns = now - start->start_ns;
+		event->memcg = start->memcg;
+		event->pages = nr_reclaimed;
+		event->gfp = start->gfp;
+		event->ratelimit = 0;
+		event->order = start->order;
+		event->kind = kind;
+		event->planned = 0;
+		__builtin_memcpy(&event->span, &start->span, sizeof(event->span));
+		stall_events.ringbuf_submit(event, 0);
+	}
+	stall_starts.delete(&tid);
+}
+
+RAW_TRACEPOINT_PROBE(mm_vmscan_memcg_reclaim_begin)
+{
+	stall_begin(STALL_MEMCG_RECLAIM, (int)ctx->args[0], ctx->args[1]);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mm_vmscan_memcg_reclaim_end)
+{
+	stall_end(STALL_MEMCG_RECLAIM, ctx->args[0]);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mm_vmscan_direct_reclaim_begin)
+{
+	stall_begin(STALL_DIRECT_RECLAIM, (int)ctx->args[0], ctx->args[1]);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mm_vmscan_direct_reclaim_end)
+{
+	stall_end(STALL_DIRECT_RECLAIM, ctx->args[0]);
+	return 0;
+}
+
+/* balance_dirty_pages(wb, dtc, dirty_ratelimit, task_ratelimit, dirtied,
+ * period, pause, start_time): the planned pause, as in pagecache.bpf.c. */
+RAW_TRACEPOINT_PROBE(balance_dirty_pages)
+{
+	long pause = (long)ctx->args[6];
+	void *task;
+	struct stall_event *event;
+
+	if (pause <= 0 || !KERNEL_HZ)
+		return 0;
+	task = (void *)bpf_get_current_task();
+	event = stall_reserve(task);
+	if (!event)
+		return 0;
+	event->start_ns = bpf_ktime_get_boot_ns();
+	event->duration_ns = (u64)pause * (1000000000UL / KERNEL_HZ);
+	event->memcg = task_memcg_id(task);
+	event->pages = ctx->args[4];
+	event->gfp = 0;
+	event->ratelimit = ctx->args[3];
+	event->order = 0;
+	event->kind = STALL_DIRTY_THROTTLE;
+	event->planned = 1;
+	current_span(task, &event->span);
+	stall_events.ringbuf_submit(event, 0);
+	return 0;
+}
+#endif

@@ -100,7 +100,7 @@ def choose_engine(settings: Settings):
         return CoreProbe(lookups=settings.lookups, stalls=settings.stalls).start()
 
     def bcc():
-        return BccProbe(lookups=settings.lookups).start()
+        return BccProbe(lookups=settings.lookups, stalls=settings.stalls).start()
 
     if settings.engine in ("core", "bcc"):
         start = core if settings.engine == "core" else bcc

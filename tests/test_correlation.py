@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from otel_pagecache.probes.bcc import bcc_available
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_spans
@@ -25,16 +26,22 @@ APP = Path(__file__).with_name("apps") / "stall_app.py"
 MIB = 1 << 20
 
 
-@pytest.mark.parametrize("own_pid_namespace", [False, True], ids=["host-pids", "own-pid-ns"])
+@pytest.mark.parametrize(
+    ("engine", "own_pid_namespace"),
+    [("core", False), ("core", True), ("bcc", False), ("bcc", True)],
+    ids=["core-host-pids", "core-own-pid-ns", "bcc-host-pids", "bcc-own-pid-ns"],
+)
 def test_stall_span_links_to_the_application_span(
-    memcgs, data_dir, otlp_receiver, tmp_path, own_pid_namespace
+    memcgs, data_dir, otlp_receiver, tmp_path, engine, own_pid_namespace
 ):
+    if engine == "bcc" and not bcc_available():
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
     limit_memcg(directory, 48 * MIB)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
     agent_env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")
-    with AgentProcess(["run", "--include", path], agent_env, tmp_path) as agent:
+    with AgentProcess(["run", "--engine", engine, "--include", path], agent_env, tmp_path) as agent:
         wait_for_log(agent, "stall spans:")
         procs = directory / "cgroup.procs"
         app_env = {

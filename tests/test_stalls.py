@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_pagecache.probes.bcc import bcc_available
 from otel_pagecache.probes.layout import StallEvent
 from otel_pagecache.stalls import StallPipeline, TokenBuckets
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
@@ -30,16 +31,19 @@ from tests.peers.otlp_receiver import iter_points, iter_spans
 MIB = 1 << 20
 
 
+@pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
-    memcgs, data_dir, otlp_receiver, tmp_path
+    memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
+    if engine == "bcc" and not bcc_available():
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
     container_id = uuid.uuid4().hex + uuid.uuid4().hex
     path, directory = memcgs.create(f"docker-{container_id}.scope")
     limit_memcg(directory, 48 * MIB)
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
     env = stall_agent_env(otlp_receiver)
-    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+    with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
         wait_for_log(agent, "stall spans:")
         time.sleep(1)  # first snapshot taken: the memcg's identity is known
         before_ns = time.time_ns()

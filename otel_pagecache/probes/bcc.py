@@ -12,6 +12,7 @@ links are CO-RE only for now.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
@@ -21,6 +22,7 @@ from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable
 from .btf_offsets import layout_from_btf
+from .core import kernel_hz
 from .kheaders import find_headers
 from .layout import LOST_REASONS, REMOVAL_REASONS
 
@@ -44,11 +46,34 @@ def _source() -> str:
     return header + "\n" + body
 
 
+class _BccRing:
+    """BCC's ring-buffer API behind the poll()/close() the stall poller expects."""
+
+    def __init__(self, bpf, callback) -> None:
+        def sample(_ctx, data, size) -> int:
+            try:
+                callback(ctypes.string_at(data, size))
+            except Exception:  # noqa: BLE001 - an exception must not cross into C
+                _log.debug("stall callback failed", exc_info=True)
+            return 0
+
+        self._bpf = bpf
+        self._sample = sample  # BCC keeps its own reference too; this one is ours
+        bpf[b"stall_events"].open_ring_buffer(sample)
+
+    def poll(self, timeout_ms: int) -> None:
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def close(self) -> None:
+        """The ring goes with the BPF object (BccProbe.close)."""
+
+
 class BccProbe:
     engine = "bcc"
 
-    def __init__(self, lookups: bool = True) -> None:
+    def __init__(self, lookups: bool = True, stalls: bool = True) -> None:
         self.want_lookups = lookups
+        self.want_stalls = stalls
         self.has_lookups = False
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
@@ -82,6 +107,8 @@ class BccProbe:
         cflags = [f"-D{k}={v}" for k, v in layout.items()]
         if self.want_lookups:
             cflags.append("-DWITH_LOOKUPS")
+        if self.want_stalls:
+            cflags += ["-DWITH_STALLS", f"-DKERNEL_HZ={kernel_hz() or 0}"]
         previous = os.environ.get("BCC_KERNEL_SOURCE")
         os.environ["BCC_KERNEL_SOURCE"] = headers.path
         try:
@@ -98,15 +125,23 @@ class BccProbe:
                 os.environ["BCC_KERNEL_SOURCE"] = previous
         self._headers = headers
         self.has_lookups = self.want_lookups
+        if self.want_stalls:
+            self.stall_kinds = ["memcg_reclaim", "direct_reclaim", "dirty_throttle"]
         self.attached = [
             "mm_filemap_add_to_page_cache",
             "mm_filemap_delete_from_page_cache",
             "writeback_dirty_folio",
-        ] + (
-            ["mm_filemap_get_pages", "mm_filemap_fault", "mm_filemap_map_pages"]
-            if self.has_lookups
-            else []
-        )
+        ]
+        if self.has_lookups:
+            self.attached += ["mm_filemap_get_pages", "mm_filemap_fault", "mm_filemap_map_pages"]
+        if self.want_stalls:
+            self.attached += [
+                "mm_vmscan_memcg_reclaim_begin",
+                "mm_vmscan_memcg_reclaim_end",
+                "mm_vmscan_direct_reclaim_begin",
+                "mm_vmscan_direct_reclaim_end",
+                "balance_dirty_pages",
+            ]
         if not headers.matches:
             _log.info(
                 "BCC compiled against %s headers for kernel %s; layouts taken from BTF",
@@ -152,6 +187,27 @@ class BccProbe:
             for memcg, pages in reading.lookups_in_slots.items():
                 reading.lookups[memcg] = reading.lookups.get(memcg, 0) + pages
             return reading
+
+    def stall_ring(self, callback) -> _BccRing:
+        """The stall ring buffer, polled like the CO-RE engine's (see stalls.StallPoller)."""
+        with self._lock:
+            if self._bpf is None:
+                raise ProbeUnavailable("probe is closed")
+            return _BccRing(self._bpf, callback)
+
+    def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
+        with self._lock:
+            if self._bpf is not None:
+                table = self._bpf[b"span_slot_bases"]
+                table[table.Key(pid)] = table.Leaf(address, count, size)
+
+    def forget_span_slots(self, pids: Iterable[int]) -> None:
+        with self._lock:
+            if self._bpf is not None:
+                table = self._bpf[b"span_slot_bases"]
+                for pid in pids:
+                    with contextlib.suppress(KeyError):
+                        del table[table.Key(pid)]
 
     def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
         with self._lock:

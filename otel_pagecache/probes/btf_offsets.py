@@ -97,6 +97,10 @@ class KernelBtf:
                     return bits // 8 + inner
         return None
 
+    def struct_size(self, struct: str) -> int:
+        t, _ = self._type(self._find(struct, KIND_STRUCT))
+        return t.size_type
+
     def enum_value(self, enum: str, name: str) -> int | None:
         """Value of enumerator ``name`` in any enum called ``enum``."""
         try:
@@ -130,6 +134,11 @@ MEMBERS = {
     "OFF_TASK_RECLAIM_STATE": ("task_struct", "reclaim_state"),
     "OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
     "OFF_CSS_SET_SUBSYS": ("css_set", "subsys"),
+    "OFF_TASK_TGID": ("task_struct", "tgid"),
+    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
+    "OFF_TASK_THREAD_PID": ("task_struct", "thread_pid"),
+    "OFF_PID_LEVEL": ("pid", "level"),
+    "OFF_PID_NUMBERS": ("pid", "numbers"),
 }
 
 
@@ -152,6 +161,7 @@ def layout_from_btf() -> dict[str, int]:
             raise KeyError("memory_cgrp_id or PG_head")
         out["MEMORY_CGRP_ID"] = memory_id
         out["PG_HEAD"] = head
+        out["SIZE_UPID"] = btf.struct_size("upid")
         return out
     finally:
         btf.close()
