@@ -3,7 +3,10 @@
 1. Start-up to first export and peak RSS: a real ``otel-pagecache run
    --engine X`` exporting OTLP/gRPC every 500 ms to a loopback receiver; time
    from spawn to the first metrics request, VmHWM/VmRSS three seconds later.
-2. The cached-pread slowdown (bench/pread_loop.c): no programs, CO-RE, BCC,
+2. Per-event cost of each engine's programs (kernel.bpf_stats_enabled=1,
+   run_time_ns / run_cnt), both loaded at once under the same workload
+   (bench/bpf_cost.py's), so each event runs both.
+3. The cached-pread slowdown (bench/pread_loop.c): no programs, CO-RE, BCC,
    alternating rounds, medians.
 
 Run as root: ``.venv/bin/python bench/engines.py``. Needs gcc, and BCC
@@ -61,6 +64,54 @@ def startup(engine: str) -> tuple[float, int, int]:
         receiver.stop()
 
 
+BCC_NAMES = {
+    "on_add_to_page_cache": "raw_tracepoint__mm_filemap_add_to_page_cache",
+    "on_delete_from_page_cache": "raw_tracepoint__mm_filemap_delete_from_page_cache",
+    "on_dirty_folio": "raw_tracepoint__writeback_dirty_folio",
+    "on_get_pages": "raw_tracepoint__mm_filemap_get_pages",
+    "on_fault": "raw_tracepoint__mm_filemap_fault",
+    "on_map_pages": "raw_tracepoint__mm_filemap_map_pages",
+}
+
+
+def per_event() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bpf_cost
+
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    original = stats.read_text().strip()
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        tmp_path = Path(tmp)
+        _, loop = bpf_cost.build(tmp_path)
+        core, bcc = CoreProbe(stalls=False).start(), BccProbe(stalls=False).start()
+        try:
+            stats.write_text("1")
+            before = _all_stats()
+            bpf_cost.workload(tmp_path, loop)
+            after = _all_stats()
+        finally:
+            stats.write_text(original)
+            core.close()
+            bcc.close()
+    print("per-event cost, both engines attached (ns per event)")
+    print(f"{'program':<28} {'events':>9} {'core ns':>8} {'bcc ns':>8}")
+    for ours, theirs in BCC_NAMES.items():
+        row = []
+        for name in (ours, theirs):
+            (t1, c1), (t0, c0) = after.get(name, (0, 0)), before.get(name, (0, 0))
+            row.append(((t1 - t0) / (c1 - c0), c1 - c0) if c1 > c0 else (float("nan"), 0))
+        print(f"{ours:<28} {row[0][1]:>9} {row[0][0]:>8.1f} {row[1][0]:>8.1f}")
+
+
+def _all_stats() -> dict[str, tuple[int, int]]:
+    import json
+
+    out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True).stdout
+    return {
+        p.get("name", ""): (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out)
+    }
+
+
 def pread(rounds: int = 5) -> None:
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         loop = Path(tmp) / "pread_loop"
@@ -107,6 +158,7 @@ def main() -> int:
         f"bcc / core: start-up x{figures['bcc'][0] / figures['core'][0]:.1f}, "
         f"peak RSS x{figures['bcc'][1] / figures['core'][1]:.1f}"
     )
+    per_event()
     pread()
     return 0
 

@@ -75,6 +75,7 @@ class ActivityTracker:
         resolve_path: Callable[[int, list[tuple[int, int, int]]], dict] | None = None,
     ) -> None:
         self.probe = probe
+        self.engine_reason = ""  # why this engine runs (agent.choose_engine)
         self.top_files = top_files
         self.resolve_path = resolve_path
         self._last: dict[str, dict] = {name: {} for name in (*_FIELDS, "removals")}

@@ -84,7 +84,9 @@ def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTr
             return hierarchy.directory(path) if path is not None else None
 
         resolver = FilePathResolver(cgroup_dir, settings.proc_root)
-    return ActivityTracker(probe, settings.top_files, resolver)
+    tracker = ActivityTracker(probe, settings.top_files, resolver)
+    tracker.engine_reason = reason
+    return tracker
 
 
 def choose_engine(settings: Settings):
@@ -220,8 +222,11 @@ class Agent:
         # Prometheus has no per-series Resource: there the identity must be labels.
         labels = "prometheus" in settings.metrics_exporters or not self._pushes_only()
         engine = self.activity.probe.engine if self.activity is not None else "none"
+        reason = (
+            getattr(self.activity, "engine_reason", "") if self.activity else "off or unavailable"
+        )
         self.metrics = PageCacheMetrics(
-            meter, self.source, identity_on_points=labels, engine=engine
+            meter, self.source, identity_on_points=labels, engine=engine, engine_reason=reason
         )
         self._stopped = threading.Event()
         _log.info(

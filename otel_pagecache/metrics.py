@@ -46,6 +46,7 @@ REMOVAL_REASON = "pagecache.removal.reason"
 LOST_REASON = "pagecache.lost.reason"
 BPF_MAP = "pagecache.bpf.map"
 ENGINE = "pagecache.engine"
+ENGINE_REASON = "pagecache.engine.reason"
 FILE_INODE = "file.inode"
 FILE_DEVICE = "pagecache.file.device"
 FILE_PATH = "file.path"
@@ -387,10 +388,14 @@ class PageCacheMetrics:
         source: SnapshotSource,
         identity_on_points: bool = True,
         engine: str = "none",
+        engine_reason: str = "",
     ) -> None:
         self._source = source
-        # Which activity engine runs (core, none), on the agent's own metrics.
+        # Which activity engine runs (core, bcc, none) and why, on the agent's
+        # own metrics.
         self._engine_attrs = {ENGINE: engine}
+        if engine_reason:
+            self._engine_attrs[ENGINE_REASON] = engine_reason[:200]
         self._identity_on_points = identity_on_points
         self._read_errors_total = 0
         self._vanished_total = 0

@@ -60,3 +60,46 @@ def test_lockdown_and_capability_parsers(tmp_path):
     assert caps & (1 << 39) and caps & (1 << 38) and not caps & (1 << 21)
     (tmp_path / "self" / "status").write_text("CapEff:\tzz\n")
     assert effective_capabilities(str(tmp_path)) == 0
+
+
+def test_engine_failures_name_their_cause(monkeypatch):
+    import otel_pagecache.probes.bcc as bcc
+    from otel_pagecache.probes import ProbeUnavailable
+
+    monkeypatch.setattr(bcc, "bcc_available", lambda: False)
+    try:
+        bcc.BccProbe().start()
+        raise AssertionError("started without BCC")
+    except ProbeUnavailable as e:
+        assert "python3-bpfcc" in str(e)
+    monkeypatch.setattr(bcc, "bcc_available", lambda: True)
+    monkeypatch.setattr(bcc, "find_headers", lambda: None)
+    try:
+        bcc.BccProbe().start()
+        raise AssertionError("started without headers")
+    except ProbeUnavailable as e:
+        assert "linux-headers" in str(e) and "BCC_KERNEL_SOURCE" in str(e)
+
+
+def test_auto_falls_back_to_bcc_when_core_cannot_run(monkeypatch, real_hierarchy):
+    import otel_pagecache.probes.core as core
+    from otel_pagecache.agent import choose_engine
+    from otel_pagecache.config import Settings
+    from otel_pagecache.probes import ProbeUnavailable
+    from otel_pagecache.probes.bcc import bcc_available
+
+    if not bcc_available():
+        import pytest
+
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+
+    def refuse(self):
+        raise ProbeUnavailable("no BTF (simulated)")
+
+    monkeypatch.setattr(core.CoreProbe, "start", refuse)
+    probe, reason = choose_engine(Settings(stalls=False))
+    try:
+        assert probe.engine == "bcc"
+        assert "core: no BTF (simulated)" in reason
+    finally:
+        probe.close()

@@ -22,9 +22,10 @@ from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable
 from .btf_offsets import layout_from_btf
-from .core import kernel_hz
+from .core import LOOKUP_PROGRAMS, PROGRAMS, STALL_PROGRAMS, kernel_hz
 from .kheaders import find_headers
 from .layout import LOST_REASONS, REMOVAL_REASONS
+from .libbpf import BTF_KIND_TYPEDEF, vmlinux_btf_has
 
 _log = logging.getLogger(__name__)
 COUNTER_MAPS = (
@@ -105,8 +106,22 @@ class BccProbe:
             headers.cleanup()
             raise ProbeUnavailable(f"kernel BTF lacks {e}: activity metrics are off") from e
         cflags = [f"-D{k}={v}" for k, v in layout.items()]
-        if self.want_lookups:
+        # BCC attaches every probe in the program: one on a tracepoint this
+        # kernel lacks would fail the whole load, so those are compiled out.
+        present = vmlinux_btf_has(
+            [(f"btf_trace_{tp.split(':')[1]}", BTF_KIND_TYPEDEF) for tp in PROGRAMS.values()]
+        )
+        self.missing_tracepoints = [
+            tp for tp in PROGRAMS.values() if not present[f"btf_trace_{tp.split(':')[1]}"]
+        ]
+        lookup_tps = [PROGRAMS[p] for p in LOOKUP_PROGRAMS]
+        if self.want_lookups and not set(lookup_tps) & set(self.missing_tracepoints):
             cflags.append("-DWITH_LOOKUPS")
+        else:
+            self.want_lookups = False
+        stall_tps = [PROGRAMS[p] for p in STALL_PROGRAMS]
+        if set(stall_tps) & set(self.missing_tracepoints):
+            self.want_stalls = False
         if self.want_stalls:
             cflags += ["-DWITH_STALLS", f"-DKERNEL_HZ={kernel_hz() or 0}"]
         previous = os.environ.get("BCC_KERNEL_SOURCE")
