@@ -129,7 +129,7 @@ class BccProbe:
         try:
             from bcc import BPF
 
-            self._bpf = BPF(text=_source(), cflags=cflags)
+            self._bpf = BPF(text=_source().encode(), cflags=cflags)
         except Exception as e:  # noqa: BLE001 - BCC raises plain Exception on compile errors
             headers.cleanup()
             raise ProbeUnavailable(f"BCC could not compile or load the programs: {e}") from e
