@@ -198,13 +198,13 @@ class Agent:
         if readers is None:
             readers = build_readers(settings, limit, self._identity)
         self.readers = list(readers)
-        # Observable callbacks run outside any trace: exemplars would be empty
-        # and only cost time per point.
         # Up to top_files points per memcg for the file metric, not two.
         file_view = View(
             instrument_name=FILE_USAGE.name,
             aggregation_cardinality_limit=settings.max_cgroups * max(1, settings.top_files) + 16,
         )
+        # Observable callbacks run outside any trace: exemplars would be empty
+        # and only cost time per point.
         self.meter_provider = MeterProvider(
             metric_readers=self.readers,
             resource=base_resource(),

@@ -179,7 +179,8 @@ def _top(settings: Settings, args: argparse.Namespace) -> int:
     from .top import run_top
 
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
-    tracker = build_activity(settings, reader)
+    # The table shows counters only: no stall programs (nothing would drain them).
+    tracker = build_activity(dataclasses.replace(settings, stalls=False), reader)
     stop = _stop_event_on_signals()
     count = 1 if args.once else args.count
     try:
