@@ -26,7 +26,13 @@ ARCH = {"x86_64": "x86", "aarch64": "arm64", "ppc64le": "powerpc", "s390x": "s39
 def copy_bcc_sources() -> None:
     """The BCC engine compiles at run time: ship its source and the shared header."""
     os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    for name in ("pagecache_bcc.c", "pagecache.h"):
+    for name in (
+        "pagecache_bcc.c",
+        "pagecache_bcc_tp.c",
+        "pagecache_bcc_layout.h",
+        "pagecache_bcc_count.h",
+        "pagecache.h",
+    ):
         source = os.path.join(HERE, "bpf", name)
         if os.path.exists(source):
             shutil.copyfile(source, os.path.join(os.path.dirname(OUTPUT), name))

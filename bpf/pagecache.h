@@ -17,6 +17,7 @@
 enum removal_reason {
 	REMOVAL_EVICTION = 0,     /* reclaim: kswapd, direct or memcg reclaim */
 	REMOVAL_INVALIDATION = 1, /* truncate, fadvise(DONTNEED), drop, hole punch */
+	REMOVAL_UNKNOWN = 2,      /* the BCC tracepoint-only mode cannot tell */
 };
 
 struct removal_key {

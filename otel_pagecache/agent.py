@@ -225,8 +225,14 @@ class Agent:
         reason = (
             getattr(self.activity, "engine_reason", "") if self.activity else "off or unavailable"
         )
+        attribution = getattr(self.activity.probe, "attribution", "owner") if self.activity else ""
         self.metrics = PageCacheMetrics(
-            meter, self.source, identity_on_points=labels, engine=engine, engine_reason=reason
+            meter,
+            self.source,
+            identity_on_points=labels,
+            engine=engine,
+            engine_reason=reason,
+            attribution=attribution,
         )
         self._stopped = threading.Event()
         _log.info(

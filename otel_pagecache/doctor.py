@@ -140,8 +140,10 @@ def _check_bcc() -> Check:
         probe = BccProbe().start()
     except ProbeUnavailable as e:
         return Check("engine.bcc", WARN, f"{where}; {e}", "see the message")
+    layout, attribution = probe.layout, probe.attribution
     probe.close()
-    return Check("engine.bcc", OK, f"compiles and loads ({where})")
+    detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
+    return Check("engine.bcc", OK, detail)
 
 
 def _check_btf_lockdown_tracefs() -> list[Check]:

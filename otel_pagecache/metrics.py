@@ -47,6 +47,7 @@ LOST_REASON = "pagecache.lost.reason"
 BPF_MAP = "pagecache.bpf.map"
 ENGINE = "pagecache.engine"
 ENGINE_REASON = "pagecache.engine.reason"
+ATTRIBUTION = "pagecache.attribution"
 FILE_INODE = "file.inode"
 FILE_DEVICE = "pagecache.file.device"
 FILE_PATH = "file.path"
@@ -389,6 +390,7 @@ class PageCacheMetrics:
         identity_on_points: bool = True,
         engine: str = "none",
         engine_reason: str = "",
+        attribution: str = "owner",
     ) -> None:
         self._source = source
         # Which activity engine runs (core, bcc, none) and why, on the agent's
@@ -396,6 +398,10 @@ class PageCacheMetrics:
         self._engine_attrs = {ENGINE: engine}
         if engine_reason:
             self._engine_attrs[ENGINE_REASON] = engine_reason[:200]
+        if engine != "none":
+            # "owner" (the page's memcg) or "current_task" (BCC without BTF or
+            # matching headers: the cgroup of the task behind each event).
+            self._engine_attrs[ATTRIBUTION] = attribution
         self._identity_on_points = identity_on_points
         self._read_errors_total = 0
         self._vanished_total = 0

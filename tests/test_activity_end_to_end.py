@@ -123,3 +123,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     # The agent's own BPF health metrics, on the base resource.
     names = {p.metric for p in iter_points(requests) if "container.id" not in p.resource}
     assert {"pagecache.agent.bpf.map.fill", "pagecache.agent.bpf.lost"} <= names
+    own = [p for p in iter_points(requests) if p.metric == "pagecache.agent.collection.duration"]
+    assert own[-1].attributes["pagecache.engine"] == engine
+    assert own[-1].attributes["pagecache.attribution"] == "owner"
+    assert own[-1].attributes["pagecache.engine.reason"] == "as asked"

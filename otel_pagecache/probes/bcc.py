@@ -40,11 +40,24 @@ def bcc_available() -> bool:
     return importlib.util.find_spec("bcc") is not None
 
 
-def _source() -> str:
+def _source(layout: str) -> str:
+    """The program text for a layout mode: "btf" (offsets as -D constants),
+    "headers" (offsets from matching kernel headers) or "tracepoints"."""
     base = resources.files("otel_pagecache._bpf")
-    header = (base / "pagecache.h").read_text()
-    body = (base / "pagecache_bcc.c").read_text()
-    return header + "\n" + body
+    parts = [(base / "pagecache.h").read_text()]
+    if layout == "headers":
+        parts.append((base / "pagecache_bcc_layout.h").read_text())
+    program = "pagecache_bcc_tp.c" if layout == "tracepoints" else "pagecache_bcc.c"
+    body = (base / program).read_text()
+    parts.append(body.replace("COUNT_FUNCTIONS", (base / "pagecache_bcc_count.h").read_text()))
+    return "\n".join(parts)
+
+
+def _tracefs_mounted() -> bool:
+    return any(
+        os.path.isdir(f"{root}/events/filemap")
+        for root in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+    )
 
 
 class _BccRing:
@@ -69,12 +82,29 @@ class _BccRing:
         """The ring goes with the BPF object (BccProbe.close)."""
 
 
+def _tracepoints_in_tracefs() -> dict[str, bool]:
+    """btf_trace_<name> -> present, from tracefs when the kernel has no BTF."""
+    roots = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+    out = {}
+    for tracepoint in PROGRAMS.values():
+        group, name = tracepoint.split(":")
+        out[f"btf_trace_{name}"] = any(os.path.isdir(f"{r}/events/{group}/{name}") for r in roots)
+    return out
+
+
 class BccProbe:
     engine = "bcc"
 
-    def __init__(self, lookups: bool = True, stalls: bool = True) -> None:
+    def __init__(self, lookups: bool = True, stalls: bool = True, layout: str = "auto") -> None:
         self.want_lookups = lookups
         self.want_stalls = stalls
+        # "auto": BTF when the kernel has it; else headers that match the
+        # running kernel exactly; else tracepoint fields only (see
+        # pagecache_bcc_tp.c). The other values force one, for tests.
+        self.layout = layout
+        # "owner": counts by the memcg that owns the page; "current_task":
+        # by the cgroup of the task that caused the event (tracepoints mode).
+        self.attribution = "owner"
         self.has_lookups = False
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
@@ -89,27 +119,46 @@ class BccProbe:
                 "BCC's Python module is not importable: apt-get install python3-bpfcc, and run "
                 "from Debian's /usr/bin/python3 (a venv made with --system-site-packages)"
             )
-        if not os.path.exists("/sys/kernel/btf/vmlinux"):
-            raise ProbeUnavailable(
-                "no kernel BTF: the BCC engine takes struct offsets from BTF and will not "
-                "guess them from headers; activity metrics are off"
-            )
         headers = find_headers()
         if headers is None:
             raise ProbeUnavailable(
                 "no kernel headers for BCC: apt-get install linux-headers-$(uname -r) (any "
-                "version works: layouts come from BTF), or set BCC_KERNEL_SOURCE"
+                "version works when the kernel has BTF), or set BCC_KERNEL_SOURCE"
             )
-        try:
-            layout = layout_from_btf()
-        except (KeyError, OSError) as e:
-            headers.cleanup()
-            raise ProbeUnavailable(f"kernel BTF lacks {e}: activity metrics are off") from e
-        cflags = [f"-D{k}={v}" for k, v in layout.items()]
+        has_btf = os.path.exists("/sys/kernel/btf/vmlinux")
+        if self.layout == "auto":
+            self.layout = "btf" if has_btf else "headers" if headers.matches else "tracepoints"
+        cflags: list[str] = []
+        if self.layout == "btf":
+            try:
+                cflags = [f"-D{k}={v}" for k, v in layout_from_btf().items()]
+            except (KeyError, OSError) as e:
+                headers.cleanup()
+                raise ProbeUnavailable(f"kernel BTF lacks {e}: activity metrics are off") from e
+        elif self.layout == "headers":
+            _log.info("no kernel BTF: BCC takes layouts from headers matching %s", headers.version)
+        else:
+            if not _tracefs_mounted():
+                headers.cleanup()
+                raise ProbeUnavailable(
+                    "no kernel BTF and no headers for this kernel: BCC can only use tracepoint "
+                    "fields, which need tracefs: mount -t tracefs tracefs /sys/kernel/tracing"
+                )
+            self.attribution = "current_task"
+            self.want_stalls = False  # their programs read kernel structs
+            _log.warning(
+                "no kernel BTF and headers for %s only: BCC counts by the current task's cgroup, "
+                "not the page's owner (pagecache.attribution=current_task)",
+                headers.version,
+            )
         # BCC attaches every probe in the program: one on a tracepoint this
         # kernel lacks would fail the whole load, so those are compiled out.
-        present = vmlinux_btf_has(
-            [(f"btf_trace_{tp.split(':')[1]}", BTF_KIND_TYPEDEF) for tp in PROGRAMS.values()]
+        present = (
+            vmlinux_btf_has(
+                [(f"btf_trace_{tp.split(':')[1]}", BTF_KIND_TYPEDEF) for tp in PROGRAMS.values()]
+            )
+            if has_btf
+            else _tracepoints_in_tracefs()
         )
         self.missing_tracepoints = [
             tp for tp in PROGRAMS.values() if not present[f"btf_trace_{tp.split(':')[1]}"]
@@ -129,7 +178,7 @@ class BccProbe:
         try:
             from bcc import BPF
 
-            self._bpf = BPF(text=_source().encode(), cflags=cflags)
+            self._bpf = BPF(text=_source(self.layout).encode(), cflags=cflags)
         except Exception as e:  # noqa: BLE001 - BCC raises plain Exception on compile errors
             headers.cleanup()
             raise ProbeUnavailable(f"BCC could not compile or load the programs: {e}") from e
