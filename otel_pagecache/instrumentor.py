@@ -324,6 +324,8 @@ class PageCacheInstrumentor(BaseInstrumentor):
             self._multi._span_processors = (  # noqa: SLF001
                 self._processor.inner._span_processors + added_since  # noqa: SLF001
             )
+            if self._processor._slots is not None:  # noqa: SLF001
+                self._processor._slots.close()  # noqa: SLF001 - the registry goes too
             self._processor = None
         if self._residency is not None:
             # Instruments cannot be removed from a meter; they fall silent.
