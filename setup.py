@@ -30,7 +30,7 @@ def copy_bcc_sources() -> None:
         "pagecache_bcc.c",
         "pagecache_bcc_tp.c",
         "pagecache_bcc_layout.h",
-        "pagecache_bcc_count.h",
+        "pagecache_bcc_common.h",
         "pagecache.h",
     ):
         source = os.path.join(HERE, "bpf", name)

@@ -12,15 +12,6 @@
 #define PF_KSWAPD 0x00020000
 #define PF_MEMALLOC_NOFS 0x00040000
 
-BPF_PERCPU_HASH(pagecache_lookups, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_misses, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_insertions, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_dirtied, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_removals, struct removal_key, u64, PAGECACHE_MAX_MEMCGS);
-BPF_HASH(pagecache_file_pages, struct file_key, s64, PAGECACHE_MAX_FILES);
-BPF_PERCPU_ARRAY(pagecache_lost, u64, LOST_REASONS);
-BPF_PERCPU_ARRAY(cpu_slots, struct cpu_slots, 1);
-
 static __always_inline u64 rd64(const void *p)
 {
 	u64 v = 0;
@@ -35,14 +26,7 @@ static __always_inline u32 rd32(const void *p)
 	return v;
 }
 
-static __always_inline void lost(u32 reason)
-{
-	u64 *n = pagecache_lost.lookup(&reason);
-	if (n)
-		*n += 1;
-}
-
-COUNT_FUNCTIONS
+BCC_COMMON
 
 static __always_inline u64 kn_id_of_css(void *css)
 {
@@ -77,40 +61,12 @@ static __always_inline u64 folio_pages(void *folio)
 	return 1UL << (rd64(folio + OFF_FOLIO_FLAGS_1) & 0xff);
 }
 
-static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
-{
-	if (slot->pages && miss) {
-		u64 memcg = slot->memcg;
-		count_misses(&memcg, slot->pages);
-	}
-	slot->pages = 0;
-	slot->mapping = 0;
-	slot->tid = 0;
-}
-
 static __always_inline void file_pages_add(u64 memcg, void *folio, s64 delta, bool create)
 {
 	void *host = (void *)rd64((void *)rd64(folio + OFF_FOLIO_MAPPING) + OFF_MAPPING_HOST);
-	struct file_key key = {};
-	s64 *pages;
 
-	key.memcg = memcg;
-	key.ino = rd64(host + OFF_INODE_INO);
-	key.dev = rd32((void *)rd64(host + OFF_INODE_SB) + OFF_SB_DEV);
-	pages = pagecache_file_pages.lookup(&key);
-	if (pages) {
-		__sync_fetch_and_add(pages, delta);
-		return;
-	}
-	if (!create)
-		return;
-	if (pagecache_file_pages.insert(&key, &delta) == 0)
-		return;
-	pages = pagecache_file_pages.lookup(&key);
-	if (pages)
-		__sync_fetch_and_add(pages, delta);
-	else
-		lost(LOST_FILE_MAP_FULL);
+	file_key_add(memcg, rd64(host + OFF_INODE_INO),
+		     rd32((void *)rd64(host + OFF_INODE_SB) + OFF_SB_DEV), delta, create);
 }
 
 RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)

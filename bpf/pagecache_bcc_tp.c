@@ -13,58 +13,7 @@
  *   - writeback_dirty_folio carries no folio size: dirtied counts folios.
  * pagecache.h is prepended by the loader.
  */
-BPF_PERCPU_HASH(pagecache_lookups, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_misses, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_insertions, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_dirtied, u64, u64, PAGECACHE_MAX_MEMCGS);
-BPF_PERCPU_HASH(pagecache_removals, struct removal_key, u64, PAGECACHE_MAX_MEMCGS);
-BPF_HASH(pagecache_file_pages, struct file_key, s64, PAGECACHE_MAX_FILES);
-BPF_PERCPU_ARRAY(pagecache_lost, u64, LOST_REASONS);
-BPF_PERCPU_ARRAY(cpu_slots, struct cpu_slots, 1);
-
-static __always_inline void lost(u32 reason)
-{
-	u64 *n = pagecache_lost.lookup(&reason);
-	if (n)
-		*n += 1;
-}
-
-COUNT_FUNCTIONS
-
-static __always_inline void file_pages_add(u64 memcg, u64 ino, u32 dev, s64 delta, bool create)
-{
-	struct file_key key = {};
-	s64 *pages;
-
-	key.memcg = memcg;
-	key.ino = ino;
-	key.dev = dev;
-	pages = pagecache_file_pages.lookup(&key);
-	if (pages) {
-		__sync_fetch_and_add(pages, delta);
-		return;
-	}
-	if (!create)
-		return;
-	if (pagecache_file_pages.insert(&key, &delta) == 0)
-		return;
-	pages = pagecache_file_pages.lookup(&key);
-	if (pages)
-		__sync_fetch_and_add(pages, delta);
-	else
-		lost(LOST_FILE_MAP_FULL);
-}
-
-static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
-{
-	if (slot->pages && miss) {
-		u64 memcg = slot->memcg;
-		count_misses(&memcg, slot->pages);
-	}
-	slot->pages = 0;
-	slot->mapping = 0;
-	slot->tid = 0;
-}
+BCC_COMMON
 
 /* Insertions are misses unless the same thread dirties the same inode next
  * (the "mapping" of the slots holds the inode number here). */
@@ -75,7 +24,7 @@ TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
 	struct cpu_slots *slots;
 
 	count_insertions(&memcg, nr);
-	file_pages_add(memcg, args->i_ino, args->s_dev, nr, true);
+	file_key_add(memcg, args->i_ino, args->s_dev, nr, true);
 	slots = cpu_slots.lookup(&zero);
 	if (!slots)
 		return 0;
@@ -111,7 +60,7 @@ TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
 	key.memcg = bpf_get_current_cgroup_id();
 	key.reason = REMOVAL_UNKNOWN;
 	count_removals(&key, nr);
-	file_pages_add(key.memcg, args->i_ino, args->s_dev, -(s64)nr, false);
+	file_key_add(key.memcg, args->i_ino, args->s_dev, -(s64)nr, false);
 	return 0;
 }
 

@@ -49,7 +49,7 @@ def _source(layout: str) -> str:
         parts.append((base / "pagecache_bcc_layout.h").read_text())
     program = "pagecache_bcc_tp.c" if layout == "tracepoints" else "pagecache_bcc.c"
     body = (base / program).read_text()
-    parts.append(body.replace("COUNT_FUNCTIONS", (base / "pagecache_bcc_count.h").read_text()))
+    parts.append(body.replace("BCC_COMMON", (base / "pagecache_bcc_common.h").read_text()))
     return "\n".join(parts)
 
 
