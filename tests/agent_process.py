@@ -82,3 +82,37 @@ def limit_memcg(directory: Path, limit: int) -> None:
         "memory.limit_in_bytes" if (directory / "memory.limit_in_bytes").exists() else "memory.max"
     )
     (directory / name).write_text(str(limit))
+
+
+def run_instrumented_app(
+    app: Path,
+    *args: object,
+    endpoint: str,
+    service: str,
+    cgroup: Path | None = None,
+    prefix: tuple[str, ...] = (),
+    base_env: dict[str, str] | None = None,
+    **env: str,
+) -> None:
+    """Run ``app`` under ``opentelemetry-instrument`` (so with the plugin),
+    exporting spans and metrics over OTLP/gRPC to ``endpoint``, inside the
+    memory cgroup at ``cgroup`` when given; ``env`` overrides the defaults."""
+    app_env = {
+        **(os.environ if base_env is None else base_env),
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        **env,
+    }
+    procs = cgroup / "cgroup.procs" if cgroup is not None else None
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    subprocess.run(
+        [*prefix, str(instrument), sys.executable, str(app), *map(str, args)],
+        env=app_env,
+        check=True,
+        timeout=120,
+        preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs is not None else None,
+    )

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.agent_process import run_instrumented_app
 from tests.conftest import make_cold_file
 from tests.peers import free_port, stop_process, wait_for_port
 from tests.peers.otlp_receiver import iter_points, iter_spans
@@ -119,27 +119,13 @@ def test_rotel_invocation_carries_spans_and_metrics(memcgs, data_dir, otlp_recei
         container_id = uuid.uuid4().hex + uuid.uuid4().hex
         _, directory = memcgs.create(f"docker-{container_id}.scope")
         cold = make_cold_file(data_dir / "cold-2m", 2 << 20)
-        procs = directory / "cgroup.procs"
-        app_env = {
-            **clean,
-            "OTEL_SERVICE_NAME": "through-rotel",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        }
-        subprocess.run(
-            [
-                str(Path(sys.executable).with_name("opentelemetry-instrument")),
-                sys.executable,
-                str(APP),
-                str(cold),
-            ],
-            env=app_env,
-            check=True,
-            timeout=120,
-            preexec_fn=lambda: procs.write_text(str(os.getpid())),
+        run_instrumented_app(
+            APP,
+            cold,
+            endpoint=f"http://127.0.0.1:{port}",
+            service="through-rotel",
+            cgroup=directory,
+            base_env=clean,
         )
         otlp_receiver.wait_for_traces(
             lambda reqs: any(s.name == "read-cold" for s in iter_spans(reqs)), timeout=20

@@ -9,16 +9,19 @@ id), read by the BPF program from the plugin's span slot at the stall's start.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from otel_pagecache.probes.bcc import bcc_available
-from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
+from tests.agent_process import (
+    AgentProcess,
+    limit_memcg,
+    run_instrumented_app,
+    stall_agent_env,
+    wait_for_log,
+)
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_spans
 
@@ -43,32 +46,17 @@ def test_stall_span_links_to_the_application_span(
     agent_env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")
     with AgentProcess(["run", "--engine", engine, "--include", path], agent_env, tmp_path) as agent:
         wait_for_log(agent, "stall spans:")
-        procs = directory / "cgroup.procs"
-        app_env = {
-            **os.environ,
-            "OTEL_SERVICE_NAME": "stalling-app",
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        }
         # In its own PID namespace (as in a container) the app sees itself as
         # pid 1: the registry, the slots and its spans use those numbers.
-        prefix = ["unshare", "--pid", "--fork"] if own_pid_namespace else []
-        subprocess.run(
-            [
-                *prefix,
-                str(Path(sys.executable).with_name("opentelemetry-instrument")),
-                sys.executable,
-                str(APP),
-                str(cold),
-                "3",
-            ],
-            env=app_env,
-            check=True,
-            timeout=120,
-            preexec_fn=lambda: procs.write_text(str(os.getpid())),
+        run_instrumented_app(
+            APP,
+            cold,
+            3,
+            endpoint=otlp_receiver.grpc_endpoint,
+            service="stalling-app",
+            cgroup=directory,
+            prefix=("unshare", "--pid", "--fork") if own_pid_namespace else (),
+            OTEL_METRICS_EXPORTER="none",
         )
 
         def linked(requests):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import configparser
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from otel_pagecache import config
 from otel_pagecache.cli import _parser
+from tests.agent_process import run_instrumented_app
 from tests.peers.otlp_receiver import iter_spans
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,27 +70,14 @@ def test_container_image_definition():
 
 
 def test_example_app_shows_the_cold_request_paid_for_misses(otlp_receiver, data_dir):
-    env = {
-        **os.environ,
-        "OTEL_SERVICE_NAME": "report-service",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "REPORT_DIR": str(data_dir),  # a disk file system, not tmpfs
-    }
     size = 16 << 20
-    subprocess.run(
-        [
-            str(Path(sys.executable).with_name("opentelemetry-instrument")),
-            sys.executable,
-            str(EXAMPLES / "app" / "report_service.py"),
-            str(size),
-        ],
-        env=env,
-        check=True,
-        timeout=120,
+    run_instrumented_app(
+        EXAMPLES / "app" / "report_service.py",
+        size,
+        endpoint=otlp_receiver.grpc_endpoint,
+        service="report-service",
+        OTEL_METRICS_EXPORTER="none",
+        REPORT_DIR=str(data_dir),  # a disk file system, not tmpfs
     )
     cold, warm = sorted(
         (s for s in iter_spans(otlp_receiver.trace_requests()) if s.name == "GET /report"),

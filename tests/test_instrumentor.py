@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
+from tests.agent_process import run_instrumented_app
 from tests.conftest import make_cold_file
 from tests.peers.otlp_receiver import iter_points, iter_spans
 
@@ -16,25 +14,14 @@ MIB = 1 << 20
 
 
 def _run_app(directory: Path, cold: Path, receiver, **extra_env: str) -> None:
-    env = {
-        **os.environ,
-        "OTEL_SERVICE_NAME": "cold-read-app",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+    run_instrumented_app(
+        APP,
+        cold,
+        endpoint=receiver.grpc_endpoint,
+        service="cold-read-app",
+        cgroup=directory,
+        OTEL_METRIC_EXPORT_INTERVAL="60000",
         **extra_env,
-    }
-    procs = directory / "cgroup.procs"
-    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
-    subprocess.run(
-        [str(instrument), sys.executable, str(APP), str(cold)],
-        env=env,
-        check=True,
-        timeout=120,
-        preexec_fn=lambda: procs.write_text(str(os.getpid())),
     )
 
 
