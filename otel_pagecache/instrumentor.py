@@ -37,14 +37,14 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
-from .cgroupfs import find_memory_hierarchy, own_cgroup_path
+from .cgroupfs import CgroupEntry, find_memory_hierarchy, own_cgroup_path
 from .config import _bool
 from .containers import Identity, identify_process
 from .correlation import SpanSlots
 from .export import copy_span
-from .memstat import OWN_FIELDS, read_memcg
+from .memstat import read_memcg
 from .metrics import MEMCG_METRICS, SCOPE_NAME, MetricSpec
-from .residency import MemcgSample
+from .residency import MemcgSample, make_sample, own_stats
 
 _log = logging.getLogger(__name__)
 
@@ -205,33 +205,19 @@ class ProcessResidency:
         reading = read_memcg(self._directory, self._version)
         if not reading.present:
             return None
-        stat = reading.stat
+        own = CgroupEntry(0, self._path, None)
+        tree_stats = None
         if self._version == 2:
             # v2 figures include children: subtract those of our own subtree
             # (never any other cgroup's) to report this memcg's own pages.
-            tree_inactive = stat.get("inactive_file")
-            for child in _child_dirs(self._directory):
-                child_stat = read_memcg(child, 2).stat
-                for name in OWN_FIELDS:
-                    if name in stat and name in child_stat:
-                        stat[name] = max(0, stat[name] - child_stat[name])
-        else:
-            tree_inactive = stat.pop("tree_inactive_file", None)
-        working_set = None
-        if reading.usage is not None and tree_inactive is not None:
-            working_set = max(0, reading.usage - tree_inactive)
-        return MemcgSample(
-            id=0,
-            path=self._path,
-            identity=self._identity,
-            stat=stat,
-            usage=reading.usage,
-            limit=reading.limit,
-            working_set=working_set,
-            major_faults=stat.pop("tree_pgmajfault", None),
-            limit_hits=reading.limit_hits,
-            pressure_us=reading.pressure_us,
-        )
+            readings = {0: reading}
+            entries = [own]
+            for number, child in enumerate(_child_dirs(self._directory), start=1):
+                readings[number] = read_memcg(child, 2)
+                entries.append(CgroupEntry(number, f"{self._path}/{number}", 0))
+            tree_stats = {0: dict(reading.stat)}
+            own_stats(readings, entries)
+        return make_sample(own, self._identity, reading, tree_stats)
 
 
 def _child_dirs(directory: str) -> list[str]:

@@ -143,6 +143,42 @@ def is_pause_cgroup(directory: str, proc_root: str = "/proc") -> bool:
     return True
 
 
+def make_sample(
+    entry: CgroupEntry,
+    identity: Identity,
+    reading: MemcgReading,
+    tree_stats: dict[int, dict[str, int]] | None,
+) -> MemcgSample:
+    """One memcg's sample from its reading, after ``own_stats`` on v2.
+
+    ``tree_stats`` holds v2's hierarchical figures as read (before the
+    subtraction); None on v1, whose hierarchical figures carry a "tree_" key.
+    """
+    stat = reading.stat
+    if tree_stats is None:
+        tree_inactive = stat.pop("tree_inactive_file", None)
+    else:
+        tree_inactive = tree_stats.get(entry.id, {}).get("inactive_file")
+    major_faults = stat.pop("tree_pgmajfault", None)
+    working_set = None
+    if reading.usage is not None and tree_inactive is not None:
+        # cAdvisor's and the kubelet's working set: usage minus inactive
+        # file pages, the figure memory-pressure eviction is decided on.
+        working_set = max(0, reading.usage - tree_inactive)
+    return MemcgSample(
+        id=entry.id,
+        path=entry.path,
+        identity=identity,
+        stat=stat,
+        usage=reading.usage,
+        limit=reading.limit,
+        working_set=working_set,
+        major_faults=major_faults,
+        limit_hits=reading.limit_hits,
+        pressure_us=reading.pressure_us,
+    )
+
+
 class ResidencyReader:
     """Reads every memcg of one hierarchy into a ``Snapshot``."""
 
@@ -219,7 +255,7 @@ class ResidencyReader:
             identity = identities[entry.path]
             if not self.selection.admits(entry.path, identity):
                 continue
-            samples.append(self._sample(entry, identity, reading, tree_stats))
+            samples.append(make_sample(entry, identity, reading, tree_stats))
         cap = self.selection.max_cgroups
         if len(samples) > cap:
             # Keep the memcgs holding the most page cache: those are the ones
@@ -278,39 +314,6 @@ class ResidencyReader:
         if cached[0]:
             return replace(identity, kind="sandbox", container_id=None)
         return identity
-
-    @staticmethod
-    def _sample(
-        entry: CgroupEntry,
-        identity: Identity,
-        reading: MemcgReading,
-        tree_stats: dict[int, dict[str, int]] | None,
-    ) -> MemcgSample:
-        stat = reading.stat
-        if tree_stats is None:  # v1: hierarchical figures carry a "tree_" key
-            tree_inactive = stat.pop("tree_inactive_file", None)
-            major_faults = stat.pop("tree_pgmajfault", None)
-        else:
-            tree = tree_stats.get(entry.id, {})
-            tree_inactive = tree.get("inactive_file")
-            major_faults = stat.pop("tree_pgmajfault", None)
-        working_set = None
-        if reading.usage is not None and tree_inactive is not None:
-            # cAdvisor's and the kubelet's working set: usage minus inactive
-            # file pages, the figure memory-pressure eviction is decided on.
-            working_set = max(0, reading.usage - tree_inactive)
-        return MemcgSample(
-            id=entry.id,
-            path=entry.path,
-            identity=identity,
-            stat=stat,
-            usage=reading.usage,
-            limit=reading.limit,
-            working_set=working_set,
-            major_faults=major_faults,
-            limit_hits=reading.limit_hits,
-            pressure_us=reading.pressure_us,
-        )
 
 
 class SnapshotSource:

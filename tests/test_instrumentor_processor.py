@@ -105,3 +105,32 @@ def test_spans_that_never_end_do_not_block_new_ones():
     tracer.start_span("fine").end()
     assert "pagecache.thread.read_bytes" in exporter.get_finished_spans()[0].attributes
     assert len(processor._starts) <= 100
+
+
+def test_process_residency_reports_its_own_v2_pages_without_its_children(tmp_path):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_pagecache.containers import identify
+    from otel_pagecache.instrumentor import ProcessResidency
+    from tests.cgroup_trees import write_v2_cgroup
+
+    own = write_v2_cgroup(
+        tmp_path, "/app", {"active_file": 5000, "inactive_file": 3000}, current=20000
+    )
+    write_v2_cgroup(tmp_path, "/app/worker", {"active_file": 1000, "inactive_file": 500})
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    ProcessResidency(meter, identify("/app"), str(own), 2, "/app")
+    points = {
+        (m.name, p.attributes.get("pagecache.state")): (p.value, p.attributes)
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    }
+    assert points[("pagecache.usage", "active")][0] == 4000
+    assert points[("pagecache.usage", "inactive")][0] == 2500
+    # The memcg as a whole: usage minus its hierarchical inactive file pages.
+    assert points[("pagecache.memcg.working_set", None)][0] == 20000 - 3000
+    assert points[("pagecache.usage", "active")][1]["pagecache.reporter"] == "process"
