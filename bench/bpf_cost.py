@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -134,48 +136,62 @@ def per_event_cost(tmp: Path, empty_obj: Path, loop: Path) -> None:
             )
 
 
+PREAD_COUNT = 2_000_000
+
+
+def pread_medians(
+    loop: Path, tmp: Path, setups: dict[str, Callable[[], Any] | None], rounds: int
+) -> dict[str, float]:
+    """ns per 4 KiB pread of a cached page under each setup, median of
+    alternating rounds. A setup starts what it measures (something with
+    close()), or is None for nothing attached."""
+    page = tmp / "page"
+    page.write_bytes(os.urandom(4096))
+    results: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name, start in setups.items():
+            attached = start() if start is not None else None
+            try:
+                out = subprocess.run(
+                    [str(loop), str(page), str(PREAD_COUNT)], capture_output=True, text=True
+                )
+                results[name].append(float(out.stdout))
+            finally:
+                if attached is not None:
+                    attached.close()
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def print_pread(medians: dict[str, float], rounds: int) -> None:
+    base = medians["none"]
+    print(f"4 KiB pread of a cached page, {PREAD_COUNT} per run, median of {rounds} rounds")
+    for name, median in medians.items():
+        print(f"  {name:<18} {median:7.1f} ns/pread  {100 * (median / base - 1):+6.1f} %")
+
+
 def pread_slowdown(tmp: Path, empty_obj: Path, loop: Path, rounds: int = 7) -> None:
-    data = tmp / "page"
-    data.write_bytes(os.urandom(4096))
-    count = "2000000"
-
-    def run() -> float:
-        out = subprocess.run([str(loop), str(data), count], capture_output=True, text=True)
-        return float(out.stdout)
-
-    def with_empty() -> float:
+    def empty_on_get_pages() -> BpfObject:
         empty = BpfObject(str(empty_obj))
-        empty.set_autoload("empty_get_pages", True)
         for name in EMPTY.values():
-            if name != "empty_get_pages":
-                empty.set_autoload(name, False)
+            empty.set_autoload(name, name == "empty_get_pages")
         empty.load()
         empty.attach("empty_get_pages")
-        try:
-            return run()
-        finally:
-            empty.close()
+        return empty
 
-    def with_agent(lookups: bool) -> float:
-        probe = CoreProbe(lookups=lookups).start()
-        try:
-            return run()
-        finally:
-            probe.close()
-
-    results: dict[str, list[float]] = {"none": [], "empty": [], "agent": [], "agent-no-lookups": []}
-    for _ in range(rounds):
-        results["none"].append(run())
-        results["empty"].append(with_empty())
-        results["agent"].append(with_agent(True))
-        results["agent-no-lookups"].append(with_agent(False))
-    base = statistics.median(results["none"])
-    print(f"4 KiB pread of a cached page, {count} per run, median of {rounds} alternating rounds")
-    for name, values in results.items():
-        median = statistics.median(values)
-        print(f"  {name:<18} {median:7.1f} ns/pread  {100 * (median / base - 1):+6.1f} %")
-    floor = statistics.median(results["empty"]) / base - 1
-    agent = statistics.median(results["agent"]) / base - 1
+    medians = pread_medians(
+        loop,
+        tmp,
+        {
+            "none": None,
+            "empty": empty_on_get_pages,
+            "agent": lambda: CoreProbe().start(),
+            "agent-no-lookups": lambda: CoreProbe(lookups=False).start(),
+        },
+        rounds,
+    )
+    print_pread(medians, rounds)
+    base = medians["none"]
+    floor, agent = medians["empty"] / base - 1, medians["agent"] / base - 1
     print(f"  agent minus floor: {100 * (agent - floor):+.1f} percentage points")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import bpf_cost  # noqa: E402 - bench/ is on sys.path when run as a script
 
 from otel_pagecache.probes.bcc import BccProbe  # noqa: E402
 from otel_pagecache.probes.core import CoreProbe  # noqa: E402
@@ -75,9 +76,6 @@ BCC_NAMES = {
 
 
 def per_event() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bpf_cost
-
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     original = stats.read_text().strip()
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
@@ -114,34 +112,19 @@ def _all_stats() -> dict[str, tuple[int, int]]:
 
 def pread(rounds: int = 5) -> None:
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
-        loop = Path(tmp) / "pread_loop"
-        subprocess.run(
-            ["gcc", "-O2", "-o", str(loop), str(ROOT / "bench" / "pread_loop.c")], check=True
+        tmp_path = Path(tmp)
+        _, loop = bpf_cost.build(tmp_path)
+        medians = bpf_cost.pread_medians(
+            loop,
+            tmp_path,
+            {
+                "none": None,
+                "core": lambda: CoreProbe(stalls=False).start(),
+                "bcc": lambda: BccProbe().start(),
+            },
+            rounds,
         )
-        page = Path(tmp) / "page"
-        page.write_bytes(os.urandom(4096))
-
-        def run() -> float:
-            out = subprocess.run([str(loop), str(page), "2000000"], capture_output=True, text=True)
-            return float(out.stdout)
-
-        def with_probe(factory) -> float:
-            probe = factory().start()
-            try:
-                return run()
-            finally:
-                probe.close()
-
-        results = {"none": [], "core": [], "bcc": []}
-        for _ in range(rounds):
-            results["none"].append(run())
-            results["core"].append(with_probe(lambda: CoreProbe(stalls=False)))
-            results["bcc"].append(with_probe(BccProbe))
-        base = statistics.median(results["none"])
-        print(f"4 KiB pread of a cached page, median of {rounds} alternating rounds")
-        for name, values in results.items():
-            median = statistics.median(values)
-            print(f"  {name:<5} {median:7.1f} ns/pread  {100 * (median / base - 1):+6.1f} %")
+    bpf_cost.print_pread(medians, rounds)
 
 
 def main() -> int:
