@@ -348,6 +348,9 @@ int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t
 	if (slot->tid == tid && slot->mapping == (__u64)mapping && slot->last == last_index &&
 	    index > slot->index) {
 		slot->index = index;
+		/* The read continuing still ends pending insertions: its misses. */
+		if (slots->insert.pages)
+			resolve_pending(&slots->insert, true);
 		return 0;
 	}
 	slot->tid = tid;

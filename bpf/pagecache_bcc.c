@@ -161,24 +161,15 @@ static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages)
 
 RAW_TRACEPOINT_PROBE(mm_filemap_get_pages)
 {
-	u64 mapping = ctx->args[0], index = ctx->args[1], last = ctx->args[2];
-	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
+	u32 zero = 0;
 	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-	struct lookup_slot *slot;
+	u64 pages;
 
 	if (!slots)
 		return 0;
-	slot = &slots->lookup;
-	if (slot->tid == tid && slot->mapping == mapping && slot->last == last &&
-	    index > slot->index) {
-		slot->index = index;
-		return 0;
-	}
-	slot->tid = tid;
-	slot->mapping = mapping;
-	slot->index = index;
-	slot->last = last;
-	count_lookups(slots, last - index + 1);
+	pages = read_pages(slots, ctx->args[0], ctx->args[1], ctx->args[2]);
+	if (pages)
+		count_lookups(slots, pages);
 	return 0;
 }
 
@@ -189,29 +180,19 @@ RAW_TRACEPOINT_PROBE(mm_filemap_fault)
 
 	if (!slots)
 		return 0;
-	slots->lookup.fault_tid = (u32)bpf_get_current_pid_tgid();
-	slots->lookup.fault_mapping = ctx->args[0];
-	slots->lookup.fault_index = ctx->args[1];
+	note_fault(&slots->lookup, ctx->args[0], ctx->args[1]);
 	count_lookups(slots, 1);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_filemap_map_pages)
 {
-	u64 mapping = ctx->args[0], start = ctx->args[1], last = ctx->args[2];
-	u64 pages = last - start + 1;
 	u32 zero = 0;
 	struct cpu_slots *slots = cpu_slots.lookup(&zero);
 
 	if (!slots)
 		return 0;
-	if (slots->lookup.fault_tid == (u32)bpf_get_current_pid_tgid() &&
-	    slots->lookup.fault_mapping == mapping && slots->lookup.fault_index >= start &&
-	    slots->lookup.fault_index <= last) {
-		pages -= 1;
-		slots->lookup.fault_mapping = 0;
-	}
-	count_lookups(slots, pages);
+	count_lookups(slots, fault_around_pages(&slots->lookup, ctx->args[0], ctx->args[1], ctx->args[2]));
 	return 0;
 }
 #endif

@@ -146,3 +146,53 @@ static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
 	slot->mapping = 0;
 	slot->tid = 0;
 }
+
+/*
+ * The lookup path's bookkeeping (why: see pagecache.bpf.c). "mapping" is
+ * whatever the program can see that names the file: an address_space
+ * pointer, or the inode number in the tracepoint-only program.
+ */
+
+/* Pages a get_pages event adds: its whole range on a read's first batch,
+ * 0 on the same read continuing (same thread, mapping and end, later start).
+ * A continuing read still ends pending insertions: they were its misses. */
+static __always_inline u64 read_pages(struct cpu_slots *slots, u64 mapping, u64 index, u64 last)
+{
+	struct lookup_slot *slot = &slots->lookup;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+
+	if (slot->tid == tid && slot->mapping == mapping && slot->last == last &&
+	    index > slot->index) {
+		slot->index = index;
+		if (slots->insert.pages)
+			resolve_pending(&slots->insert, true);
+		return 0;
+	}
+	slot->tid = tid;
+	slot->mapping = mapping;
+	slot->index = index;
+	slot->last = last;
+	return last - index + 1;
+}
+
+/* A fault counts its page; the next fault-around of the thread maps it again. */
+static __always_inline void note_fault(struct lookup_slot *slot, u64 mapping, u64 index)
+{
+	slot->fault_tid = (u32)bpf_get_current_pid_tgid();
+	slot->fault_mapping = mapping;
+	slot->fault_index = index;
+}
+
+/* Pages a fault-around maps, less the page a fault of the same thread counted. */
+static __always_inline u64 fault_around_pages(struct lookup_slot *slot, u64 mapping, u64 start,
+					       u64 last)
+{
+	u64 pages = last - start + 1;
+
+	if (slot->fault_tid == (u32)bpf_get_current_pid_tgid() && slot->fault_mapping == mapping &&
+	    slot->fault_index >= start && slot->fault_index <= last) {
+		pages -= 1;
+		slot->fault_mapping = 0;
+	}
+	return pages;
+}

@@ -86,23 +86,15 @@ static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages)
 
 TRACEPOINT_PROBE(filemap, mm_filemap_get_pages)
 {
-	u64 ino = args->i_ino, index = args->index, last = args->last_index;
-	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
+	u32 zero = 0;
 	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-	struct lookup_slot *slot;
+	u64 pages;
 
 	if (!slots)
 		return 0;
-	slot = &slots->lookup;
-	if (slot->tid == tid && slot->mapping == ino && slot->last == last && index > slot->index) {
-		slot->index = index;
-		return 0;
-	}
-	slot->tid = tid;
-	slot->mapping = ino;
-	slot->index = index;
-	slot->last = last;
-	count_lookups(slots, last - index + 1);
+	pages = read_pages(slots, args->i_ino, args->index, args->last_index);
+	if (pages)
+		count_lookups(slots, pages);
 	return 0;
 }
 
@@ -113,28 +105,19 @@ TRACEPOINT_PROBE(filemap, mm_filemap_fault)
 
 	if (!slots)
 		return 0;
-	slots->lookup.fault_tid = (u32)bpf_get_current_pid_tgid();
-	slots->lookup.fault_mapping = args->i_ino;
-	slots->lookup.fault_index = args->index;
+	note_fault(&slots->lookup, args->i_ino, args->index);
 	count_lookups(slots, 1);
 	return 0;
 }
 
 TRACEPOINT_PROBE(filemap, mm_filemap_map_pages)
 {
-	u64 pages = args->last_index - args->index + 1;
 	u32 zero = 0;
 	struct cpu_slots *slots = cpu_slots.lookup(&zero);
 
 	if (!slots)
 		return 0;
-	if (slots->lookup.fault_tid == (u32)bpf_get_current_pid_tgid() &&
-	    slots->lookup.fault_mapping == args->i_ino && slots->lookup.fault_index >= args->index &&
-	    slots->lookup.fault_index <= args->last_index) {
-		pages -= 1;
-		slots->lookup.fault_mapping = 0;
-	}
-	count_lookups(slots, pages);
+	count_lookups(slots, fault_around_pages(&slots->lookup, args->i_ino, args->index, args->last_index));
 	return 0;
 }
 #endif
