@@ -84,8 +84,10 @@ def test_tracepoint_fields_only_count_by_the_current_tasks_cgroup(
     assert delta("lookups", group_id) == pages
     assert pages <= delta("insertions", group_id) <= pages + 64
     # Without task flags every insertion waits in its CPU's slot until the next
-    # event there says read or write: up to one readahead batch (2 MiB) per
-    # CPU can still be waiting when we read.
+    # event there says read or write. The read's own later batches resolve
+    # them and the worker is pinned to one CPU, so little is still waiting
+    # when we read (unpinned, a readahead window, up to read_ahead_kb, could
+    # stay on each CPU the reader left).
     batch = 512 * (os.cpu_count() or 1)
     assert pages - batch <= delta("misses", group_id) <= pages + 64
     # No task flags without struct reads: removals are not split.
