@@ -58,6 +58,13 @@ class MemcgFactory:
         rel = str(directory.relative_to(self.hierarchy.mountpoint))
         return "/" + rel, directory
 
+    def create_container(self) -> tuple[str, str, Path]:
+        """A memcg named as Docker's systemd driver names a container's
+        (``docker-<64 hex>.scope``). Returns (container id, cgroup path, directory)."""
+        container_id = uuid.uuid4().hex + uuid.uuid4().hex
+        path, directory = self.create(f"docker-{container_id}.scope")
+        return container_id, path, directory
+
     def run(self, directory: Path, argv: list[str], timeout: float = 120) -> None:
         """Run ``argv`` inside the cgroup at ``directory`` and wait for it."""
         procs = directory / "cgroup.procs"

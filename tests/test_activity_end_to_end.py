@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import time
-import uuid
 
 import pytest
 
@@ -53,8 +52,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
     our_programs = PROGRAMS[engine]
-    container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-16m", 16 * MIB)
     before = _program_ids(engine)

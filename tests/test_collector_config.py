@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -116,8 +115,7 @@ def test_rotel_invocation_carries_spans_and_metrics(memcgs, data_dir, otlp_recei
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=15, proc=rotel)
-        container_id = uuid.uuid4().hex + uuid.uuid4().hex
-        _, directory = memcgs.create(f"docker-{container_id}.scope")
+        container_id, _, directory = memcgs.create_container()
         cold = make_cold_file(data_dir / "cold-2m", 2 << 20)
         run_instrumented_app(
             APP,

@@ -9,7 +9,6 @@ id), read by the BPF program from the plugin's span slot at the stall's start.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -39,8 +38,7 @@ def test_stall_span_links_to_the_application_span(
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
-    container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    container_id, path, directory = memcgs.create_container()
     limit_memcg(directory, 48 * MIB)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
     agent_env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")

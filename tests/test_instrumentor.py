@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from tests.agent_process import run_instrumented_app
@@ -28,8 +27,7 @@ def _run_app(directory: Path, cold: Path, receiver, **extra_env: str) -> None:
 def test_spans_carry_thread_figures_and_residency_names_the_container(
     memcgs, data_dir, otlp_receiver
 ):
-    container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    container_id, path, directory = memcgs.create_container()
     cold = make_cold_file(data_dir / "cold-8m", 8 * MIB)
     _run_app(directory, cold, otlp_receiver)
 

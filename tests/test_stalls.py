@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -37,8 +36,7 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
-    container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    container_id, path, directory = memcgs.create_container()
     limit_memcg(directory, 48 * MIB)
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
@@ -188,8 +186,7 @@ def test_token_buckets_stay_bounded():
 
 
 def test_dirty_throttling_becomes_planned_spans(memcgs, throttled_fs, otlp_receiver, tmp_path):
-    container_id = uuid.uuid4().hex + uuid.uuid4().hex
-    path, directory = memcgs.create(f"docker-{container_id}.scope")
+    container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
     env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
