@@ -3,142 +3,103 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
 
 from . import __version__
 from .cgroupfs import CgroupSetupError, find_memory_hierarchy
-from .config import Settings
+from .config import SETTINGS, SettingError, Settings, read
+from .endpoint import EndpointError, serve_prometheus
 from .export import RateLimitFilter
+from .top import SORT_KEYS
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, command: str | None) -> None:
+    """The flags of ``command`` (None: the global ones), made from config.SETTINGS."""
+    for setting in SETTINGS:
+        if not setting.flag or (command not in setting.commands if command else setting.commands):
+            continue
+        help_text = setting.flag_help or setting.help
+        default = setting.shown_default()
+        if default and not setting.flag_help and setting.takes_value:
+            help_text += f" (default {default})"
+        if setting.env and setting.env not in help_text:
+            help_text += f"; {setting.env}"
+        if setting.takes_value:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.field,
+                metavar=setting.kind.metavar,
+                action="append" if setting.repeatable else "store",
+                help=help_text + (" (repeatable)" if setting.repeatable else ""),
+            )
+        else:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.field,
+                action="store_const",
+                const=setting.flag_value,
+                help=help_text,
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="otel-pagecache",
-        description="Per-container page cache, from memory cgroups, over OpenTelemetry.",
+        description="Per-container page cache, from memory cgroups, over OpenTelemetry. "
+        "Every setting is also an environment variable: see docs/configuration.md.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _add_setting_flags(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def add_source_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--host-root", help="host's / when running in a container (OTEL_PAGECACHE_HOST_ROOT)"
-        )
-        p.add_argument("--cgroup-root", help="cgroupfs root (OTEL_PAGECACHE_CGROUP_ROOT)")
-        p.add_argument("--proc-root", help="procfs root (OTEL_PAGECACHE_PROC_ROOT)")
-        p.add_argument(
-            "--include",
-            action="append",
-            default=None,
-            metavar="GLOB",
-            help="export only cgroups whose path matches (repeatable; OTEL_PAGECACHE_INCLUDE)",
-        )
-        p.add_argument(
-            "--exclude",
-            action="append",
-            default=None,
-            metavar="GLOB",
-            help="never export cgroups whose path matches (repeatable; OTEL_PAGECACHE_EXCLUDE)",
-        )
-        p.add_argument("--max-cgroups", type=int, help="cap on exported cgroups (default 1000)")
-        p.add_argument(
-            "--no-activity",
-            dest="activity",
-            action="store_false",
-            default=None,
-            help="no BPF probes: residency only (OTEL_PAGECACHE_ACTIVITY=false)",
-        )
-        p.add_argument(
-            "--engine",
-            choices=("auto", "core", "bcc", "none"),
-            help="activity engine (OTEL_PAGECACHE_ENGINE; default auto)",
-        )
-        p.add_argument(
-            "--no-lookups",
-            dest="lookups",
-            action="store_false",
-            default=None,
-            help="leave the lookup path unattached: no lookups, no hit ratio",
-        )
-        p.add_argument(
-            "--containers-only",
-            action="store_true",
-            default=None,
-            help="skip cgroups that are not containers",
-        )
+    env_only = [s.env for s in SETTINGS if "run" in s.commands and s.env and not s.flag]
+    run = sub.add_parser(
+        "run",
+        help="run the node agent (exports per OTEL_* variables)",
+        epilog="Also read from the environment: " + ", ".join(env_only) + "; and the OTLP "
+        "exporters' own OTEL_EXPORTER_OTLP_* variables. Reference: docs/configuration.md.",
+    )
+    _add_setting_flags(run, "run")
 
-    run = sub.add_parser("run", help="run the node agent (exports per OTEL_* variables)")
-    add_source_flags(run)
-    run.add_argument(
-        "--exporter", help="otlp, console, prometheus or none (overrides OTEL_METRICS_EXPORTER)"
+    top = sub.add_parser(
+        "top", help="live per-container page-cache table (no backend needed; q quits)"
     )
-    run.add_argument(
-        "--interval", type=float, help="export interval in seconds (OTEL_METRIC_EXPORT_INTERVAL)"
-    )
-    run.add_argument(
-        "--top-files", type=int, help="files per container in pagecache.file.usage (default 10)"
-    )
-    run.add_argument(
-        "--file-paths",
-        action="store_true",
-        default=None,
-        help="export file.path for those files (off by default: file names stay private)",
-    )
-
-    top = sub.add_parser("top", help="live per-container page-cache table (no backend needed)")
-    add_source_flags(top)
-    top.add_argument("--interval", type=float, default=2.0, help="refresh seconds (default 2)")
-    top.add_argument("--count", type=int, help="stop after this many screens (default: forever)")
+    _add_setting_flags(top, "top")
     top.add_argument("--once", action="store_true", help="print one table and exit")
+    top.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default="cache",
+        help="initial sort column (default cache); keys c, m, e change it live",
+    )
 
     doctor = sub.add_parser("doctor", help="what works on this host, and how to fix the rest")
-    add_source_flags(doctor)
+    _add_setting_flags(doctor, "doctor")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
+def _flags(args: argparse.Namespace) -> dict[str, object]:
+    """What each setting's flag gave (absent flags: None)."""
+    return {s.field: getattr(args, s.field, None) for s in SETTINGS if s.flag}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    if args.host_root:
-        host_env = {"OTEL_PAGECACHE_HOST_ROOT": args.host_root}
-        rooted = Settings.from_env(host_env)
-        settings = dataclasses.replace(
-            settings,
-            **{
-                f: getattr(rooted, f)
-                for f in (
-                    "host_root",
-                    "cgroup_root",
-                    "proc_root",
-                    "pod_log_root",
-                    "containerd_state_root",
-                    "crio_state_root",
-                    "docker_root",
-                )
-            },
-        )
-    overrides = {
-        "cgroup_root": args.cgroup_root,
-        "proc_root": args.proc_root,
-        "include": tuple(args.include) if args.include else None,
-        "exclude": tuple(args.exclude) if args.exclude else None,
-        "max_cgroups": args.max_cgroups,
-        "containers_only": args.containers_only,
-        "activity": args.activity,
-        "engine": getattr(args, "engine", None),
-        "lookups": args.lookups,
-        "top_files": getattr(args, "top_files", None),
-        "file_paths": getattr(args, "file_paths", None),
-    }
-    if getattr(args, "exporter", None):
-        overrides["metrics_exporters"] = tuple(p.strip() for p in args.exporter.split(","))
-    if getattr(args, "command", None) == "run" and args.interval is not None:
-        overrides["export_interval_ms"] = args.interval * 1000
-    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    """The agent's settings: flags over variables over defaults; SettingError on a bad value."""
+    return Settings.from_env(flags=_flags(args))
 
 
 def _setup_logging(level: str) -> None:
@@ -165,6 +126,9 @@ def _stop_event_on_signals() -> threading.Event:
 def _run(settings: Settings) -> int:
     from .agent import Agent
 
+    if "prometheus" in settings.metrics_exporters:
+        # Bound before the BPF load: a port in use is one line, with nothing loaded.
+        serve_prometheus(settings.prometheus_host, settings.prometheus_port)
     agent = Agent(settings)
     stop = _stop_event_on_signals()
     try:
@@ -176,26 +140,31 @@ def _run(settings: Settings) -> int:
 
 def _top(settings: Settings, args: argparse.Namespace) -> int:
     from .agent import build_activity, build_residency_reader, read_snapshot
-    from .top import run_top
+    from .top import run_top, terminal_keys
 
+    own = read(os.environ, _flags(args), ("top_interval_s", "top_count"))
+    interval = float(own["top_interval_s"])  # type: ignore[arg-type]
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
     # The table shows counters only: no stall programs (nothing would drain them).
     tracker = build_activity(dataclasses.replace(settings, stalls=False), reader)
     stop = _stop_event_on_signals()
-    count = 1 if args.once else args.count
+    count = 1 if args.once else own["top_count"]
     try:
         previous = None
         if tracker is not None and args.once:
             # One screen of activity needs an interval to measure rates over.
             previous = read_snapshot(reader, tracker)
-            stop.wait(min(args.interval, 1.0))
-        run_top(
-            lambda: read_snapshot(reader, tracker),
-            args.interval,
-            count,
-            should_stop=stop.is_set,
-            previous=previous,
-        )
+            stop.wait(min(interval, 1.0))
+        with terminal_keys() if not args.once else contextlib.nullcontext() as keys:
+            run_top(
+                lambda: read_snapshot(reader, tracker),
+                interval,
+                count,  # type: ignore[arg-type]
+                should_stop=stop.is_set,
+                previous=previous,
+                keys=keys,
+                sort=args.sort,
+            )
     finally:
         if tracker is not None:
             tracker.probe.close()
@@ -212,17 +181,28 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.log_level)
     try:
+        # Every value is checked here, before anything is loaded or attached.
+        level = read(os.environ, _flags(args), ("log_level",))["log_level"]
+        _setup_logging(str(level))
         settings = settings_from(args)
+        if args.command == "top":
+            read(os.environ, _flags(args), ("top_interval_s", "top_count"))
+    except SettingError as e:
+        print(f"otel-pagecache: error: {e}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "run":
             return _run(settings)
         if args.command == "doctor":
             return _doctor(settings, args)
         return _top(settings, args)
-    except (CgroupSetupError, ValueError) as e:
+    except (CgroupSetupError, SettingError) as e:
         print(f"otel-pagecache: error: {e}", file=sys.stderr)
         return 2
+    except (EndpointError, ValueError) as e:
+        print(f"otel-pagecache: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
 

@@ -1,106 +1,325 @@
-"""Every environment variable the agent reads, in one place.
+"""Every setting the agent and the plugin read, in one table: ``SETTINGS``.
 
-Standard OpenTelemetry variables (read here or by the SDK's exporters):
+The command line's flags, their help, and ``docs/configuration.md`` are made
+from that table (a test checks the document), so adding a setting is one row.
 
-==========================================  =========================================
-``OTEL_METRICS_EXPORTER``                   ``otlp`` (default), ``console``,
-                                            ``prometheus``, ``none``; comma-separated
-``OTEL_TRACES_EXPORTER``                    stall spans: ``otlp`` (default),
-                                            ``console``, ``none``
-``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``      overrides the protocol for spans
-``OTEL_EXPORTER_OTLP_ENDPOINT``             read by the OTLP exporters
-``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``     read by the OTLP exporters
-``OTEL_EXPORTER_OTLP_PROTOCOL``             ``grpc`` (default, as the Python SDK's
-                                            auto-configuration) or ``http/protobuf``
-``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``     overrides the above for metrics
-``OTEL_EXPORTER_OTLP_HEADERS``              read by the OTLP exporters
-``OTEL_EXPORTER_OTLP_INSECURE``             ``true``: plain-text gRPC to an http:// endpoint
-``OTEL_EXPORTER_OTLP_TIMEOUT``              read by the OTLP exporters
-``OTEL_BSP_SCHEDULE_DELAY``                 stall span batching (ms), read by the SDK
-``OTEL_METRIC_EXPORT_INTERVAL``             milliseconds, default 60000
-``OTEL_METRIC_EXPORT_TIMEOUT``              milliseconds, default 30000
-``OTEL_RESOURCE_ATTRIBUTES``                merged into the agent's base Resource
-``OTEL_SERVICE_NAME``                       default ``otel-pagecache``
-``OTEL_EXPORTER_PROMETHEUS_HOST``/``_PORT``  pull endpoint, default localhost:9464
-==========================================  =========================================
-
-The agent's own (each also a ``run`` flag):
-
-==========================================  =========================================
-``OTEL_PAGECACHE_HOST_ROOT``                prefix for every host path below, for an
-                                            agent in a container with the host's ``/``
-                                            mounted elsewhere (default ``/``)
-``OTEL_PAGECACHE_CGROUP_ROOT``              default ``<host root>/sys/fs/cgroup``
-``OTEL_PAGECACHE_PROC_ROOT``                default ``<host root>/proc``
-``OTEL_PAGECACHE_INCLUDE``                  comma-separated globs on cgroup paths;
-                                            only matching cgroups are exported
-``OTEL_PAGECACHE_EXCLUDE``                  comma-separated globs; never exported
-``OTEL_PAGECACHE_MAX_CGROUPS``              cap on exported cgroups, largest page
-                                            cache first (default 1000)
-``OTEL_PAGECACHE_CONTAINERS_ONLY``          ``true``: skip cgroups that are not
-                                            containers (default ``false``)
-``OTEL_PAGECACHE_SHUTDOWN_TIMEOUT``         seconds allowed for the last export on
-                                            exit (default 5)
-``OTEL_PAGECACHE_ACTIVITY``                 ``false``: no BPF, residency only
-                                            (default ``true``; same as engine ``none``)
-``OTEL_PAGECACHE_ENGINE``                   ``auto`` (default), ``core``, ``bcc``,
-                                            ``none``: the activity engine (``auto``:
-                                            CO-RE when it loads, else BCC when it
-                                            imports and compiles, else residency only)
-``OTEL_PAGECACHE_LOOKUPS``                  ``false``: leave the lookup path (every
-                                            read and fault) unattached; no lookups,
-                                            no hit ratio (default ``true``)
-``OTEL_PAGECACHE_TOP_FILES``                files per container in
-                                            ``pagecache.file.usage`` (default 10)
-``OTEL_PAGECACHE_FILE_PATHS``               ``true``: export ``file.path`` of those
-                                            files (default ``false``: a container's
-                                            file names stay private)
-``OTEL_PAGECACHE_STALL_THRESHOLD_MS``       stalls at least this long become spans
-                                            (default 1, fractions allowed, 0 = all)
-``OTEL_PAGECACHE_STALL_SPANS_PER_SECOND``   span rate limit per container (default
-                                            10, burst 10)
-``OTEL_PAGECACHE_STALLS``                   ``false``: no stall programs or spans
-``OTEL_PAGECACHE_SPAN_FIGURES``             (in-process plugin) ``false``: no thread
-                                            figures on spans
-``OTEL_PAGECACHE_SPAN_SLOTS``               (in-process plugin) ``false``: no span
-                                            slots, so stall spans get no links
-``OTEL_PAGECACHE_PROCESS_RESIDENCY``        (in-process plugin) ``false``: no
-                                            residency of the process's memcg
-==========================================  =========================================
+Values are checked before anything is loaded or attached. This project's own
+settings (``OTEL_PAGECACHE_*`` and every flag) are strict: a bad value is a
+``SettingError`` naming the setting as the user wrote it, the value as given,
+and what is accepted. The standard ``OTEL_*`` variables keep the
+OpenTelemetry specification's behaviour instead: an invalid value warns and
+the default applies (so a variable shared with other OpenTelemetry programs
+never stops this one).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+_log = logging.getLogger(__name__)
 
-def _split(value: str | None) -> tuple[str, ...]:
+
+class SettingError(ValueError):
+    """A value the user gave that we do not accept; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a raw string becomes a value; ``parse`` raises ValueError when it cannot."""
+
+    accepted: str
+    parse: Callable[[str], object]
+    metavar: str = "VALUE"
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def _number(kind: type, minimum: float, exclusive: bool = False, maximum: float | None = None):
+    def parse(raw: str):
+        value = kind(raw.strip())
+        if value < minimum or (exclusive and value == minimum):
+            raise ValueError(raw)
+        if maximum is not None and value > maximum:
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _choice(*names: str) -> Kind:
+    def parse(raw: str) -> str:
+        word = raw.strip().lower()
+        if word not in names:
+            raise ValueError(raw)
+        return word
+
+    return Kind("one of " + ", ".join(names), parse, "{" + ",".join(names) + "}")
+
+
+def _choices(*names: str) -> Kind:
+    """A comma-separated list, each item one of ``names``."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        items = split(raw)
+        if not items or any(i.lower() not in names for i in items):
+            raise ValueError(raw)
+        return tuple(i.lower() for i in items)
+
+    return Kind("comma-separated, each one of " + ", ".join(names), parse, "NAME[,NAME]")
+
+
+def split(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (value or "").split(",") if p.strip())
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError(raw)
+    return raw.strip()
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind=float):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError as e:
-        raise ValueError(f"{name}={raw!r} is not a number") from e
-    if value < 0:
-        raise ValueError(f"{name}={raw!r} must not be negative")
-    return value
+BOOL = Kind("true/false, 1/0, yes/no or on/off", parse_bool)
+# The specification's boolean: only a case-insensitive "true" is true.
+SPEC_BOOL = Kind("true or false", lambda raw: raw.strip().lower() == "true")
+POSITIVE_INT = Kind("a whole number of at least 1", _number(int, 1), "N")
+COUNT = Kind("a whole number of at least 0", _number(int, 0), "N")
+POSITIVE = Kind("a number greater than 0", _number(float, 0, exclusive=True), "SECONDS")
+NON_NEGATIVE = Kind("a number of at least 0", _number(float, 0), "NUMBER")
+PORT = Kind("a port number from 1 to 65535", _number(int, 1, maximum=65535), "PORT")
+TEXT = Kind("a non-empty string", _text)
+PATH = Kind("a path", _text, "PATH")
+GLOBS = Kind("comma-separated glob patterns on cgroup paths", split, "GLOB")
+LOG_LEVEL = _choice("debug", "info", "warning", "error")
+METRICS_EXPORTERS = _choices("otlp", "console", "prometheus", "none")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table.
+
+    ``env`` is None for a flag without a variable; ``flag`` None for a variable
+    without a flag. ``flag_value`` is what a flag that takes no value sets
+    (``--no-activity``: False). ``flag_scale`` converts a flag's unit to the
+    field's (``run --interval`` is in seconds, its variable in milliseconds).
+    ``standard``: an OpenTelemetry variable, lenient as the specification says.
+    ``host_path``: the default lies under ``OTEL_PAGECACHE_HOST_ROOT``.
+    """
+
+    field: str
+    env: str | None
+    kind: Kind
+    default: object
+    help: str
+    flag: str | None = None
+    commands: tuple[str, ...] = ("run", "top", "doctor")
+    flag_value: object = None
+    flag_scale: float = 1
+    flag_help: str = ""
+    standard: bool = False
+    plugin: bool = False
+    host_path: bool = False
+    repeatable: bool = False
+
+    @property
+    def takes_value(self) -> bool:
+        return self.flag_value is None
+
+    def shown_default(self) -> str:
+        if self.default is None:
+            return ""
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, tuple):
+            return ",".join(self.default) or ""
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))
+        return str(self.default)
+
+
+AGENT = ("run", "top", "doctor")
+RUN = ("run",)
+TOP = ("top",)
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- the agent's own; strict -------------------------------------------------------------
+    Setting("host_root", "OTEL_PAGECACHE_HOST_ROOT", PATH, "/",
+            "the host's / when the agent runs in a container; prefixes every host path below",
+            "--host-root"),
+    Setting("cgroup_root", "OTEL_PAGECACHE_CGROUP_ROOT", PATH, "/sys/fs/cgroup",
+            "cgroupfs; v2, v1 and hybrid layouts are found below it", "--cgroup-root",
+            host_path=True),
+    Setting("proc_root", "OTEL_PAGECACHE_PROC_ROOT", PATH, "/proc", "procfs", "--proc-root",
+            host_path=True),
+    Setting("include", "OTEL_PAGECACHE_INCLUDE", GLOBS, (),
+            "export only cgroups whose path matches one of these globs (default: all)",
+            "--include", repeatable=True),
+    Setting("exclude", "OTEL_PAGECACHE_EXCLUDE", GLOBS, (),
+            "never export cgroups whose path matches one of these globs", "--exclude",
+            repeatable=True),
+    Setting("max_cgroups", "OTEL_PAGECACHE_MAX_CGROUPS", POSITIVE_INT, 1000,
+            "cap on exported cgroups; those with the most page cache are kept", "--max-cgroups"),
+    Setting("containers_only", "OTEL_PAGECACHE_CONTAINERS_ONLY", BOOL, False,
+            "skip cgroups that are not containers", "--containers-only", flag_value=True),
+    Setting("activity", "OTEL_PAGECACHE_ACTIVITY", BOOL, True,
+            "BPF activity probes; false: residency only (as engine none)", "--no-activity",
+            flag_value=False, flag_help="no BPF probes: residency only"),
+    Setting("engine", "OTEL_PAGECACHE_ENGINE", _choice("auto", "core", "bcc", "none"), "auto",
+            "activity engine; auto: CO-RE when it loads, else BCC when it imports and compiles, "
+            "else residency only", "--engine"),
+    Setting("lookups", "OTEL_PAGECACHE_LOOKUPS", BOOL, True,
+            "attach the lookup path (every read and fault); false: no lookups, no hit ratio",
+            "--no-lookups", flag_value=False,
+            flag_help="leave the lookup path unattached: no lookups, no hit ratio"),
+    Setting("top_files", "OTEL_PAGECACHE_TOP_FILES", COUNT, 10,
+            "files per container in pagecache.file.usage", "--top-files", commands=RUN),
+    Setting("file_paths", "OTEL_PAGECACHE_FILE_PATHS", BOOL, False,
+            "export file.path of those files (off: a container's file names stay private)",
+            "--file-paths", commands=RUN, flag_value=True),
+    Setting("shutdown_timeout_s", "OTEL_PAGECACHE_SHUTDOWN_TIMEOUT", NON_NEGATIVE, 5.0,
+            "seconds allowed for the last export on exit", commands=RUN),
+    Setting("stalls", "OTEL_PAGECACHE_STALLS", BOOL, True,
+            "stall programs and spans", commands=RUN),
+    Setting("stall_threshold_ms", "OTEL_PAGECACHE_STALL_THRESHOLD_MS", NON_NEGATIVE, 1.0,
+            "stalls at least this long (ms, fractions allowed, 0 = all) become spans",
+            commands=RUN),
+    Setting("stall_spans_per_second", "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND", NON_NEGATIVE,
+            10.0, "stall span rate limit per container (burst as large)", commands=RUN),
+    # --- the in-process plugin's; never stop the application: warn, then default -----------
+    Setting("span_figures", "OTEL_PAGECACHE_SPAN_FIGURES", BOOL, True,
+            "thread page-cache figures on the application's spans", commands=(), plugin=True),
+    Setting("span_slots", "OTEL_PAGECACHE_SPAN_SLOTS", BOOL, True,
+            "publish span slots, so stall spans link to application spans", commands=(),
+            plugin=True),
+    Setting("process_residency", "OTEL_PAGECACHE_PROCESS_RESIDENCY", BOOL, True,
+            "residency of the process's own memcg", commands=(), plugin=True),
+    # --- standard OpenTelemetry variables; lenient, as the specification says ---------------
+    Setting("metrics_exporters", "OTEL_METRICS_EXPORTER", METRICS_EXPORTERS, ("otlp",),
+            "where metrics go", "--exporter", commands=RUN, standard=True),
+    Setting("export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL", POSITIVE, 60_000.0,
+            "milliseconds between exports", "--interval", commands=RUN, standard=True,
+            flag_scale=1000,
+            flag_help="seconds between exports (default 60); the variable "
+            "OTEL_METRIC_EXPORT_INTERVAL gives the same in MILLISECONDS"),
+    Setting("export_timeout_ms", "OTEL_METRIC_EXPORT_TIMEOUT", NON_NEGATIVE, 30_000.0,
+            "milliseconds allowed for one export", commands=RUN, standard=True),
+    Setting("otlp_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", _choice("grpc", "http/protobuf"),
+            "grpc", "OTLP transport (grpc, as the Python SDK's auto-configuration)",
+            commands=RUN, standard=True),
+    Setting("otlp_metrics_protocol", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            _choice("grpc", "http/protobuf"), None,
+            "overrides OTEL_EXPORTER_OTLP_PROTOCOL for metrics", commands=RUN, standard=True),
+    Setting("otlp_traces_protocol", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            _choice("grpc", "http/protobuf"), None,
+            "overrides OTEL_EXPORTER_OTLP_PROTOCOL for stall spans", commands=RUN, standard=True),
+    Setting("traces_exporter", "OTEL_TRACES_EXPORTER", _choice("otlp", "console", "none"),
+            "otlp", "where stall spans go", commands=RUN, standard=True),
+    Setting("prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", TEXT, "localhost",
+            "address of the Prometheus pull endpoint", commands=RUN, standard=True),
+    Setting("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", PORT, 9464,
+            "port of the Prometheus pull endpoint (bound before any BPF program loads)",
+            commands=RUN, standard=True),
+    # --- flags without a variable ------------------------------------------------------------
+    Setting("log_level", None, LOG_LEVEL, "info", "log level", "--log-level", commands=()),
+    Setting("top_interval_s", None, POSITIVE, 2.0, "seconds between screens", "--interval",
+            commands=TOP),
+    Setting("top_count", None, POSITIVE_INT, None,
+            "stop after this many screens (default: until q or Ctrl-C)", "--count", commands=TOP),
+)
+
+# Read by the OpenTelemetry SDK and exporters themselves, not by this project;
+# listed so the configuration reference is complete.
+PASSED_THROUGH: tuple[tuple[str, str], ...] = (
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector address, e.g. http://collector:4317"),
+    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "overrides the above for metrics"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "headers sent with every export"),
+    ("OTEL_EXPORTER_OTLP_INSECURE", "true: plain-text gRPC to an http:// endpoint"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "per-request timeout"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "stall span batching (ms)"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "merged into the agent's base Resource"),
+    ("OTEL_SERVICE_NAME", "default otel-pagecache"),
+)
+
+BY_FIELD = {s.field: s for s in SETTINGS}
+BY_ENV = {s.env: s for s in SETTINGS if s.env}
+
+# Host paths that have no setting of their own yet: they follow the host root.
+_DERIVED_ROOTS = {
+    "pod_log_root": "/var/log/pods",
+    "containerd_state_root": "/run/containerd/io.containerd.runtime.v2.task",
+    "crio_state_root": "/run/containers/storage/overlay-containers",
+    "docker_root": "/var/lib/docker/containers",
+}
 
 
 def _under(host_root: str, path: str) -> str:
     return os.path.join(host_root, path.lstrip("/")) if host_root not in ("", "/") else path
+
+
+def _parse(setting: Setting, raw: str, written_as: str, lenient: bool) -> object:
+    try:
+        return setting.kind.parse(raw)
+    except ValueError:
+        if lenient:
+            _log.warning(
+                "%s=%r is invalid (expected %s): using the default, %s",
+                written_as,
+                raw,
+                setting.kind.accepted,
+                setting.shown_default() or "unset",
+            )
+            return setting.default
+        raise SettingError(
+            f"{written_as}={raw!r} is invalid: expected {setting.kind.accepted}"
+        ) from None
+
+
+def read(
+    env: Mapping[str, str],
+    flags: Mapping[str, object] | None = None,
+    fields: tuple[str, ...] | None = None,
+    lenient: bool = False,
+) -> dict[str, object]:
+    """Each setting's value: flag, else variable, else default.
+
+    ``flags`` maps a field to what its flag gave (a string, a list of strings
+    for a repeatable flag, or the flag's constant). Raises SettingError for a
+    bad value of this project's own settings unless ``lenient`` (the plugin)."""
+    flags = flags or {}
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        if fields is not None and setting.field not in fields:
+            continue
+        given = flags.get(setting.field)
+        if given is not None and setting.flag:
+            if not setting.takes_value:
+                values[setting.field] = given
+                continue
+            raw = ",".join(given) if isinstance(given, list) else str(given)
+            value = _parse(setting, raw, setting.flag, lenient=False)
+            if setting.flag_scale != 1 and isinstance(value, (int, float)):
+                value = value * setting.flag_scale
+            values[setting.field] = value
+            continue
+        raw = env.get(setting.env) if setting.env else None
+        if raw is None or raw.strip() == "":
+            values[setting.field] = setting.default
+            continue
+        values[setting.field] = _parse(setting, raw, setting.env, lenient or setting.standard)
+    return values
 
 
 @dataclass
@@ -135,48 +354,35 @@ class Settings:
     file_paths: bool = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, flags: Mapping[str, object] | None = None
+    ) -> Settings:
+        """The agent's settings from the environment and the command line's flags.
+
+        Raises SettingError (one line) on a bad value of this project's own."""
         env = os.environ if env is None else env
-        host_root = env.get("OTEL_PAGECACHE_HOST_ROOT", "/") or "/"
-        protocol = (
-            env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "grpc"
-        ).strip()
-        return cls(
-            metrics_exporters=_split(env.get("OTEL_METRICS_EXPORTER")) or ("otlp",),
-            otlp_metrics_protocol=protocol,
-            export_interval_ms=_number(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000),
-            export_timeout_ms=_number(env, "OTEL_METRIC_EXPORT_TIMEOUT", 30_000),
-            prometheus_host=env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost",
-            prometheus_port=_number(env, "OTEL_EXPORTER_PROMETHEUS_PORT", 9464, int),
-            host_root=host_root,
-            cgroup_root=env.get("OTEL_PAGECACHE_CGROUP_ROOT")
-            or _under(host_root, "/sys/fs/cgroup"),
-            proc_root=env.get("OTEL_PAGECACHE_PROC_ROOT") or _under(host_root, "/proc"),
-            pod_log_root=_under(host_root, "/var/log/pods"),
-            containerd_state_root=_under(
-                host_root, "/run/containerd/io.containerd.runtime.v2.task"
-            ),
-            crio_state_root=_under(host_root, "/run/containers/storage/overlay-containers"),
-            docker_root=_under(host_root, "/var/lib/docker/containers"),
-            include=_split(env.get("OTEL_PAGECACHE_INCLUDE")),
-            exclude=_split(env.get("OTEL_PAGECACHE_EXCLUDE")),
-            max_cgroups=_number(env, "OTEL_PAGECACHE_MAX_CGROUPS", 1000, int),
-            containers_only=_bool(env.get("OTEL_PAGECACHE_CONTAINERS_ONLY")),
-            shutdown_timeout_s=_number(env, "OTEL_PAGECACHE_SHUTDOWN_TIMEOUT", 5.0),
-            activity=_bool(env.get("OTEL_PAGECACHE_ACTIVITY"), True),
-            engine=(env.get("OTEL_PAGECACHE_ENGINE") or "auto").strip().lower(),
-            stalls=_bool(env.get("OTEL_PAGECACHE_STALLS"), True),
-            traces_exporter=(env.get("OTEL_TRACES_EXPORTER") or "otlp").strip(),
-            otlp_traces_protocol=(
-                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or "grpc"
-            ).strip(),
-            stall_threshold_ms=_number(env, "OTEL_PAGECACHE_STALL_THRESHOLD_MS", 1.0),
-            stall_spans_per_second=_number(env, "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND", 10.0),
-            lookups=_bool(env.get("OTEL_PAGECACHE_LOOKUPS"), True),
-            top_files=_number(env, "OTEL_PAGECACHE_TOP_FILES", 10, int),
-            file_paths=_bool(env.get("OTEL_PAGECACHE_FILE_PATHS")),
-        )
+        values = read(env, flags)
+        # The signal-specific protocol variables override the general one.
+        protocol = values.pop("otlp_protocol")
+        for name in ("otlp_metrics_protocol", "otlp_traces_protocol"):
+            values[name] = values[name] or protocol
+        host_root = str(values["host_root"])
+        for setting in SETTINGS:
+            if setting.host_path and not _given(setting, env, flags):
+                values[setting.field] = _under(host_root, str(setting.default))
+        for name, path in _DERIVED_ROOTS.items():
+            values[name] = _under(host_root, path)
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+def _given(setting: Setting, env: Mapping[str, str], flags: Mapping[str, object] | None) -> bool:
+    """True when the user set it, by flag or variable."""
+    if (flags or {}).get(setting.field) is not None:
+        return True
+    return bool(setting.env and (env.get(setting.env) or "").strip())
+
+
+def plugin_flag(field_name: str, env: Mapping[str, str] | None = None) -> bool:
+    """A plugin setting; a bad value warns and the default applies (never stops the app)."""
+    env = os.environ if env is None else env
+    return bool(read(env, fields=(field_name,), lenient=True)[field_name])

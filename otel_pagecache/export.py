@@ -322,22 +322,13 @@ def build_readers(
 
 
 def _prometheus_reader(settings: Settings, limits: dict) -> MetricReader:
-    try:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import start_http_server
-    except ImportError as e:
-        raise ValueError(
-            "OTEL_METRICS_EXPORTER=prometheus needs the extra: "
-            "pip install 'otel-pagecache[prometheus]'"
-        ) from e
-    reader = PrometheusMetricReader(cardinality_limits=limits)
-    start_http_server(port=settings.prometheus_port, addr=settings.prometheus_host)
-    _log.info(
-        "Prometheus endpoint on http://%s:%d/metrics",
-        settings.prometheus_host,
-        settings.prometheus_port,
-    )
-    return reader
+    from .endpoint import serve_prometheus
+
+    # Already serving when the command line bound it before the BPF load.
+    serve_prometheus(settings.prometheus_host, settings.prometheus_port)
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    return PrometheusMetricReader(cardinality_limits=limits)
 
 
 def copy_span(

@@ -18,16 +18,24 @@ task I/O accounting as ``read_bytes`` in ``/proc/thread-self/io`` (in
 on the way to the exporter: the plugin wraps the tracer provider's span
 processor and hands the processors behind it a copy of the span with them.
 
-Settings (environment): ``OTEL_PAGECACHE_PROCESS_RESIDENCY`` (default true),
-``OTEL_PAGECACHE_SPAN_FIGURES`` (default true); ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=pagecache``
-turns the whole plugin off.
+Settings (environment, in ``config.SETTINGS``): ``OTEL_PAGECACHE_PROCESS_RESIDENCY``,
+``OTEL_PAGECACHE_SPAN_FIGURES``, ``OTEL_PAGECACHE_SPAN_SLOTS`` (default true); a bad
+value warns and the default applies: the plugin never stops the application.
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=pagecache`` turns the whole plugin off.
+
+``opentelemetry-instrument`` sets up the SDK through a configurator, which
+``opentelemetry-distro`` (a dependency of this package) provides. Without
+one the tracer provider stays the API's no-op proxy and nothing is recorded:
+the plugin says so once on stderr, with the fix.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import resource
+import sys
 import threading
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -38,7 +46,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
 from .cgroupfs import CgroupEntry, find_memory_hierarchy, own_cgroup_path
-from .config import _bool
+from .config import plugin_flag
 from .containers import Identity, identify_process
 from .correlation import SpanSlots
 from .export import copy_span
@@ -239,10 +247,13 @@ class PageCacheInstrumentor(BaseInstrumentor):
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        env = os.environ
-        if _bool(env.get("OTEL_PAGECACHE_SPAN_FIGURES"), True):
-            self._wrap_span_processor(kwargs.get("tracer_provider") or trace.get_tracer_provider())
-        if _bool(env.get("OTEL_PAGECACHE_PROCESS_RESIDENCY"), True):
+        given = kwargs.get("tracer_provider")
+        if given is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            # No SDK yet: the application may still set one up as it starts.
+            _NoOpProviderWatch(self).start()
+        elif plugin_flag("span_figures"):
+            self._wrap_span_processor(given or trace.get_tracer_provider())
+        if plugin_flag("process_residency"):
             self._start_residency(kwargs.get("meter_provider") or metrics.get_meter_provider())
 
     def _wrap_span_processor(self, provider: Any) -> None:
@@ -251,7 +262,7 @@ class PageCacheInstrumentor(BaseInstrumentor):
             _log.info("no SDK tracer provider: spans get no page-cache figures")
             return
         slots = None
-        if _bool(os.environ.get("OTEL_PAGECACHE_SPAN_SLOTS"), True):
+        if plugin_flag("span_slots"):
             try:
                 slots = SpanSlots()
             except OSError as e:
@@ -316,3 +327,45 @@ class PageCacheInstrumentor(BaseInstrumentor):
         if self._residency is not None:
             # Instruments cannot be removed from a meter; they fall silent.
             self._residency.enabled = False
+
+
+NO_OP_PROVIDER_WARNING = (
+    "otel-pagecache: the tracer provider is still OpenTelemetry's no-op proxy, so this "
+    "application records no spans and the pagecache plugin adds nothing to them. Fix: "
+    "pip install opentelemetry-distro into the environment that runs the application "
+    "(otel-pagecache depends on it; check OTEL_PYTHON_CONFIGURATOR), or set a TracerProvider "
+    "from opentelemetry-sdk in the application."
+)
+
+
+class _NoOpProviderWatch:
+    """Looks once the application has started (after ``DELAY_S``, or at exit if sooner):
+    an SDK tracer provider set meanwhile gets the figures; still the proxy: one line on
+    stderr, with the fix."""
+
+    DELAY_S = 5.0
+
+    def __init__(self, instrumentor: PageCacheInstrumentor) -> None:
+        self._instrumentor = instrumentor
+        self._done = threading.Event()
+        self._timer = threading.Timer(self.DELAY_S, self.check)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+        atexit.register(self.check)
+
+    def check(self) -> None:
+        if self._done.is_set():
+            return
+        self._done.set()
+        self._timer.cancel()
+        try:
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, trace.ProxyTracerProvider):
+                sys.stderr.write(NO_OP_PROVIDER_WARNING + "\n")
+                sys.stderr.flush()
+            elif plugin_flag("span_figures"):
+                self._instrumentor._wrap_span_processor(provider)  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - never break the application
+            _log.debug("tracer provider check failed", exc_info=True)
