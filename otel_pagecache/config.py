@@ -128,6 +128,7 @@ class Setting:
     commands: tuple[str, ...] = ("run", "top", "doctor")
     flag_value: object = None
     flag_scale: float = 1
+    flag_unit: str = ""
     flag_help: str = ""
     standard: bool = False
     plugin: bool = False
@@ -211,7 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
             "where metrics go", "--exporter", commands=RUN, standard=True),
     Setting("export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL", POSITIVE, 60_000.0,
             "milliseconds between exports", "--interval", commands=RUN, standard=True,
-            flag_scale=1000,
+            flag_scale=1000, flag_unit="seconds",
             flag_help="seconds between exports (default 60); the variable "
             "OTEL_METRIC_EXPORT_INTERVAL gives the same in MILLISECONDS"),
     Setting("export_timeout_ms", "OTEL_METRIC_EXPORT_TIMEOUT", NON_NEGATIVE, 30_000.0,

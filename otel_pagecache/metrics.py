@@ -55,8 +55,6 @@ STATE = "pagecache.state"
 PRESSURE = "pagecache.pressure"
 CGROUP_SET = "pagecache.cgroup.set"
 
-PAGE_SIZE = 4096  # only for documentation of {page} counters; values are kernel counts
-
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -354,6 +352,18 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         "{cgroup}",
         "cgroups that disappeared between listing and reading (normal under churn)",
     ),
+)
+
+
+# Every metric this module defines, for references generated from the code
+# (docs/metrics.md); the stall metrics are stalls.py's.
+ALL_SPECS: tuple[MetricSpec, ...] = (
+    *(spec for spec, _ in MEMCG_METRICS),
+    *(spec for spec, _, _ in ACTIVITY_METRICS),
+    FILE_USAGE,
+    *(spec for spec, _ in NODE_METRICS),
+    *AGENT_METRICS,
+    *BPF_AGENT_METRICS,
 )
 
 

@@ -1,0 +1,49 @@
+"""The documentation agrees with the code, and the repository stands alone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from otel_pagecache.metrics import ALL_SPECS
+from otel_pagecache.reference import regenerate
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+MARKDOWN = [ROOT / "README.md", *DOCS, ROOT / "bench" / "README.md", ROOT / "tests" / "README.md"]
+
+
+def test_generated_references_are_up_to_date():
+    for path in DOCS:
+        text = path.read_text()
+        assert regenerate(text) == text, f"{path.name} is stale: run scripts/gendocs"
+    assert "BEGIN GENERATED: metrics" in (ROOT / "docs" / "metrics.md").read_text()
+    assert "BEGIN GENERATED: settings" in (ROOT / "docs" / "configuration.md").read_text()
+
+
+def test_metric_attribute_table_names_exactly_the_defined_metrics():
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    details = text.split("## Attributes and sources", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_.]+)` \| (\w+) \|", details, re.M))
+    defined = {spec.name: spec.kind for spec in ALL_SPECS}
+    for name, kind in defined.items():
+        assert rows.get(name) == kind, f"{name} ({kind}) missing or different in docs/metrics.md"
+    # The rest are the stall metrics, made in stalls.py.
+    source = (ROOT / "otel_pagecache" / "stalls.py").read_text()
+    for name in rows.keys() - defined.keys():
+        assert f'"{name}"' in source, f"docs/metrics.md names {name}, which nothing makes"
+
+
+def test_no_links_outside_the_repository_and_every_relative_link_resolves():
+    for path in MARKDOWN:
+        text = path.read_text()
+        assert "../shared" not in text, path
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            resolved = (path.parent / target).resolve()
+            assert resolved.is_relative_to(ROOT) and resolved.exists(), f"{path}: {target}"
+
+
+def test_readme_is_a_short_user_page():
+    assert len((ROOT / "README.md").read_bytes()) <= 10_500
