@@ -94,7 +94,7 @@ def choose_engine(settings: Settings):
 
     ``auto``: CO-RE when BTF is present and the object loads, else BCC when its
     module imports and it compiles, else residency only."""
-    from .probes import ProbeUnavailable
+    from .probes import ProbeUnavailable, missing_bpf_capabilities
     from .probes.bcc import BccProbe, bcc_available
     from .probes.core import CoreProbe
 
@@ -112,6 +112,13 @@ def choose_engine(settings: Settings):
             raise ValueError(
                 f"the {settings.engine} engine was asked for and cannot run: {e}"
             ) from e
+    missing = missing_bpf_capabilities()
+    if missing:
+        # No engine can load: one line per missing capability, with its fix.
+        for line in missing:
+            _log.warning("%s", line)
+        _log.warning("page-cache activity unavailable without them: residency only")
+        return None, "missing capabilities: " + ", ".join(m.split()[2] for m in missing)
     causes = []
     for name, start, available in (("core", core, True), ("bcc", bcc, bcc_available())):
         if not available:

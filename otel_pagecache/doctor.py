@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from .cgroupfs import CgroupSetupError, find_memory_hierarchy
 from .config import Settings
+from .probes import effective_capabilities, missing_bpf_capabilities
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -68,17 +69,6 @@ def _read(path: str) -> str | None:
             return f.read()
     except OSError:
         return None
-
-
-def effective_capabilities(proc_root: str = "/proc") -> int:
-    status = _read(os.path.join(proc_root, "self", "status")) or ""
-    for line in status.splitlines():
-        if line.startswith("CapEff:"):
-            try:
-                return int(line.split()[1], 16)
-            except (IndexError, ValueError):
-                return 0
-    return 0
 
 
 def lockdown_mode(path: str = "/sys/kernel/security/lockdown") -> str | None:
@@ -136,10 +126,32 @@ def _check_bcc() -> Check:
     )
     if headers is not None:
         headers.cleanup()
+    missing = missing_bpf_capabilities()
+    if missing:
+        return Check(
+            "engine.bcc",
+            WARN,
+            f"{where}; cannot load without CAP_BPF and CAP_PERFMON",
+            "run as root, or grant CAP_BPF and CAP_PERFMON (see the capabilities lines)",
+        )
+    if headers is None:
+        return Check(
+            "engine.bcc",
+            WARN,
+            "no kernel headers for BCC to compile against",
+            "apt-get install linux-headers-$(uname -r) (with BTF any version works), "
+            "or set BCC_KERNEL_SOURCE",
+        )
     try:
         probe = BccProbe().start()
     except ProbeUnavailable as e:
-        return Check("engine.bcc", WARN, f"{where}; {e}", "see the message")
+        return Check(
+            "engine.bcc",
+            WARN,
+            f"{where}; {e}",
+            "otel-pagecache --log-level debug doctor shows BCC's own output; "
+            "the CO-RE engine (engine.core) does not need BCC",
+        )
     layout, attribution = probe.layout, probe.attribution
     probe.close()
     detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
@@ -181,18 +193,45 @@ def _check_btf_lockdown_tracefs() -> list[Check]:
         )
     else:
         out.append(Check("lockdown", OK, mode))
-    if os.path.isdir("/sys/kernel/tracing/events"):
-        out.append(Check("tracefs", OK, "mounted at /sys/kernel/tracing"))
-    else:
-        out.append(
-            Check(
-                "tracefs",
-                INFO,
-                "not mounted; the CO-RE engine's tp_btf programs do not need it",
-                "mount -t tracefs tracefs /sys/kernel/tracing (for bpftrace and tracepoint lists)",
-            )
-        )
+    out.append(_check_tracefs())
     return out
+
+
+def tracefs_mounts(proc_root: str = "/proc") -> list[str]:
+    """Where tracefs is mounted, from mountinfo.
+
+    Sample: ``45 23 0:13 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw``."""
+    found = []
+    for line in (_read(os.path.join(proc_root, "self", "mountinfo")) or "").splitlines():
+        fields = line.split(" - ", 1)
+        if len(fields) == 2 and fields[1].split()[:1] == ["tracefs"]:
+            parts = fields[0].split()
+            if len(parts) > 4:
+                found.append(parts[4])
+    return found
+
+
+def _check_tracefs(proc_root: str = "/proc") -> Check:
+    """Mounted and readable, mounted but unreadable (mode 0700 and not root), or absent."""
+    mounts = [m for m in tracefs_mounts(proc_root) if m.endswith("tracing")]
+    for mount in mounts:
+        if os.access(os.path.join(mount, "events"), os.R_OK | os.X_OK):
+            return Check("tracefs", OK, f"mounted at {mount}")
+    if mounts:
+        return Check(
+            "tracefs",
+            INFO,
+            f"mounted at {mounts[0]} but unreadable by this user; "
+            "the CO-RE engine's tp_btf programs do not need it",
+            "run as root (BCC's tracepoint-only mode and tracepoint lists need it)",
+        )
+    return Check(
+        "tracefs",
+        INFO,
+        "not mounted; the CO-RE engine's tp_btf programs do not need it",
+        "mount -t tracefs tracefs /sys/kernel/tracing (for BCC's tracepoint-only mode, "
+        "bpftrace and tracepoint lists)",
+    )
 
 
 def _check_capabilities(proc_root: str) -> list[Check]:
@@ -201,16 +240,15 @@ def _check_capabilities(proc_root: str) -> list[Check]:
     def has(name: str) -> bool:
         return bool(held & (1 << CAPABILITIES[name]))
 
-    bpf_ok = (has("CAP_BPF") and has("CAP_PERFMON")) or has("CAP_SYS_ADMIN")
-    out = [
-        Check(
-            "capabilities.bpf",
-            OK if bpf_ok else FAIL,
-            "CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN) "
-            + ("held" if bpf_ok else "missing: no activity metrics, no stall spans"),
-            "" if bpf_ok else "run as root, or grant CAP_BPF and CAP_PERFMON",
-        )
-    ]
+    missing = missing_bpf_capabilities(proc_root)
+    if not missing:
+        out = [Check("capabilities.bpf", OK, "CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN) held")]
+    else:
+        out = []
+        for line in missing:
+            name = line.split()[2]
+            detail, fix = line.split("; fix: ", 1)
+            out.append(Check(f"capabilities.{name.lower()}", FAIL, detail, fix))
     for name, why in (
         ("CAP_SYS_PTRACE", "span slots of other containers (stall links), --file-paths"),
         ("CAP_DAC_READ_SEARCH", "pod and container names from /var/log/pods and runtime state"),
@@ -282,7 +320,12 @@ def _check_engines(settings: Settings) -> list[Check]:
     try:
         probe = CoreProbe(lookups=True, stalls=True).start()
     except ProbeUnavailable as e:
-        out.append(Check("engine.core", FAIL, str(e), "see the message"))
+        fix = (
+            "run as root, or grant CAP_BPF and CAP_PERFMON (see the capabilities lines)"
+            if missing_bpf_capabilities()
+            else "otel-pagecache --log-level debug doctor shows libbpf's log"
+        )
+        out.append(Check("engine.core", FAIL, str(e), fix))
         return out
     except Exception as e:  # noqa: BLE001 - a doctor reports, it does not crash
         out.append(Check("engine.core", FAIL, f"{type(e).__name__}: {e}"))

@@ -7,7 +7,12 @@ import os
 import subprocess
 import sys
 
-from otel_pagecache.doctor import effective_capabilities, lockdown_mode
+from otel_pagecache.doctor import (
+    _check_tracefs,
+    effective_capabilities,
+    lockdown_mode,
+    tracefs_mounts,
+)
 
 
 def _doctor(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -44,10 +49,35 @@ def test_without_privileges_it_says_what_fails_and_how_to_fix_it(real_hierarchy)
     report = json.loads(result.stdout)
     by_name = {c["name"]: c for c in report["checks"]}
     assert result.returncode == 1 and report["healthy"] is False
-    assert by_name["capabilities.bpf"]["status"] == "fail"
-    assert "CAP_BPF" in by_name["capabilities.bpf"]["fix"]
+    # One check per missing capability, each with its own fix.
+    for name in ("CAP_BPF", "CAP_PERFMON"):
+        check = by_name[f"capabilities.{name.lower()}"]
+        assert check["status"] == "fail" and name in check["detail"], check
+        assert f"grant {name}" in check["fix"] and f"AmbientCapabilities={name}" in check["fix"]
     assert by_name["engine.core"]["status"] == "fail"
+    assert "CAP_BPF" in by_name["engine.core"]["fix"]
+    if "engine.bcc" in by_name and by_name["engine.bcc"]["status"] != "info":
+        assert "CAP_BPF" in by_name["engine.bcc"]["fix"], by_name["engine.bcc"]
     assert by_name["cgroups.memory"]["status"] == "ok"  # residency still works
+    if tracefs_mounts():
+        # Mounted with mode 0700 (as on this host): unreadable, not "not mounted".
+        assert "but unreadable by this user" in by_name["tracefs"]["detail"], by_name["tracefs"]
+    # No raw libbpf or BCC lines: everything is in the report.
+    assert "could not open bpf map" not in result.stderr and "libbpf:" not in result.stderr
+    assert "Failed to compile" not in result.stdout + result.stderr
+
+
+def test_tracefs_check_tells_unmounted_from_mounted(tmp_path):
+    (tmp_path / "self").mkdir()
+    info = tmp_path / "self" / "mountinfo"
+    info.write_text("22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n")
+    check = _check_tracefs(str(tmp_path))
+    assert check.detail.startswith("not mounted") and "mount -t tracefs" in check.fix
+    traced = tmp_path / "tracing"
+    (traced / "events").mkdir(parents=True)
+    info.write_text(f"45 23 0:13 / {traced} rw,relatime - tracefs tracefs rw\n")
+    assert tracefs_mounts(str(tmp_path)) == [str(traced)]
+    assert _check_tracefs(str(tmp_path)).status == "ok"
 
 
 def test_lockdown_and_capability_parsers(tmp_path):

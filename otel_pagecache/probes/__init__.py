@@ -1,12 +1,14 @@
 """Kernel probes for page-cache activity, behind one small interface.
 
-An engine (CO-RE via libbpf today) loads programs on tracepoints and hands
-out ``ActivityReading``s: the raw cumulative counts its maps hold, keyed by
-memcg id. ``activity.ActivityTracker`` turns those into per-memcg counters.
+An engine (CO-RE via libbpf in ``core.py``, or BCC in ``bcc.py``) loads
+programs on tracepoints and hands out ``ActivityReading``s: the raw
+cumulative counts its maps hold, keyed by memcg id.
+``activity.ActivityTracker`` turns those into per-memcg counters.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -39,3 +41,43 @@ class ActivityProbe(Protocol):
     def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None: ...
 
     def close(self) -> None: ...
+
+
+# Capability bits (include/uapi/linux/capability.h).
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+# What loading the programs needs, each with what it is for (CAP_SYS_ADMIN
+# covers both, and is all there was before Linux 5.8).
+BPF_CAPABILITIES = (
+    ("CAP_BPF", CAP_BPF, "create BPF maps and load programs"),
+    ("CAP_PERFMON", CAP_PERFMON, "attach them to tracepoints and read kernel memory"),
+)
+
+
+def effective_capabilities(proc_root: str = "/proc") -> int:
+    """This process's effective capability set (``CapEff:`` of /proc/self/status)."""
+    try:
+        with open(os.path.join(proc_root, "self", "status"), errors="replace") as f:
+            status = f.read()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return int(line.split()[1], 16)
+            except (IndexError, ValueError):
+                return 0
+    return 0
+
+
+def missing_bpf_capabilities(proc_root: str = "/proc") -> list[str]:
+    """One line per capability the BPF engines lack, each with its fix; [] when none."""
+    held = effective_capabilities(proc_root)
+    if held & (1 << CAP_SYS_ADMIN):
+        return []
+    return [
+        f"missing capability {name} (to {why}): no activity metrics, no stall spans; fix: run "
+        f"as root, or grant {name} (systemd: AmbientCapabilities={name}; Kubernetes: "
+        f"securityContext.capabilities.add: [{name.removeprefix('CAP_')}])"
+        for name, bit, why in BPF_CAPABILITIES
+        if not held & (1 << bit)
+    ]

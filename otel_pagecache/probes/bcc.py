@@ -3,10 +3,12 @@ python3-bpfcc), for hosts that standardise on BCC.
 
 BCC compiles at start-up with its own LLVM and needs *some* kernel headers
 (probes/kheaders.py); their struct layouts are not trusted: every offset
-comes from the running kernel's BTF (probes/btf_offsets.py). Without BTF the
-engine refuses to start (a header-only layout would be a guess on a custom
-kernel), and the agent runs with what still works. Stall spans and their
-links are CO-RE only for now.
+comes from the running kernel's BTF (probes/btf_offsets.py). Without BTF it
+falls back, each step named: headers that match ``uname -r`` exactly give
+the layouts, else a program that reads only the classic tracepoints' own
+fields (counts by the current task's cgroup, no stall spans). Stall spans and
+their links run on this engine too when the layouts come from BTF or headers.
+BCC's C library prints its own errors on stderr: they go to the debug log.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import ctypes
 import importlib.util
 import logging
 import os
+import sys
+import tempfile
 import threading
 from collections.abc import Iterable
 from importlib import resources
 
-from . import ActivityReading, ProbeUnavailable
+from . import ActivityReading, ProbeUnavailable, missing_bpf_capabilities
 from .btf_offsets import layout_from_btf
 from .core import LOOKUP_PROGRAMS, PROGRAMS, STALL_PROGRAMS, kernel_hz
 from .kheaders import find_headers
@@ -51,6 +55,29 @@ def _source(layout: str) -> str:
     body = (base / program).read_text()
     parts.append(body.replace("BCC_COMMON", (base / "pagecache_bcc_common.h").read_text()))
     return "\n".join(parts)
+
+
+class _Printed:
+    text = ""
+
+
+@contextlib.contextmanager
+def _stderr_to_debug_log(printed: _Printed):
+    """Whatever BCC's C code writes to fd 2 meanwhile goes to the debug log instead
+    (and into ``printed.text``, to tell a permission error from a compile error)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield printed
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            printed.text = capture.read(1 << 20).decode(errors="replace")
+            for line in printed.text.splitlines():
+                _log.debug("bcc: %s", line)
 
 
 def _tracefs_mounted() -> bool:
@@ -114,6 +141,9 @@ class BccProbe:
         self._headers = None
 
     def start(self) -> BccProbe:
+        missing = missing_bpf_capabilities()
+        if missing:
+            raise ProbeUnavailable("; ".join(missing))
         if not bcc_available():
             raise ProbeUnavailable(
                 "BCC's Python module is not importable: apt-get install python3-bpfcc, and run "
@@ -175,12 +205,20 @@ class BccProbe:
             cflags += ["-DWITH_STALLS", f"-DKERNEL_HZ={kernel_hz() or 0}"]
         previous = os.environ.get("BCC_KERNEL_SOURCE")
         os.environ["BCC_KERNEL_SOURCE"] = headers.path
+        printed = _Printed()
         try:
             from bcc import BPF
 
-            self._bpf = BPF(text=_source(self.layout).encode(), cflags=cflags)
+            with _stderr_to_debug_log(printed):
+                self._bpf = BPF(text=_source(self.layout).encode(), cflags=cflags)
         except Exception as e:  # noqa: BLE001 - BCC raises plain Exception on compile errors
             headers.cleanup()
+            if "Operation not permitted" in printed.text:
+                # BCC reports a map it may not create as a failed compile.
+                raise ProbeUnavailable(
+                    "permission denied creating BPF maps: loading BPF programs needs CAP_BPF "
+                    "and CAP_PERFMON (or CAP_SYS_ADMIN); run the agent as root or grant them"
+                ) from e
             raise ProbeUnavailable(f"BCC could not compile or load the programs: {e}") from e
         finally:
             if previous is None:
