@@ -21,8 +21,9 @@ static __always_inline void lost(u32 reason)
 		*n += 1;
 }
 
-/* Shared by the BCC programs; substituted for COUNT_FUNCTIONS by the loader
- * (BCC compiles one text, so its map functions cannot come from #include). */
+/* Shared by the BCC programs; substituted for BCC_COMMON by the loader
+ * (probes/bcc.py: BCC compiles one text, so its map functions cannot come
+ * from #include). */
 /* Add n to a per-CPU counter map, creating the entry if needed. BCC's map
  * calls cannot sit in a macro, so one function per map. */
 static __always_inline void count_lookups_map(u64 *key, u64 n)

@@ -65,8 +65,9 @@ struct cgroup_subsys_state {
 };
 
 /* The array's real length is CGROUP_SUBSYS_COUNT of the running kernel; the
- * index used is a CO-RE enum relocation, and the slot is read with
- * bpf_probe_read_kernel, so the declared length only bounds our own code. */
+ * index used is a CO-RE enum relocation, and the slot is a direct (BTF-typed)
+ * load the verifier checks against the running kernel's own type, so the
+ * declared length only bounds our own code. */
 struct css_set {
 	struct cgroup_subsys_state *subsys[16];
 };
