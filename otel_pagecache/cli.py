@@ -138,11 +138,10 @@ def _run(settings: Settings) -> int:
     return 0 if clean else 1
 
 
-def _top(settings: Settings, args: argparse.Namespace) -> int:
+def _top(settings: Settings, args: argparse.Namespace, own: dict[str, object]) -> int:
     from .agent import build_activity, build_residency_reader, read_snapshot
     from .top import run_top, terminal_keys
 
-    own = read(os.environ, _flags(args), ("top_interval_s", "top_count"))
     interval = float(own["top_interval_s"])  # type: ignore[arg-type]
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
     # The table shows counters only: no stall programs (nothing would drain them).
@@ -186,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         level = read(os.environ, _flags(args), ("log_level",))["log_level"]
         _setup_logging(str(level))
         settings = settings_from(args)
-        if args.command == "top":
-            read(os.environ, _flags(args), ("top_interval_s", "top_count"))
+        top_settings = read(os.environ, _flags(args), ("top_interval_s", "top_count"))
     except SettingError as e:
         print(f"otel-pagecache: error: {e}", file=sys.stderr)
         return 2
@@ -196,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(settings)
         if args.command == "doctor":
             return _doctor(settings, args)
-        return _top(settings, args)
+        return _top(settings, args, top_settings)
     except (CgroupSetupError, SettingError) as e:
         print(f"otel-pagecache: error: {e}", file=sys.stderr)
         return 2

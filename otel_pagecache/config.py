@@ -302,8 +302,8 @@ def read(
     flags = flags or {}
     values: dict[str, object] = {}
     for setting in SETTINGS:
-        if fields is not None and setting.field not in fields:
-            continue
+        if setting.field not in fields if fields is not None else setting.plugin:
+            continue  # the plugin's settings are not the agent's business, and vice versa
         given = flags.get(setting.field)
         if given is not None and setting.flag:
             if not setting.takes_value:

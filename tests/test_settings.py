@@ -179,3 +179,9 @@ def test_prometheus_port_in_use_is_one_line_before_any_bpf_load():
     assert f"port {port} is already in use" in lines[0]
     assert f"OTEL_EXPORTER_PROMETHEUS_PORT={port}" in lines[0]
     assert not any(word in result.stderr for word in STARTED)
+
+
+def test_the_agent_does_not_judge_the_plugins_settings():
+    """A value meant for the in-process plugin never stops the agent (nor the reverse)."""
+    s = Settings.from_env({"OTEL_PAGECACHE_SPAN_FIGURES": "perhaps"})
+    assert s.max_cgroups == 1000
