@@ -258,6 +258,7 @@ BY_FIELD = {s.field: s for s in SETTINGS}
 BY_ENV = {s.env: s for s in SETTINGS if s.env}
 
 # Host paths that have no setting of their own yet: they follow the host root.
+# To give one a variable, add a Setting row with host_path=True and drop it here.
 _DERIVED_ROOTS = {
     "pod_log_root": "/var/log/pods",
     "containerd_state_root": "/run/containerd/io.containerd.runtime.v2.task",

@@ -248,7 +248,10 @@ class PageCacheInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         given = kwargs.get("tracer_provider")
-        if given is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        sdk_disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+        if sdk_disabled:
+            pass  # turned off on purpose: nothing to add figures to, nothing to warn about
+        elif given is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             # No SDK yet: the application may still set one up as it starts.
             _NoOpProviderWatch(self).start()
         elif plugin_flag("span_figures"):

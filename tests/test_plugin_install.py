@@ -102,6 +102,10 @@ def test_no_op_tracer_provider_is_named_once_with_the_fix(tmp_path):
     assert result.returncode == 0, result.stderr
     assert NO_OP_PROVIDER_WARNING not in result.stderr
     assert '"pagecache.thread.read_bytes"' in result.stdout
+    # The SDK turned off on purpose: no spans, and nothing to warn about.
+    result = _instrumented(app, OTEL_SDK_DISABLED="true")
+    assert result.returncode == 0 and "app done" in result.stdout, result.stderr
+    assert NO_OP_PROVIDER_WARNING not in result.stderr
 
 
 def test_plugin_settings_never_stop_the_application(tmp_path):
