@@ -1,4 +1,5 @@
-"""Real network peers for the test suite: an OTLP receiver, rotel-agent and Prometheus.
+"""Real network peers for the test suite: an OTLP receiver, rotel-agent, Prometheus, and
+the Go-built OpenTelemetry Collector and Jaeger.
 
 Everything here listens on loopback only and uses ephemeral ports, so several test
 runs (or several engineers) can share one machine without colliding.
@@ -9,15 +10,23 @@ focused on the process/server it manages.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
 __all__ = [
+    "GoPeer",
+    "GoPeerBuildError",
     "free_port",
+    "go_peer_binary",
     "port_accepts",
     "stop_process",
     "tail",
@@ -95,3 +104,111 @@ def tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+_REPO = Path(__file__).resolve().parents[2]
+_Peer = TypeVar("_Peer", bound="GoPeer")
+
+
+class GoPeerBuildError(RuntimeError):
+    """scripts/build-peers failed; the message holds its output."""
+
+
+@functools.cache
+def go_peer_binary(name: str) -> Path:
+    """The binary of a Go-built peer (``otelcol`` or ``jaeger``), from
+    scripts/build-peers: built on the first call on a fresh machine (minutes),
+    reused from its cache after that (``scripts/bootstrap --test`` builds them)."""
+    proc = subprocess.run(
+        [str(_REPO / "scripts" / "build-peers"), name],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GoPeerBuildError(f"scripts/build-peers {name} failed:\n{proc.stderr[-3000:]}")
+    built, path = proc.stdout.split()
+    assert built == name, proc.stdout
+    return Path(path)
+
+
+class GoPeer:
+    """A Go-built peer subprocess with its config and log in ``workdir``.
+
+    Subclasses write their config in :meth:`_prepare` with ports picked there
+    (the binaries cannot report the ports they bound) and return the command and
+    a URL that answers 200 once the peer is ready. A port taken in between makes
+    :meth:`start` try again with new ones.
+    """
+
+    name = "peer"
+
+    def __init__(self, binary: Path, workdir: Path, startup_timeout: float) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.startup_timeout = startup_timeout
+        self.log_path = workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _prepare(self) -> tuple[list[str], str]:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self: _Peer) -> _Peer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        error = ""
+        for _attempt in range(3):
+            argv, ready_url = self._prepare()
+            with open(self.log_path, "ab") as log:
+                log.write(f"$ {' '.join(argv)}\n".encode())
+                log.flush()
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            try:
+                self._wait_ready(ready_url)
+                return self
+            except (RuntimeError, TimeoutError) as exc:
+                error = str(exc)
+                self.stop()
+                if "address already in use" not in self.log_tail(20):
+                    break
+        raise RuntimeError(f"{self.name} did not start: {error}\n--- log ---\n{self.log_tail()}")
+
+    def _wait_ready(self, url: str) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"exited with code {self._proc.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{url} not 200 within {self.startup_timeout:.0f}s")
+
+    def stop(self) -> None:
+        """SIGTERM our own PID (the collector flushes its queues), SIGKILL after 10s."""
+        stop_process(self._proc, timeout=10.0)
+        self._proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def __enter__(self: _Peer) -> _Peer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
