@@ -112,17 +112,19 @@ def _attributes_bytes(attributes: Mapping[str, object]) -> bytes:
     return b"".join(_field(_T_POINT_ATTR, kv.SerializeToString()) for kv in key_values(attributes))
 
 
-def _point(attrs: bytes, start_ns: int, time_ns: int, value: float) -> bytes:
-    """One NumberDataPoint; ints stay ints (as_int), as the SDK sends them."""
-    if start_ns:
-        times = bytes((_T_START,)) + _PACK_Q(start_ns) + bytes((_T_TIME,)) + _PACK_Q(time_ns)
-    else:  # gauges: the SDK leaves the start time unset
-        times = bytes((_T_TIME,)) + _PACK_Q(time_ns)
-    if isinstance(value, int):
-        encoded = _INT_VALUE(_T_AS_INT, value)
-    else:
-        encoded = _DOUBLE_VALUE(_T_AS_DOUBLE, value)
-    return attrs + times + encoded
+def _value(value: float) -> bytes:
+    """A NumberDataPoint's value; ints stay ints (as_int), as the SDK sends them."""
+    if type(value) is int:
+        return _INT_VALUE(_T_AS_INT, value)
+    return _DOUBLE_VALUE(_T_AS_DOUBLE, value)
+
+
+def _start(start_ns: int) -> bytes:
+    return bytes((_T_START,)) + _PACK_Q(start_ns)
+
+
+def _time(time_ns: int) -> bytes:
+    return bytes((_T_TIME,)) + _PACK_Q(time_ns)
 
 
 Extract = Callable[[object], Iterable[tuple[float, dict]]]
@@ -162,12 +164,13 @@ _FILES = _metric(FILE_USAGE, _file_points)
 class _Series:
     """What is kept per memcg (or activity bucket) across cycles."""
 
-    __slots__ = ("key", "resource", "start_ns", "previous")
+    __slots__ = ("key", "resource", "start_ns", "start_part", "previous")
 
     def __init__(self, key: tuple, resource: bytes, start_ns: int) -> None:
         self.key = key  # (path, identity attributes): a change restarts the series
         self.resource = resource  # ResourceMetrics.resource field, serialized
         self.start_ns = start_ns  # start of every cumulative series of this memcg
+        self.start_part = _start(start_ns)  # that start time, encoded
         # Delta temporality only: (metric, attributes) -> (last cumulative value, time).
         self.previous: dict[tuple, tuple[float, int]] = {}
 
@@ -197,6 +200,8 @@ class BulkEncoder:
         self._sum_tail = bytes((0x10, temporality, 0x18, 1))  # temporality, is_monotonic
         self._series: dict[object, _Series] = {}
         self._attrs: dict[tuple, bytes] = {(): b""}
+        self._time_ns = 0
+        self._time_part: bytes | None = None  # this cycle's time_unix_nano, encoded
 
     # -- caches ---------------------------------------------------------------
 
@@ -272,21 +277,34 @@ class BulkEncoder:
         source: MemcgSample | ActivityCounters | list,
         now_ns: int,
     ) -> list[bytes]:
+        """Each metric with points, serialized as a ScopeMetrics.metrics field.
+
+        The hot loop of the agent (about 11 points per memcg per cycle): the
+        framing is inlined rather than built with ``_field``."""
         encoded = []
+        time_part = self._time_part
+        if time_part is None or self._time_ns != now_ns:
+            time_part = self._time_part = _time(now_ns)
+            self._time_ns = now_ns
+        start_part = series.start_part
+        varints = _VARINTS
         for metric in metrics:
             points = []
             for value, extra in metric.extract(source):
-                attrs = self._attributes(extra)
+                attrs = self._attributes(extra) if extra else b""
                 if not metric.is_sum:
-                    points.append(_field(_T_DATA_POINT, _point(attrs, 0, now_ns, value)))
-                    continue
-                start = series.start_ns
-                if self._delta:
+                    body = attrs + time_part + _value(value)
+                elif self._delta:
                     previous_key = (metric.spec.name, attrs)
-                    last_value, last_time = series.previous.get(previous_key, (0, start))
+                    last_value, last_time = series.previous.get(
+                        previous_key, (0, series.start_ns)
+                    )
                     series.previous[previous_key] = (value, now_ns)
-                    value, start = value - last_value, last_time
-                points.append(_field(_T_DATA_POINT, _point(attrs, start, now_ns, value)))
+                    body = attrs + _start(last_time) + time_part + _value(value - last_value)
+                else:
+                    body = attrs + start_part + time_part + _value(value)
+                n = len(body)
+                points.append(_T_DATA_POINT + (varints[n] if n < 128 else _varint(n)) + body)
             if not points:
                 continue
             if metric.is_sum:
