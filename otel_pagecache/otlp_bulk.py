@@ -296,9 +296,7 @@ class BulkEncoder:
                     body = attrs + time_part + _value(value)
                 elif self._delta:
                     previous_key = (metric.spec.name, attrs)
-                    last_value, last_time = series.previous.get(
-                        previous_key, (0, series.start_ns)
-                    )
+                    last_value, last_time = series.previous.get(previous_key, (0, series.start_ns))
                     series.previous[previous_key] = (value, now_ns)
                     body = attrs + _start(last_time) + time_part + _value(value - last_value)
                 else:
