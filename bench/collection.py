@@ -19,9 +19,11 @@ Creates N empty memory cgroups beneath this process's own cgroup (N = 10, 100,
   and largest request it sent. Targets (issue 11): ≤ 100 ms per cycle at
   1,000 memcgs, ≤ 1 s at 10,000; RSS ≤ 100 MiB at 10,000.
 
-Run as root: ``.venv/bin/python bench/collection.py [N ...]`` (default
-10 1000 10000). Prints a table. Removes every cgroup it created, also on
-Ctrl-C. CPU figures are inflated by whatever else the machine runs.
+Run as root: ``.venv/bin/python bench/collection.py [N ...] [--baseline DIR]``
+(default 10 1000 10000; ``--baseline`` also runs another checkout's agent,
+e.g. the commit before the direct encoder, for a before/after in one run).
+Prints a table. Removes every cgroup it created, also on Ctrl-C. CPU figures
+are inflated by whatever else the machine runs.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
-def agent_figures(max_cgroups: int, interval_ms: int, cycles: int = 5) -> dict:
+def agent_figures(
+    max_cgroups: int, interval_ms: int, cycles: int = 5, checkout: str | None = None
+) -> dict:
     """A real agent exporting to a loopback OTLP/gRPC receiver: CPU per export
     cycle (each cycle's first request carries the agent's own metrics), RSS."""
     import threading
@@ -126,10 +130,13 @@ def agent_figures(max_cgroups: int, interval_ms: int, cycles: int = 5) -> dict:
         "OTEL_METRIC_EXPORT_INTERVAL": str(interval_ms),
         "OTEL_PAGECACHE_MAX_CGROUPS": str(max_cgroups),
     }
+    if checkout is not None:  # the agent of another checkout, e.g. the baseline commit
+        env["PYTHONPATH"] = checkout
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process, in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "otel_pagecache.cli", "run"],
         env=env,
+        cwd=checkout,
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -167,7 +174,7 @@ def agent_figures(max_cgroups: int, interval_ms: int, cycles: int = 5) -> dict:
         receiver.stop()
 
 
-def main(sizes: list[int]) -> int:
+def main(sizes: list[int], baseline: str | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root: it creates memory cgroups", file=sys.stderr)
         return 2
@@ -234,6 +241,17 @@ def main(sizes: list[int]) -> int:
                 f"{agent['hwm_kib'] / 1024:>9.1f}",
                 flush=True,
             )
+            if baseline is not None:
+                before = agent_figures(n + 100, interval_ms, checkout=baseline)
+                print(
+                    f"        baseline agent ({baseline}): "
+                    f"{before['cpu_per_cycle_s'] * 1e3:.1f} ms CPU per cycle, "
+                    f"RSS {before['rss_kib'] / 1024:.1f} MiB, "
+                    f"peak {before['hwm_kib'] / 1024:.1f} MiB, "
+                    f"{before['requests_per_cycle']:.1f} requests per cycle, largest "
+                    f"{before['largest_request'] / 2**20:.2f} MiB",
+                    flush=True,
+                )
             print(
                 f"        agent: {agent['requests_per_cycle']:.1f} requests per cycle, largest "
                 f"{agent['largest_request'] / 2**20:.2f} MiB (limit 4 MiB), every {interval_ms} ms",
@@ -247,4 +265,15 @@ def main(sizes: list[int]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main([int(a) for a in sys.argv[1:]] or [10, 1000, 10000]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Collection-cycle cost vs number of memcgs")
+    parser.add_argument("sizes", nargs="*", type=int, default=[10, 1000, 10000])
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the agent of this checkout (e.g. `git worktree add DIR <commit>`, "
+        "with its BPF object built), in the same run",
+    )
+    args = parser.parse_args()
+    sys.exit(main(args.sizes, args.baseline))
