@@ -203,7 +203,7 @@ class Agent:
         for note in feature_notes(self.hierarchy):
             _log.info("%s", note)
         self.residency = build_residency_reader(settings, self.hierarchy)
-        self.activity = build_activity(settings, self.residency)
+        self.activity: ActivityTracker | None = None
         # Identity of every memcg in the last two snapshots, for the stall
         # histogram's and spans' Resources (two, so an export that races a
         # newer snapshot still finds a cgroup removed in between).
@@ -219,6 +219,9 @@ class Agent:
             settings, self.source, resource, __version__, self._identity
         )
         self.readers = [*built, *readers]
+        # Exporter settings are checked (and the Prometheus port bound) above,
+        # before any BPF program loads.
+        self.activity = build_activity(settings, self.residency)
         # The stall histogram is the one SDK instrument with a series per memcg.
         stall_view = View(
             instrument_name=STALL_METRICS[0].name,
@@ -350,6 +353,12 @@ class Agent:
                 "(OTEL_PAGECACHE_SHUTDOWN_TIMEOUT); stopping anyway",
                 bound_s,
             )
+        _log.info(
+            "last export %s; flush took %.2f s (bound %.1f s)",
+            "delivered" if delivered else "not delivered",
+            bound_s - max(0.0, deadline - time.monotonic()),
+            bound_s,
+        )
         self.last_export_delivered = delivered
         self.close_probes()
         return True
