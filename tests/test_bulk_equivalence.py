@@ -143,3 +143,43 @@ def test_prometheus_output_equals_the_sdk_output():
     for line in text.splitlines():
         if line.startswith("pagecache_"):
             assert '=""' not in line.replace('otel_scope_schema_url=""', ""), line
+
+
+def _empty(kv) -> bool:
+    kind = kv.value.WhichOneof("value")
+    return kind is None or (kind == "string_value" and kv.value.string_value == "")
+
+
+def test_no_empty_valued_attribute_on_any_series():
+    """Issue 10 item 7, over OTLP: points and Resources carry no "" values."""
+    source = _Source()
+    pipeline, provider = _pipeline("cumulative", source)
+    request = ExportMetricsServiceRequest.FromString(b"".join(pipeline.bodies()))
+    provider.shutdown()
+    seen = 0
+    for rm in request.resource_metrics:
+        assert not [kv for kv in rm.resource.attributes if _empty(kv)]
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in getattr(metric, metric.WhichOneof("data")).data_points:
+                    seen += len(point.attributes)
+                    assert not [kv for kv in point.attributes if _empty(kv)], metric.name
+    assert seen > 0
+
+
+def test_engine_reason_is_a_short_code():
+    from otel_pagecache.agent import engine_reason_code
+    from otel_pagecache.config import Settings
+    from otel_pagecache.metrics import ENGINE_REASONS
+
+    cases = {
+        ("auto", True, "core"): "auto_core",
+        ("auto", True, "bcc"): "auto_fallback",
+        ("bcc", True, "bcc"): "requested",
+        ("none", True, None): "disabled",
+        ("auto", False, None): "disabled",
+        ("auto", True, None): "unavailable",
+    }
+    for (engine, activity, running), code in cases.items():
+        got = engine_reason_code(Settings(engine=engine, activity=activity), running)
+        assert got == code and got in ENGINE_REASONS
