@@ -50,8 +50,8 @@ def _fixture_otlp(temporality: str) -> list[dict]:
     return records
 
 
-def _pipeline(temporality: str, source) -> tuple[MetricsPipeline, MeterProvider]:
-    reader = own_reader(OtlpSettings(temporality=temporality))
+def _own_metrics(reader, source) -> MeterProvider:
+    """The agent's own metrics on the SDK, as the fixture's agent had them."""
     provider = MeterProvider(
         metric_readers=[reader], resource=BASE, exemplar_filter=AlwaysOffExemplarFilter()
     )
@@ -62,6 +62,12 @@ def _pipeline(temporality: str, source) -> tuple[MetricsPipeline, MeterProvider]
         engine_reason=REASON_AUTO_CORE,
         attribution="owner",
     )
+    return provider
+
+
+def _pipeline(temporality: str, source) -> tuple[MetricsPipeline, MeterProvider]:
+    reader = own_reader(OtlpSettings(temporality=temporality))
+    provider = _own_metrics(reader, source)
     encoder = BulkEncoder(
         BASE.attributes,
         "otel_pagecache",
@@ -120,16 +126,7 @@ def test_prometheus_output_equals_the_sdk_output():
     registry = CollectorRegistry()
     source = _Source()
     reader = PrometheusMetricReader(registry=registry)
-    provider = MeterProvider(
-        metric_readers=[reader], resource=BASE, exemplar_filter=AlwaysOffExemplarFilter()
-    )
-    AgentMetrics(
-        provider.get_meter("otel_pagecache", "0.test"),
-        source,
-        engine="core",
-        engine_reason=REASON_AUTO_CORE,
-        attribution="owner",
-    )
+    provider = _own_metrics(reader, source)
     registry.register(BulkCollector(source, "otel_pagecache", "0.test"))
     text = generate_latest(registry).decode()
     provider.shutdown()
