@@ -185,15 +185,6 @@ def _with_attributes(point, attributes: dict):
     return dataclasses.replace(point, attributes=attributes)
 
 
-def split_by_resource(
-    data: MetricsData,
-    resource_keys: frozenset[str] = RESOURCE_KEYS,
-    lookup: IdentityLookup | None = None,
-) -> MetricsData:
-    """Move identity attributes from points to a Resource per identity."""
-    return ResourceSplitter(resource_keys, lookup).split(data)
-
-
 class RateLimitFilter(logging.Filter):
     """Lets one record per (logger, message template) through every ``period_s``.
 

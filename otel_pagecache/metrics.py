@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from .activity import ActivityCounters
+from .activity import ActivityCounters, FileUsage
 from .residency import MemcgSample, Snapshot, SnapshotSource
 
 _log = logging.getLogger(__name__)
@@ -276,6 +276,16 @@ FILE_USAGE = MetricSpec(
     "By",
     "Pages of a file inserted minus removed since the agent started, top files per memcg",
 )
+
+
+def file_points(files: Iterable[FileUsage]) -> Iterator[tuple[float, dict]]:
+    """``FILE_USAGE`` points of one memcg's top files."""
+    for f in files:
+        attrs = {FILE_INODE: str(f.inode), FILE_DEVICE: f"{f.major}:{f.minor}"}
+        if f.path is not None:
+            attrs[FILE_PATH] = f.path
+        yield f.bytes, attrs
+
 
 BPF_AGENT_METRICS = (
     MetricSpec(

@@ -34,12 +34,10 @@ from .activity import ActivityCounters
 from .metrics import (
     ACTIVITY_METRICS,
     CGROUP_STATE,
-    FILE_DEVICE,
-    FILE_INODE,
-    FILE_PATH,
     FILE_USAGE,
     MEMCG_METRICS,
     MetricSpec,
+    file_points,
     sample_resource_attributes,
 )
 from .residency import MemcgSample, Snapshot
@@ -147,18 +145,10 @@ def _metric(spec: MetricSpec, extract: Extract) -> _Metric:
     return _Metric(spec, extract, header, spec.kind == "counter")
 
 
-def _file_points(files) -> Iterable[tuple[float, dict]]:
-    for f in files:
-        attrs = {FILE_INODE: str(f.inode), FILE_DEVICE: f"{f.major}:{f.minor}"}
-        if f.path is not None:
-            attrs[FILE_PATH] = f.path
-        yield f.bytes, attrs
-
-
 _MEMCG = tuple(_metric(spec, extract) for spec, extract in MEMCG_METRICS)
 _ACTIVITY = tuple(_metric(spec, extract) for spec, extract, _ in ACTIVITY_METRICS)
 _NEEDS_LOOKUPS = tuple(needs for _, _, needs in ACTIVITY_METRICS)
-_FILES = _metric(FILE_USAGE, _file_points)
+_FILES = _metric(FILE_USAGE, file_points)
 
 
 class _Series:

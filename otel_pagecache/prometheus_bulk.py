@@ -39,9 +39,9 @@ from .metrics import (
     FILE_USAGE,
     MEMCG_METRICS,
     MetricSpec,
+    file_points,
     sample_resource_attributes,
 )
-from .otlp_bulk import _file_points
 from .residency import SnapshotSource
 
 _NAME = re.compile(r"[^a-zA-Z0-9:]+")
@@ -160,7 +160,7 @@ class BulkCollector:
         for sample, identity in memcgs:
             files = activity.files.get(sample.id)
             if files:
-                for value, extra in _file_points(files):
+                for value, extra in file_points(files):
                     family.add({**identity, **_labels(extra)}, value)
         if family.metric.samples:
             yield family.metric
