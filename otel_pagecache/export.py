@@ -69,11 +69,12 @@ IdentityLookup = Callable[[object], Mapping[str, object] | None]
 class ResourceSplitter:
     """Regroups one MetricsData into a ResourceMetrics per identity.
 
-    A point's identity is the ``RESOURCE_KEYS`` attributes it carries, plus
-    whatever ``lookup`` returns for its ``pagecache.cgroup.id`` (points carry
-    only the id when nothing needs the identity as labels: attribute sets of
-    one key are far cheaper for the SDK to aggregate than sets of ten).
-    Resources are cached per identity, so a steady host builds none per cycle.
+    For the agent's own metrics that name a memcg (the stall histogram's
+    points carry only ``pagecache.cgroup.id``: attribute sets of one key are
+    far cheaper for the SDK to aggregate than sets of ten). A point's identity
+    is the ``RESOURCE_KEYS`` attributes it carries, plus whatever ``lookup``
+    returns for its cgroup id. Public SDK types only. Resources are cached per
+    identity, so a steady host builds none per cycle.
     """
 
     def __init__(
