@@ -361,6 +361,7 @@ class Agent:
         )
         self.last_export_delivered = delivered
         self.close_probes()
+        _log.info("stopped%s", ": BPF programs detached" if self.activity is not None else "")
         return True
 
     @staticmethod
