@@ -144,12 +144,22 @@ class MetricsPipeline:
     def bodies(self) -> list[bytes]:
         """One collection: serialized requests, the agent's own metrics first."""
         with self._lock:
-            own = self._own.get_metrics_data()  # runs the callbacks: takes the snapshot
+            # The snapshot first, outside the SDK: its callbacks run under a
+            # collection timeout (10 s) that reading 10,000 memcgs on a loaded
+            # host can exceed; they then reuse this snapshot.
             snapshot = self._source.current()
-            head = b""
-            if own is not None and own.resource_metrics:
-                head = encode_metrics(self._split(own)).SerializeToString()
-            return requests(self._encoder.encode(snapshot, time.time_ns()), head)
+            return requests(self._encoder.encode(snapshot, time.time_ns()), self._own_metrics())
+
+    def _own_metrics(self) -> bytes:
+        """The SDK's part, serialized; empty (not fatal to the bulk) if it fails."""
+        try:
+            own = self._own.get_metrics_data()
+            if own is None or not own.resource_metrics:
+                return b""
+            return encode_metrics(self._split(own)).SerializeToString()
+        except Exception:  # noqa: BLE001 - e.g. the SDK's collection timeout
+            _log.warning("the agent's own metrics were not collected this cycle", exc_info=True)
+            return b""
 
     def export_once(self, deadline: float) -> bool:
         """Collect and send; True when every request got through."""
