@@ -157,16 +157,18 @@ class MetricsPipeline:
             if own is None or not own.resource_metrics:
                 return b""
             return encode_metrics(self._split(own)).SerializeToString()
-        except Exception:  # noqa: BLE001 - e.g. the SDK's collection timeout
-            _log.warning("the agent's own metrics were not collected this cycle", exc_info=True)
+        except Exception as e:  # noqa: BLE001 - e.g. the SDK's collection timeout
+            _log.warning("the agent's own metrics were not collected this cycle: %s", e)
+            _log.debug("own metrics collection", exc_info=True)
             return b""
 
     def export_once(self, deadline: float) -> bool:
         """Collect and send; True when every request got through."""
         try:
             bodies = self.bodies()
-        except Exception:  # noqa: BLE001 - one bad cycle must not end the loop
-            _log.warning("metric collection failed; this cycle is skipped", exc_info=True)
+        except Exception as e:  # noqa: BLE001 - one bad cycle must not end the loop
+            _log.warning("metric collection failed; this cycle is skipped: %s", e)
+            _log.debug("metric collection", exc_info=True)
             return False
         try:
             for body in bodies:
