@@ -144,7 +144,7 @@ def agent_figures(
     )
 
     def wait_cycles(n: int) -> None:
-        deadline = time.monotonic() + 60 + n * interval_ms / 1000 * 4
+        deadline = time.monotonic() + 300 + n * interval_ms / 1000 * 4
         with lock:
             while seen["cycles"] < n:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -243,22 +243,26 @@ def main(sizes: list[int], baseline: str | None = None) -> int:
                 f"{agent['hwm_kib'] / 1024:>9.1f}",
                 flush=True,
             )
-            if baseline is not None:
-                before = agent_figures(n + 100, interval_ms, checkout=baseline)
-                print(
-                    f"        baseline agent ({baseline}): "
-                    f"{before['cpu_per_cycle_s'] * 1e3:.1f} ms CPU per cycle, "
-                    f"RSS {before['rss_kib'] / 1024:.1f} MiB, "
-                    f"peak {before['hwm_kib'] / 1024:.1f} MiB, "
-                    f"{before['requests_per_cycle']:.1f} requests per cycle, largest "
-                    f"{before['largest_request'] / 2**20:.2f} MiB",
-                    flush=True,
-                )
             print(
                 f"        agent: {agent['requests_per_cycle']:.1f} requests per cycle, largest "
                 f"{agent['largest_request'] / 2**20:.2f} MiB (limit 4 MiB), every {interval_ms} ms",
                 flush=True,
             )
+            if baseline is not None:
+                try:
+                    before = agent_figures(n + 100, interval_ms, checkout=baseline)
+                except RuntimeError as e:
+                    print(f"        baseline agent ({baseline}) failed: {e}", flush=True)
+                else:
+                    print(
+                        f"        baseline agent ({baseline}): "
+                        f"{before['cpu_per_cycle_s'] * 1e3:.1f} ms CPU per cycle, "
+                        f"RSS {before['rss_kib'] / 1024:.1f} MiB, "
+                        f"peak {before['hwm_kib'] / 1024:.1f} MiB, "
+                        f"{before['requests_per_cycle']:.1f} requests per cycle, largest "
+                        f"{before['largest_request'] / 2**20:.2f} MiB",
+                        flush=True,
+                    )
     finally:
         for d in reversed(created):
             d.rmdir()
