@@ -9,12 +9,21 @@ Creates N empty memory cgroups beneath this process's own cgroup (N = 10, 100,
   subtraction, identities, selection; "steady" is a cycle between full walks
   of the hierarchy (directories are listed again only when their link count
   changed), "full walk" lists every directory as well (every 30 s by default);
-- collect+export: the OpenTelemetry SDK collecting every instrument from that
-  snapshot and encoding the OTLP protobuf request (no network);
-- agent RSS: a real ``otel-pagecache run`` process at the largest N.
+- encode: what the agent's push loop does with that snapshot (the SDK
+  collecting the agent's own metrics, the direct encoder building the
+  per-container bulk, requests split under 4 MiB; no network);
+- agent: a real ``otel-pagecache run`` process (defaults: CO-RE activity
+  engine attached) exporting over OTLP/gRPC to a loopback receiver, at each
+  N: its CPU time per export cycle (utime+stime from /proc over several
+  cycles, after warm-up), its RSS and peak RSS, and the requests per cycle
+  and largest request it sent. Targets (issue 11): ≤ 100 ms per cycle at
+  1,000 memcgs, ≤ 1 s at 10,000; RSS ≤ 100 MiB at 10,000.
 
-Run as root: ``.venv/bin/python bench/collection.py [N ...]``. Prints a table;
-the README quotes it. Removes every cgroup it created, also on Ctrl-C.
+Run as root: ``.venv/bin/python bench/collection.py [N ...] [--baseline DIR]``
+(default 10 1000 10000; ``--baseline`` also runs another checkout's agent,
+e.g. the commit before the direct encoder, for a before/after in one run).
+Prints a table. Removes every cgroup it created, also on Ctrl-C. CPU figures
+are inflated by whatever else the machine runs.
 """
 
 from __future__ import annotations
@@ -23,19 +32,20 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_pagecache.cgroupfs import find_memory_hierarchy, own_cgroup_path, walk  # noqa: E402
-from otel_pagecache.export import ResourceSplitter  # noqa: E402
-from otel_pagecache.metrics import PageCacheMetrics, sample_resource_attributes  # noqa: E402
+from otel_pagecache.export import ResourceSplitter, own_reader  # noqa: E402
+from otel_pagecache.metrics import AgentMetrics  # noqa: E402
+from otel_pagecache.otlp_bulk import BulkEncoder  # noqa: E402
+from otel_pagecache.pipeline import MetricsPipeline  # noqa: E402
 from otel_pagecache.residency import ResidencyReader, Selection, SnapshotSource  # noqa: E402
 
 V1_FILES = ("memory.stat", "memory.usage_in_bytes", "memory.limit_in_bytes", "memory.failcnt")
@@ -69,39 +79,104 @@ def measure(fn, repeat: int) -> float:
     return best
 
 
-def agent_rss_kib(max_cgroups: int) -> tuple[int, int, int]:
-    """RSS and peak RSS of a real agent exporting over OTLP/gRPC to a loopback
-    receiver every 500 ms; also how many export requests arrived."""
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/<pid>/stat fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def agent_figures(
+    max_cgroups: int, interval_ms: int, cycles: int = 5, checkout: str | None = None
+) -> dict:
+    """A real agent exporting to a loopback OTLP/gRPC receiver: CPU per export
+    cycle (counted by the agent's own collection.duration point), RSS."""
+    import threading
+
     from tests.peers.otlp_receiver import OtlpReceiver
 
-    receiver = OtlpReceiver().start()
+    lock = threading.Condition()
+    seen = {"cycles": 0, "requests": 0, "largest": 0}
+
+    def on_request(received) -> None:
+        if received.signal != "metrics":
+            return
+        size = received.request.ByteSize()
+        # One point of this metric per cycle, whatever the request order.
+        first = any(
+            m.name == "pagecache.agent.collection.duration"
+            for rm in received.request.resource_metrics
+            if not any(kv.key == "pagecache.cgroup.id" for kv in rm.resource.attributes)
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        )
+        with lock:
+            seen["requests"] += 1
+            seen["largest"] = max(seen["largest"], size)
+            seen["cycles"] += first
+            lock.notify_all()
+
+    receiver = OtlpReceiver(on_request=on_request).start()
     env = {
         **os.environ,
         "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_TRACES_EXPORTER": "none",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_METRIC_EXPORT_INTERVAL": str(interval_ms),
         "OTEL_PAGECACHE_MAX_CGROUPS": str(max_cgroups),
     }
+    if checkout is not None:  # the agent of another checkout, e.g. the baseline commit
+        env["PYTHONPATH"] = checkout
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process, in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "otel_pagecache.cli", "run"],
         env=env,
+        cwd=checkout,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
+
+    def wait_cycles(n: int) -> None:
+        deadline = time.monotonic() + 300 + n * interval_ms / 1000 * 4
+        with lock:
+            while seen["cycles"] < n:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"agent exported {seen['cycles']} cycles of {n}:\n{tail}")
+                lock.wait(0.5)
+
     try:
-        time.sleep(6)  # about ten export cycles
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        requests = len(receiver.metrics_requests())
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0]), requests
+        wait_cycles(2)  # warm: first walk, caches, BPF maps populated
+        with lock:
+            start_cycles, start_requests = seen["cycles"], seen["requests"]
+        start_cpu = _cpu_s(proc.pid)
+        wait_cycles(start_cycles + cycles)
+        cpu = _cpu_s(proc.pid) - start_cpu
+        with lock:
+            done, requests = seen["cycles"] - start_cycles, seen["requests"] - start_requests
+        return {
+            "cpu_per_cycle_s": cpu / done,
+            "rss_kib": _status_kib(proc.pid, "VmRSS"),
+            "hwm_kib": _status_kib(proc.pid, "VmHWM"),
+            "requests_per_cycle": requests / done,
+            "largest_request": seen["largest"],
+        }
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(30)
+        log.close()
         receiver.stop()
 
 
-def main(sizes: list[int]) -> int:
+def main(sizes: list[int], baseline: str | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root: it creates memory cgroups", file=sys.stderr)
         return 2
@@ -114,8 +189,8 @@ def main(sizes: list[int]) -> int:
     print(f"cgroup v{hierarchy.version}, memcgs created under {bench_root}")
     header = (
         f"{'memcgs':>7} {'walked':>7} {'floor ms':>9} {'read+parse ms':>14} {'ratio':>6} "
-        f"{'µs/memcg':>9} {'full walk ms':>13} {'ratio':>6} {'collect+export ms':>18} "
-        f"{'cycle ms':>9}"
+        f"{'µs/memcg':>9} {'full walk ms':>13} {'encode ms':>10} {'cycle ms':>9} "
+        f"{'requests':>9} {'agent CPU ms/cycle':>19} {'RSS MiB':>8} {'peak MiB':>9}"
     )
     print(header)
     try:
@@ -135,36 +210,59 @@ def main(sizes: list[int]) -> int:
             walking = ResidencyReader(hierarchy, selection=selection, full_walk_s=0)
             full_walk = measure(walking.read, repeat)
 
-            # The agent's OTLP path: points carry the cgroup id only, the
-            # exporter puts each memcg's identity on its Resource.
+            # The agent's push loop on one snapshot: its own metrics through
+            # the SDK, the bulk through the direct encoder, split requests.
             snapshot = reader.read()
-            identities = {m.id: sample_resource_attributes(m) for m in snapshot.memcgs}
             source = SnapshotSource(lambda snapshot=snapshot: snapshot, max_age_s=1e9)
-            metric_reader = InMemoryMetricReader()
+            own = own_reader()
             provider = MeterProvider(
-                metric_readers=[metric_reader], exemplar_filter=AlwaysOffExemplarFilter()
+                metric_readers=[own], exemplar_filter=AlwaysOffExemplarFilter()
             )
-            PageCacheMetrics(provider.get_meter("bench"), source, identity_on_points=False)
-            splitter = ResourceSplitter(lookup=identities.get)
-
-            def collect_export(metric_reader=metric_reader, splitter=splitter) -> None:
-                data = metric_reader.get_metrics_data()
-                encode_metrics(splitter.split(data)).SerializeToString()
-
-            sdk = measure(collect_export, max(2, repeat // 4))
+            AgentMetrics(provider.get_meter("bench"), source)
+            pipeline = MetricsPipeline(
+                own,
+                ResourceSplitter().split,
+                BulkEncoder({"service.name": "bench"}, "otel_pagecache", "bench"),
+                source,
+                sender=None,
+                interval_s=60,
+                export_timeout_s=10,
+                destination="bench",
+            )
+            bodies = pipeline.bodies()
+            encode = measure(pipeline.bodies, max(2, repeat // 4))
             provider.shutdown()
+            interval_ms = 1000 if n <= 1000 else 3000
+            agent = agent_figures(n + 100, interval_ms)
             print(
                 f"{n:>7} {len(entries):>7} {floor * 1e3:>9.2f} {read_parse * 1e3:>14.2f} "
                 f"{read_parse / floor:>6.2f} {read_parse / len(entries) * 1e6:>9.1f} "
-                f"{full_walk * 1e3:>13.2f} {full_walk / floor:>6.2f} "
-                f"{sdk * 1e3:>18.2f} {(read_parse + sdk) * 1e3:>9.2f}"
+                f"{full_walk * 1e3:>13.2f} {encode * 1e3:>10.2f} "
+                f"{(read_parse + encode) * 1e3:>9.2f} {len(bodies):>9} "
+                f"{agent['cpu_per_cycle_s'] * 1e3:>19.1f} {agent['rss_kib'] / 1024:>8.1f} "
+                f"{agent['hwm_kib'] / 1024:>9.1f}",
+                flush=True,
             )
-        rss, hwm, requests = agent_rss_kib(max(sizes) + 100)
-        print(
-            f"agent process at {len(walk(hierarchy))} memcgs (otel-pagecache run, OTLP/gRPC "
-            f"every 500 ms, {requests} exports received): RSS {rss / 1024:.1f} MiB, "
-            f"peak {hwm / 1024:.1f} MiB"
-        )
+            print(
+                f"        agent: {agent['requests_per_cycle']:.1f} requests per cycle, largest "
+                f"{agent['largest_request'] / 2**20:.2f} MiB (limit 4 MiB), every {interval_ms} ms",
+                flush=True,
+            )
+            if baseline is not None:
+                try:
+                    before = agent_figures(n + 100, interval_ms, checkout=baseline)
+                except RuntimeError as e:
+                    print(f"        baseline agent ({baseline}) failed: {e}", flush=True)
+                else:
+                    print(
+                        f"        baseline agent ({baseline}): "
+                        f"{before['cpu_per_cycle_s'] * 1e3:.1f} ms CPU per cycle, "
+                        f"RSS {before['rss_kib'] / 1024:.1f} MiB, "
+                        f"peak {before['hwm_kib'] / 1024:.1f} MiB, "
+                        f"{before['requests_per_cycle']:.1f} requests per cycle, largest "
+                        f"{before['largest_request'] / 2**20:.2f} MiB",
+                        flush=True,
+                    )
     finally:
         for d in reversed(created):
             d.rmdir()
@@ -173,4 +271,15 @@ def main(sizes: list[int]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main([int(a) for a in sys.argv[1:]] or [10, 100, 1000]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Collection-cycle cost vs number of memcgs")
+    parser.add_argument("sizes", nargs="*", type=int, default=[10, 1000, 10000])
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the agent of this checkout (e.g. `git worktree add DIR <commit>`, "
+        "with its BPF object built), in the same run",
+    )
+    args = parser.parse_args()
+    sys.exit(main(args.sizes, args.baseline))

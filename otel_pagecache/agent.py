@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
@@ -20,21 +22,20 @@ from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
 from .containers import Enricher
 from .correlation import SlotRegistry
-from .export import (
-    ResourceSplittingExporter,
-    base_resource,
-    build_readers,
-    build_span_exporter,
-)
+from .export import base_resource, build_pipelines, build_span_exporter
 from .metrics import (
-    CGROUP_ID,
-    FILE_USAGE,
+    REASON_AUTO_CORE,
+    REASON_AUTO_FALLBACK,
+    REASON_DISABLED,
+    REASON_REQUESTED,
+    REASON_UNAVAILABLE,
     SCOPE_NAME,
-    PageCacheMetrics,
+    STALL_METRICS,
+    AgentMetrics,
     sample_resource_attributes,
 )
+from .pipeline import MetricsPipeline
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
-from .series import SeriesPruner
 from .stalls import StallPipeline, StallPoller
 
 _log = logging.getLogger(__name__)
@@ -138,6 +139,17 @@ def choose_engine(settings: Settings):
     return None, "; ".join(causes)
 
 
+def engine_reason_code(settings: Settings, engine: str | None) -> str:
+    """The short, stable ``pagecache.engine.reason`` for the engine that runs
+    (``engine``, or None when activity is off); the sentence is for logs."""
+    if engine is None:
+        off = not settings.activity or settings.engine == "none"
+        return REASON_DISABLED if off else REASON_UNAVAILABLE
+    if settings.engine in ("core", "bcc"):
+        return REASON_REQUESTED
+    return REASON_AUTO_CORE if engine == "core" else REASON_AUTO_FALLBACK
+
+
 def read_snapshot(residency: ResidencyReader, tracker: ActivityTracker | None) -> Snapshot:
     """Residency, then activity joined to it by memcg id (the walk just refreshed the index)."""
     snapshot = residency.read()
@@ -177,13 +189,19 @@ def feature_notes(hierarchy: MemoryHierarchy) -> list[str]:
 
 
 class Agent:
-    """Owns the MeterProvider; ``stop()`` flushes the last export within a bound."""
+    """Owns the pipelines; ``stop()`` makes the last export within one bound.
+
+    The bound is ``OTEL_PAGECACHE_SHUTDOWN_TIMEOUT`` (default 5 s): it covers
+    the last metric export and the last span export together, whatever the
+    collector does; the BPF programs are detached after it.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        readers: Sequence[MetricReader] | None = None,
+        readers: Sequence[MetricReader] = (),
         hierarchy: MemoryHierarchy | None = None,
+        resource: Resource | None = None,
     ) -> None:
         self.settings = settings
         self.hierarchy = hierarchy or find_memory_hierarchy(settings.cgroup_root)
@@ -192,56 +210,57 @@ class Agent:
         for note in feature_notes(self.hierarchy):
             _log.info("%s", note)
         self.residency = build_residency_reader(settings, self.hierarchy)
-        self.activity = build_activity(settings, self.residency)
-        # Every exported memcg yields up to two points per instrument (active/inactive,
-        # some/full); leave room for those plus the root and the overflow series.
-        limit = 2 * settings.max_cgroups + 16
-        # Identity of every memcg in the last two snapshots, for the exporter
-        # to put on Resources (two, so an export that races a newer snapshot
-        # still finds a cgroup removed in between).
+        self.activity: ActivityTracker | None = None
+        # Identity of every memcg in the last two snapshots, for the stall
+        # histogram's and spans' Resources (two, so an export that races a
+        # newer snapshot still finds a cgroup removed in between).
         self._identities: dict[int, dict] = {}
         self._previous_identities: dict[int, dict] = {}
         self._unknown_ids: set = set()
-        if readers is None:
-            readers = build_readers(settings, limit, self._identity)
-        self.readers = list(readers)
-        # Up to top_files points per memcg for the file metric, not two.
-        file_view = View(
-            instrument_name=FILE_USAGE.name,
-            aggregation_cardinality_limit=settings.max_cgroups * max(1, settings.top_files) + 16,
-        )
-        # Observable callbacks run outside any trace: exemplars would be empty
-        # and only cost time per point.
-        self.meter_provider = MeterProvider(
-            metric_readers=self.readers,
-            resource=base_resource(),
-            exemplar_filter=AlwaysOffExemplarFilter(),
-            views=[file_view],
-        )
-        self._pruner = SeriesPruner(self.meter_provider, CGROUP_ID)
         self.source = SnapshotSource(
             lambda: read_snapshot(self.residency, self.activity), on_snapshot=self._after_snapshot
+        )
+        resource = resource or base_resource()
+        self.pipelines: list[MetricsPipeline]
+        self.pipelines, built = build_pipelines(
+            settings, self.source, resource, __version__, self._identity
+        )
+        self.readers = [*built, *readers]
+        # Exporter settings are checked (and the Prometheus port bound) above,
+        # before any BPF program loads.
+        self.activity = build_activity(settings, self.residency)
+        # The stall histogram is the one SDK instrument with a series per memcg.
+        stall_view = View(
+            instrument_name=STALL_METRICS[0].name,
+            aggregation_cardinality_limit=settings.max_cgroups + 16,
+        )
+        # Observable callbacks run outside any trace: exemplars would be empty
+        # and only cost time per point. stop() shuts the providers down once,
+        # within its bound: no second shutdown at interpreter exit.
+        self.meter_provider = MeterProvider(
+            metric_readers=self.readers,
+            resource=resource,
+            exemplar_filter=AlwaysOffExemplarFilter(),
+            views=[stall_view],
+            shutdown_on_exit=False,
         )
         meter = self.meter_provider.get_meter(SCOPE_NAME, __version__)
         self.tracer_provider: TracerProvider | None = None
         self.stall_poller: StallPoller | None = None
-        self._start_stalls(meter)
-        # Prometheus has no per-series Resource: there the identity must be labels.
-        labels = "prometheus" in settings.metrics_exporters or not self._pushes_only()
-        engine = self.activity.probe.engine if self.activity is not None else "none"
-        reason = (
-            getattr(self.activity, "engine_reason", "") if self.activity else "off or unavailable"
-        )
+        self._start_stalls(meter, resource)
+        engine = self.activity.probe.engine if self.activity is not None else None
         attribution = getattr(self.activity.probe, "attribution", "owner") if self.activity else ""
-        self.metrics = PageCacheMetrics(
+        self.metrics = AgentMetrics(
             meter,
             self.source,
-            identity_on_points=labels,
-            engine=engine,
-            engine_reason=reason,
+            engine=engine or "none",
+            engine_reason=engine_reason_code(settings, engine),
             attribution=attribution,
         )
         self._stopped = threading.Event()
+        self.last_export_delivered: bool | None = None
+        for pipeline in self.pipelines:
+            pipeline.start()
         _log.info(
             "otel-pagecache %s: memory controller on cgroup v%d at %s; exporters: %s",
             __version__,
@@ -250,14 +269,14 @@ class Agent:
             ",".join(settings.metrics_exporters),
         )
 
-    def _start_stalls(self, meter) -> None:
+    def _start_stalls(self, meter, resource: Resource) -> None:
         """Stall spans, when the probe times stalls and spans are wanted."""
         probe = self.activity.probe if self.activity is not None else None
         if probe is None or not getattr(probe, "stall_kinds", None):
             return
         exporter = build_span_exporter(self.settings, self._identity)
         if exporter is not None:
-            self.tracer_provider = TracerProvider(resource=base_resource())
+            self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
             tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
         else:
@@ -278,13 +297,6 @@ class Agent:
         ).start()
         _log.info("stall spans: %s", ", ".join(probe.stall_kinds))
 
-    def _pushes_only(self) -> bool:
-        """True when every reader exports through our ResourceSplittingExporter."""
-        return all(
-            isinstance(getattr(r, "_exporter", None), ResourceSplittingExporter)
-            for r in self.readers
-        )
-
     def _identity(self, cgroup_id: object) -> dict | None:
         found = self._identities.get(cgroup_id)  # type: ignore[call-overload]
         if found is None:
@@ -303,49 +315,68 @@ class Agent:
     def _after_snapshot(self, snapshot: Snapshot) -> None:
         self._previous_identities = self._identities
         self._identities = {s.id: sample_resource_attributes(s) for s in snapshot.memcgs}
-        live_files = None
-        if snapshot.activity is not None:
-            live_files = {
-                (memcg, str(f.inode), f"{f.major}:{f.minor}")
-                for memcg, files in snapshot.activity.files.items()
-                for f in files
-            }
-        self._pruner.prune({s.id for s in snapshot.memcgs}, live_files)
 
     def wait(self, stop: threading.Event) -> None:
-        """Block until ``stop`` is set (the periodic readers run in their own threads)."""
+        """Block until ``stop`` is set (the pipelines run in their own threads)."""
         while not stop.wait(1.0):
             pass
 
     def stop(self) -> bool:
-        """Flush and shut down; gives up after ``shutdown_timeout_s``. True if clean."""
+        """Last export, then detach; returns True: a stop is not a failure.
+
+        Exports that fail or do not finish within ``shutdown_timeout_s`` are
+        warnings (``last_export_delivered`` tells tests which); the process
+        still exits 0, as systemd expects of a requested stop."""
         if self._stopped.is_set():
             return True
         self._stopped.set()
-        timeout_s = self.settings.shutdown_timeout_s
+        bound_s = self.settings.shutdown_timeout_s
+        deadline = time.monotonic() + bound_s
         if self.stall_poller is not None:
             self.stall_poller.stop()
-
-        # MeterProvider.shutdown does the last collect+export; an exporter
-        # retrying against a dead collector could hold it far longer than the
-        # bound, so it runs in a daemon thread we stop waiting for.
-        def shutdown() -> None:
-            if self.tracer_provider is not None:
-                self.tracer_provider.shutdown()
-            self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
-
-        worker = threading.Thread(
-            target=shutdown,
-            name="otel-pagecache-shutdown",
-            daemon=True,
+        # The span exporter's own retries are not ours to bound: its flush
+        # runs in a daemon thread we stop waiting for at the deadline.
+        spans = None
+        if self.tracer_provider is not None:
+            spans = threading.Thread(
+                target=self._shutdown_quietly,
+                args=(self.tracer_provider.shutdown,),
+                name="otel-pagecache-span-flush",
+                daemon=True,
+            )
+            spans.start()
+        delivered = True
+        for pipeline in self.pipelines:
+            remaining = max(0.0, deadline - time.monotonic())
+            delivered = pipeline.shutdown(remaining) and delivered
+        self._shutdown_quietly(self.meter_provider.shutdown)
+        if spans is not None:
+            spans.join(max(0.0, deadline - time.monotonic()))
+            if spans.is_alive():
+                _log.warning("the last stall spans were not sent within %.1f s", bound_s)
+        if not delivered:
+            _log.warning(
+                "the last metric export did not get through within %.1f s "
+                "(OTEL_PAGECACHE_SHUTDOWN_TIMEOUT); stopping anyway",
+                bound_s,
+            )
+        _log.info(
+            "last export %s; flush took %.2f s (bound %.1f s)",
+            "delivered" if delivered else "not delivered",
+            bound_s - max(0.0, deadline - time.monotonic()),
+            bound_s,
         )
-        worker.start()
-        worker.join(timeout_s)
+        self.last_export_delivered = delivered
         self.close_probes()
-        if worker.is_alive():
-            _log.warning("last export did not finish within %.1f s; exiting anyway", timeout_s)
-            return False
+        _log.info("stopped%s", ": BPF programs detached" if self.activity is not None else "")
         return True
+
+    @staticmethod
+    def _shutdown_quietly(shutdown) -> None:
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001 - a failed flush at exit is a warning at most
+            _log.debug("shutdown raised", exc_info=True)
 
     def close_probes(self) -> None:
         """Detach every BPF program (idempotent)."""

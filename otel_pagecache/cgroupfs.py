@@ -212,8 +212,7 @@ class CgroupTree:
             self.forget(entry.id)
             return []
         known = {cid for cid, e in self._entries.items() if e.parent_id == entry.id}
-        for gone in known - present.keys():
-            self.forget(gone)
+        self.forget(*(known - present.keys()))
         new: list[CgroupEntry] = []
         budget = self.max_cgroups - len(self._entries)
         for cid in sorted(present.keys() - known, key=lambda c: present[c].name):
@@ -227,9 +226,12 @@ class CgroupTree:
             self._entries[e.id] = e
         return new
 
-    def forget(self, cgroup_id: int) -> None:
-        """Drop a vanished cgroup and everything below it."""
-        doomed = {cgroup_id}
+    def forget(self, *cgroup_ids: int) -> None:
+        """Drop vanished cgroups and everything below them, in one pass over the
+        entries (one pass per cgroup was quadratic under churn)."""
+        if not cgroup_ids:
+            return
+        doomed = set(cgroup_ids)
         for cid, e in self._entries.items():  # parents come first, so one pass suffices
             if e.parent_id in doomed:
                 doomed.add(cid)

@@ -1,12 +1,13 @@
 """Exporter set-up from the standard ``OTEL_*`` variables, and per-container Resources.
 
-One MeterProvider serves every container. Its points carry the identity
-attributes of their memcg (``metrics.RESOURCE_KEYS``); ``ResourceSplittingExporter``
-regroups them on the way out so each container's points travel under a
-Resource of its own (base Resource + identity), which is what an OpenTelemetry
-Collector's ``k8sattributes`` processor associates on. The Prometheus pull
-endpoint keeps the identity as labels instead: Prometheus has no per-series
-Resource.
+Each container's series travel under a Resource of their own (base Resource +
+identity), which is what an OpenTelemetry Collector's ``k8sattributes``
+processor associates on. The per-container bulk is encoded so directly
+(``otlp_bulk``); the agent's own metrics go through the SDK, and those that
+name a memcg (the stall histogram's ``pagecache.cgroup.id``) are regrouped
+onto the same Resources by ``ResourceSplitter``, with public SDK types only.
+The Prometheus pull endpoint keeps the identity as labels instead
+(``prometheus_bulk``): Prometheus has no per-series Resource.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
+    AggregationTemporality,
     Gauge,
+    InMemoryMetricReader,
     Metric,
-    MetricExporter,
-    MetricExportResult,
     MetricReader,
     MetricsData,
     NumberDataPoint,
-    PeriodicExportingMetricReader,
     ResourceMetrics,
     ScopeMetrics,
     Sum,
@@ -38,7 +37,11 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, Sp
 
 from . import __version__
 from .config import Settings
-from .metrics import CGROUP_ID, RESOURCE_KEYS
+from .metrics import CGROUP_ID, RESOURCE_KEYS, SCOPE_NAME
+from .otlp_bulk import CUMULATIVE, DELTA, BulkEncoder
+from .otlp_transport import OtlpMetricSender, OtlpSettings
+from .pipeline import ConsoleSender, MetricsPipeline
+from .residency import SnapshotSource
 
 _log = logging.getLogger(__name__)
 
@@ -66,11 +69,12 @@ IdentityLookup = Callable[[object], Mapping[str, object] | None]
 class ResourceSplitter:
     """Regroups one MetricsData into a ResourceMetrics per identity.
 
-    A point's identity is the ``RESOURCE_KEYS`` attributes it carries, plus
-    whatever ``lookup`` returns for its ``pagecache.cgroup.id`` (points carry
-    only the id when nothing needs the identity as labels: attribute sets of
-    one key are far cheaper for the SDK to aggregate than sets of ten).
-    Resources are cached per identity, so a steady host builds none per cycle.
+    For the agent's own metrics that name a memcg (the stall histogram's
+    points carry only ``pagecache.cgroup.id``: attribute sets of one key are
+    far cheaper for the SDK to aggregate than sets of ten). A point's identity
+    is the ``RESOURCE_KEYS`` attributes it carries, plus whatever ``lookup``
+    returns for its cgroup id. Public SDK types only. Resources are cached per
+    identity, so a steady host builds none per cycle.
     """
 
     def __init__(
@@ -182,65 +186,6 @@ def _with_attributes(point, attributes: dict):
     return dataclasses.replace(point, attributes=attributes)
 
 
-def split_by_resource(
-    data: MetricsData,
-    resource_keys: frozenset[str] = RESOURCE_KEYS,
-    lookup: IdentityLookup | None = None,
-) -> MetricsData:
-    """Move identity attributes from points to a Resource per identity."""
-    return ResourceSplitter(resource_keys, lookup).split(data)
-
-
-class ResourceSplittingExporter(MetricExporter):
-    """Wraps any push exporter; see the module docstring. Also turns repeated
-    export failures into one rate-limited warning instead of one per cycle."""
-
-    def __init__(
-        self,
-        inner: MetricExporter,
-        lookup: IdentityLookup | None = None,
-        warn_every_s: float = 60.0,
-    ) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self.inner = inner
-        self._splitter = ResourceSplitter(RESOURCE_KEYS, lookup)
-        self._warn_every_s = warn_every_s
-        self._failures = 0
-        self._last_warning = float("-inf")
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs
-    ) -> MetricExportResult:
-        try:
-            result = self.inner.export(
-                self._splitter.split(metrics_data), timeout_millis=timeout_millis
-            )
-        except Exception:  # noqa: BLE001 - a failed export must not stop the reader thread
-            _log.debug("export raised", exc_info=True)
-            result = MetricExportResult.FAILURE
-        if result is MetricExportResult.FAILURE:
-            self._failures += 1
-            now = time.monotonic()
-            if now - self._last_warning >= self._warn_every_s:
-                self._last_warning = now
-                _log.warning(
-                    "metric export via %s failed (%d failures so far); the agent keeps "
-                    "running and drops the points it cannot send",
-                    type(self.inner).__name__,
-                    self._failures,
-                )
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis=timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis)
-
-
 class RateLimitFilter(logging.Filter):
     """Lets one record per (logger, message template) through every ``period_s``.
 
@@ -270,65 +215,109 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
-def _otlp_exporter(settings: Settings) -> MetricExporter:
-    protocol = settings.otlp_metrics_protocol
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+def own_reader(otlp: OtlpSettings | None = None) -> InMemoryMetricReader:
+    """The pull reader the push loop collects the agent's own metrics through,
+    with the temporality ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` asks."""
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+    )
 
-        return OTLPMetricExporter()
-    if protocol in ("http/protobuf", "http"):
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpExporter,
-        )
-
-        return HttpExporter()
-    raise ValueError(
-        f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use 'grpc' or 'http/protobuf'"
+    preference = otlp.temporality if otlp is not None else "cumulative"
+    delta = {
+        "delta": (Counter, ObservableCounter, Histogram),
+        "lowmemory": (Counter, Histogram),
+    }.get(preference, ())
+    return InMemoryMetricReader(
+        preferred_temporality={kind: AggregationTemporality.DELTA for kind in delta}
     )
 
 
-def build_readers(
-    settings: Settings, cardinality_limit: int, lookup: IdentityLookup | None = None
-) -> list[MetricReader]:
-    """One reader per name in ``OTEL_METRICS_EXPORTER`` (comma-separated)."""
-    from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge
+def _sender(settings: Settings, name: str) -> tuple[object, OtlpSettings | None, str]:
+    if name == "console":
+        return ConsoleSender(), None, "console"
+    protocol = settings.otlp_metrics_protocol
+    if protocol == "http":
+        protocol = "http/protobuf"
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ValueError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use 'grpc' or "
+            "'http/protobuf'"
+        )
+    otlp = OtlpSettings.from_env(protocol=protocol)
+    for warning in otlp.warnings:
+        _log.warning("%s", warning)
+    label = "OTLP/gRPC" if protocol == "grpc" else "OTLP/HTTP"
+    return OtlpMetricSender(otlp), otlp, f"{label} to {otlp.endpoint}"
 
-    limits: Mapping = {ObservableGauge: cardinality_limit, ObservableCounter: cardinality_limit}
+
+def build_pipelines(
+    settings: Settings,
+    source: SnapshotSource,
+    resource: Resource,
+    scope_version: str,
+    lookup: IdentityLookup | None = None,
+) -> tuple[list[MetricsPipeline], list[MetricReader]]:
+    """One push pipeline per push name in ``OTEL_METRICS_EXPORTER`` (otlp,
+    console), and the SDK readers the MeterProvider needs (their pull readers,
+    and Prometheus's)."""
+    pipelines: list[MetricsPipeline] = []
     readers: list[MetricReader] = []
+    splitter = ResourceSplitter(RESOURCE_KEYS, lookup)
     for name in settings.metrics_exporters:
         if name == "none":
             continue
         if name == "prometheus":
-            readers.append(_prometheus_reader(settings, dict(limits)))
+            readers.append(_prometheus_reader(settings, source, scope_version))
             continue
-        if name == "otlp":
-            inner = _otlp_exporter(settings)
-        elif name == "console":
-            inner = ConsoleMetricExporter()
-        else:
+        if name not in ("otlp", "console"):
             raise ValueError(
                 f"OTEL_METRICS_EXPORTER={name!r} is not supported: use otlp, console, "
                 "prometheus or none"
             )
-        readers.append(
-            PeriodicExportingMetricReader(
-                ResourceSplittingExporter(inner, lookup),
-                export_interval_millis=settings.export_interval_ms,
-                export_timeout_millis=settings.export_timeout_ms,
-                cardinality_limits=dict(limits),
+        sender, otlp, destination = _sender(settings, name)
+        reader = own_reader(otlp)
+        encoder = BulkEncoder(
+            resource.attributes,
+            SCOPE_NAME,
+            scope_version,
+            schema_url=resource.schema_url or "",
+            temporality=DELTA if otlp is not None and otlp.delta_counters else CUMULATIVE,
+        )
+        readers.append(reader)
+        pipelines.append(
+            MetricsPipeline(
+                reader,
+                splitter.split,
+                encoder,
+                source,
+                sender,
+                interval_s=settings.export_interval_ms / 1000,
+                export_timeout_s=settings.export_timeout_ms / 1000,
+                destination=destination,
             )
         )
-    return readers
+    return pipelines, readers
 
 
-def _prometheus_reader(settings: Settings, limits: dict) -> MetricReader:
+def _prometheus_reader(
+    settings: Settings, source: SnapshotSource, scope_version: str
+) -> MetricReader:
     from .endpoint import serve_prometheus
 
     # Already serving when the command line bound it before the BPF load.
     serve_prometheus(settings.prometheus_host, settings.prometheus_port)
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import REGISTRY
 
-    return PrometheusMetricReader(cardinality_limits=limits)
+    from .prometheus_bulk import BulkCollector
+
+    # The SDK's reader serves target_info and the agent's own metrics; the
+    # per-container bulk comes from our collector, on the same registry.
+    reader = PrometheusMetricReader(registry=REGISTRY)
+    REGISTRY.register(BulkCollector(source, SCOPE_NAME, scope_version))
+    return reader
 
 
 def copy_span(

@@ -53,6 +53,7 @@ from .export import copy_span
 from .memstat import read_memcg
 from .metrics import MEMCG_METRICS, SCOPE_NAME, MetricSpec
 from .residency import MemcgSample, make_sample, own_stats
+from .sdk_internals import Wrapped, unwrap_span_processors, wrap_span_processors
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ REPORTER = "pagecache.reporter"
 READ_BYTES = "pagecache.thread.read_bytes"
 MAJOR_FAULTS = "pagecache.thread.major_faults"
 THREAD_ID = "thread.id"
+
+
+def is_sdk_tracer_provider(provider: object) -> bool:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return isinstance(provider, TracerProvider)
 
 
 def thread_figures() -> tuple[int, int]:
@@ -240,7 +247,7 @@ class PageCacheInstrumentor(BaseInstrumentor):
     """``opentelemetry-instrument`` entry point ``pagecache``."""
 
     _processor: ThreadFiguresProcessor | None = None
-    _multi: Any = None
+    _wrapped: Wrapped | None = None
     _residency: ProcessResidency | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -260,8 +267,7 @@ class PageCacheInstrumentor(BaseInstrumentor):
             self._start_residency(kwargs.get("meter_provider") or metrics.get_meter_provider())
 
     def _wrap_span_processor(self, provider: Any) -> None:
-        multi = getattr(provider, "_active_span_processor", None)
-        if multi is None or not hasattr(multi, "_span_processors"):
+        if not is_sdk_tracer_provider(provider):
             _log.info("no SDK tracer provider: spans get no page-cache figures")
             return
         slots = None
@@ -270,14 +276,19 @@ class PageCacheInstrumentor(BaseInstrumentor):
                 slots = SpanSlots()
             except OSError as e:
                 _log.info("no span slots for stall links: %s", e)
-        # Tracers already handed out hold this very multi-processor, so it is
-        # changed in place: its processors move behind ours. Processors added
-        # later still work (they get spans without the figures).
-        inner = type(multi)()
-        inner._span_processors = multi._span_processors  # noqa: SLF001
-        self._processor = ThreadFiguresProcessor(inner, slots, self._identity_attributes())
-        self._multi = multi
-        multi._span_processors = (self._processor,)  # noqa: SLF001
+        # Tracers already handed out hold the provider's multi-processor, so
+        # its processors move behind ours in place (sdk_internals). Processors
+        # added later still work (they get spans without the figures).
+        identity = self._identity_attributes()
+        self._wrapped = wrap_span_processors(
+            provider, lambda inner: ThreadFiguresProcessor(inner, slots, identity)
+        )
+        if self._wrapped is None:
+            _log.info("this SDK's span processors cannot be wrapped: spans get no figures")
+            if slots is not None:
+                slots.close()
+            return
+        self._processor = self._wrapped.wrapper
 
     @staticmethod
     def _identity_attributes() -> dict:
@@ -315,18 +326,12 @@ class PageCacheInstrumentor(BaseInstrumentor):
         )
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if self._multi is not None and self._processor is not None:
-            added_since = tuple(
-                p
-                for p in self._multi._span_processors
-                if p is not self._processor  # noqa: SLF001
-            )
-            self._multi._span_processors = (  # noqa: SLF001
-                self._processor.inner._span_processors + added_since  # noqa: SLF001
-            )
+        if self._wrapped is not None and self._processor is not None:
+            unwrap_span_processors(self._wrapped)
             if self._processor._slots is not None:  # noqa: SLF001
                 self._processor._slots.close()  # noqa: SLF001 - the registry goes too
             self._processor = None
+            self._wrapped = None
         if self._residency is not None:
             # Instruments cannot be removed from a meter; they fall silent.
             self._residency.enabled = False

@@ -1,9 +1,10 @@
 """The product's metric names, units and attributes, and the callbacks behind them.
 
-Every name here is public interface and is documented in the README's metric
-table. Per-memcg points carry the memcg's identity attributes
-(``RESOURCE_KEYS``); the exporter moves those onto a per-container Resource
-(see ``export.ResourceSplittingExporter``).
+Every name here is public interface; ``ALL_SPECS`` lists every metric the
+project makes, for generated docs and tests. Per-memcg series belong to their
+memcg's identity (``RESOURCE_KEYS``): over OTLP that identity is each
+container's Resource (``otlp_bulk``), for Prometheus it becomes labels
+(``prometheus_bulk``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from .activity import ActivityCounters
+from .activity import ActivityCounters, FileUsage
 from .residency import MemcgSample, Snapshot, SnapshotSource
 
 _log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ CGROUP_SET = "pagecache.cgroup.set"
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: str  # "gauge" | "counter"
+    kind: str  # "gauge" | "counter" | "histogram"
     unit: str
     description: str
 
@@ -276,6 +277,16 @@ FILE_USAGE = MetricSpec(
     "Pages of a file inserted minus removed since the agent started, top files per memcg",
 )
 
+
+def file_points(files: Iterable[FileUsage]) -> Iterator[tuple[float, dict]]:
+    """``FILE_USAGE`` points of one memcg's top files."""
+    for f in files:
+        attrs = {FILE_INODE: str(f.inode), FILE_DEVICE: f"{f.major}:{f.minor}"}
+        if f.path is not None:
+            attrs[FILE_PATH] = f.path
+        yield f.bytes, attrs
+
+
 BPF_AGENT_METRICS = (
     MetricSpec(
         "pagecache.agent.bpf.lost",
@@ -355,8 +366,24 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
 )
 
 
-# Every metric this module defines, for references generated from the code
-# (docs/metrics.md); the stall metrics are stalls.py's.
+# Made by stalls.StallPipeline (a histogram and a counter on the SDK).
+STALL_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "pagecache.stall.duration",
+        "histogram",
+        "s",
+        "Every page-cache stall (memcg or direct reclaim, dirty throttling)",
+    ),
+    MetricSpec(
+        "pagecache.stall.spans.dropped",
+        "counter",
+        "{span}",
+        "Stalls over the threshold not turned into spans, by reason",
+    ),
+)
+
+# Every metric of the project, once: the source of its name, kind, unit and
+# description.
 ALL_SPECS: tuple[MetricSpec, ...] = (
     *(spec for spec, _ in MEMCG_METRICS),
     *(spec for spec, _, _ in ACTIVITY_METRICS),
@@ -364,6 +391,7 @@ ALL_SPECS: tuple[MetricSpec, ...] = (
     *(spec for spec, _ in NODE_METRICS),
     *AGENT_METRICS,
     *BPF_AGENT_METRICS,
+    *STALL_METRICS,
 )
 
 
@@ -377,52 +405,51 @@ def sample_resource_attributes(sample: MemcgSample) -> dict[str, str | int]:
     return attrs
 
 
-def _id_only(sample: MemcgSample) -> dict[str, int]:
-    attrs = sample.id_attrs
-    if attrs is None:
-        attrs = sample.id_attrs = {CGROUP_ID: sample.id}
-    return attrs
+# Why the activity engine that runs was chosen: a short stable code for the
+# pagecache.engine.reason attribute (the sentence goes to logs and doctor).
+REASON_REQUESTED = "requested"  # OTEL_PAGECACHE_ENGINE named it
+REASON_AUTO_CORE = "auto_core"  # auto: BTF present and the CO-RE object loads
+REASON_AUTO_FALLBACK = "auto_fallback"  # auto: CO-RE could not run, BCC did
+REASON_DISABLED = "disabled"  # activity off or engine none, as asked
+REASON_UNAVAILABLE = "unavailable"  # auto: no engine could run
+ENGINE_REASONS = (
+    REASON_REQUESTED,
+    REASON_AUTO_CORE,
+    REASON_AUTO_FALLBACK,
+    REASON_DISABLED,
+    REASON_UNAVAILABLE,
+)
 
 
-class PageCacheMetrics:
-    """Registers every instrument on ``meter``; all callbacks share one snapshot.
+class AgentMetrics:
+    """The node agent's own metrics (node totals, BPF health, collection health)
+    as observable instruments on ``meter``; every callback reads the same snapshot.
 
-    With ``identity_on_points`` every point carries its memcg's whole identity
-    (needed where it must become labels, as for Prometheus); otherwise points
-    carry only ``pagecache.cgroup.id`` and the exporter looks the identity up
-    (see ``export.ResourceSplitter``), which makes SDK aggregation much cheaper.
+    The per-container bulk (``MEMCG_METRICS``, ``ACTIVITY_METRICS``,
+    ``FILE_USAGE``) does not go through the SDK: ``otlp_bulk`` and
+    ``prometheus_bulk`` build it from the snapshot directly.
     """
 
     def __init__(
         self,
         meter: Meter,
         source: SnapshotSource,
-        identity_on_points: bool = True,
         engine: str = "none",
-        engine_reason: str = "",
+        engine_reason: str = REASON_DISABLED,
         attribution: str = "owner",
     ) -> None:
         self._source = source
-        # Which activity engine runs (core, bcc, none) and why, on the agent's
-        # own metrics.
-        self._engine_attrs = {ENGINE: engine}
-        if engine_reason:
-            self._engine_attrs[ENGINE_REASON] = engine_reason[:200]
-        if engine != "none":
+        # Which activity engine runs (core, bcc, none) and why, as a code.
+        self._engine_attrs = {ENGINE: engine, ENGINE_REASON: engine_reason}
+        if engine != "none" and attribution:
             # "owner" (the page's memcg) or "current_task" (BCC without BTF or
             # matching headers: the cgroup of the task behind each event).
             self._engine_attrs[ATTRIBUTION] = attribution
-        self._identity_on_points = identity_on_points
         self._read_errors_total = 0
         self._vanished_total = 0
         self._counted_snapshot: Snapshot | None = None
-        for spec, extract in MEMCG_METRICS:
-            self._register(meter, spec, self._memcg_callback(spec, extract))
         for spec, keys in NODE_METRICS:
             self._register(meter, spec, self._node_callback(spec, keys))
-        for spec, extract, needs_lookups in ACTIVITY_METRICS:
-            self._register(meter, spec, self._activity_callback(spec, extract, needs_lookups))
-        self._register(meter, FILE_USAGE, _guarded(FILE_USAGE.name, self._file_usage))
         bpf_callbacks = {
             "pagecache.agent.bpf.lost": self._bpf_lost,
             "pagecache.agent.bpf.map.entries": self._bpf_map_entries,
@@ -448,53 +475,6 @@ class PageCacheMetrics:
             else meter.create_observable_counter
         )
         create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
-
-    def _memcg_callback(self, spec: MetricSpec, extract):
-        def callback(_options: CallbackOptions) -> Iterator[Observation]:
-            snapshot = self._source.current()
-            for sample in snapshot.memcgs:
-                base = self._point_attrs(sample)
-                for value, extra in extract(sample):
-                    yield Observation(value, {**base, **extra} if extra else base)
-
-        return _guarded(spec.name, callback)
-
-    def _point_attrs(self, sample: MemcgSample) -> dict:
-        return sample_resource_attributes(sample) if self._identity_on_points else _id_only(sample)
-
-    def _activity_callback(self, spec: MetricSpec, extract, needs_lookups: bool):
-        def callback(_options: CallbackOptions) -> Iterator[Observation]:
-            snapshot = self._source.current()
-            activity = snapshot.activity
-            if activity is None or (needs_lookups and not activity.has_lookups):
-                return
-            for sample in snapshot.memcgs:
-                if sample.activity is None:
-                    continue
-                base = self._point_attrs(sample)
-                for value, extra in extract(sample.activity):
-                    yield Observation(value, {**base, **extra} if extra else base)
-            for state, counters in activity.buckets.items():
-                for value, extra in extract(counters):
-                    yield Observation(value, {CGROUP_STATE: state, **extra})
-
-        return _guarded(spec.name, callback)
-
-    def _file_usage(self, _options: CallbackOptions) -> Iterator[Observation]:
-        snapshot = self._source.current()
-        activity = snapshot.activity
-        if activity is None:
-            return
-        for sample in snapshot.memcgs:
-            files = activity.files.get(sample.id)
-            if not files:
-                continue
-            base = self._point_attrs(sample)
-            for f in files:
-                attrs = {**base, FILE_INODE: str(f.inode), FILE_DEVICE: f"{f.major}:{f.minor}"}
-                if f.path is not None:
-                    attrs[FILE_PATH] = f.path
-                yield Observation(f.bytes, attrs)
 
     def _bpf_lost(self, _options: CallbackOptions) -> Iterator[Observation]:
         activity = self._source.current().activity

@@ -124,4 +124,4 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     own = [p for p in iter_points(requests) if p.metric == "pagecache.agent.collection.duration"]
     assert own[-1].attributes["pagecache.engine"] == engine
     assert own[-1].attributes["pagecache.attribution"] == "owner"
-    assert own[-1].attributes["pagecache.engine.reason"] == "as asked"
+    assert own[-1].attributes["pagecache.engine.reason"] == "requested"

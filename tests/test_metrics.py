@@ -1,42 +1,37 @@
-"""Instruments on fixture trees through the real SDK (InMemoryMetricReader)."""
+"""Every metric on fixture trees, through the agent's real collection path: the
+SDK (InMemoryMetricReader) for its own metrics, the direct encoder for the
+per-container bulk, decoded with opentelemetry-proto's generated classes."""
 
 from __future__ import annotations
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 
 from otel_pagecache.cgroupfs import MemoryHierarchy
 from otel_pagecache.config import Settings
-from otel_pagecache.export import split_by_resource
+from otel_pagecache.export import ResourceSplitter, own_reader
 from otel_pagecache.metrics import (
     AGENT_METRICS,
+    ALL_SPECS,
     MEMCG_METRICS,
     NODE_METRICS,
     RESOURCE_KEYS,
-    PageCacheMetrics,
+    AgentMetrics,
 )
+from otel_pagecache.otlp_bulk import BulkEncoder
+from otel_pagecache.pipeline import MetricsPipeline
 from otel_pagecache.residency import ResidencyReader, SnapshotSource
 from tests.cgroup_trees import write_v2_cgroup
+from tests.peers.otlp_receiver import iter_points
 
 CID = "7be92808767a667f35c8505cbf40d14e931ef6db5b0210329cf193b15ba9d605"
 
 
-def _points(data):
-    out = []
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for p in metric.data.data_points:
-                    out.append(
-                        (
-                            dict(rm.resource.attributes),
-                            metric.name,
-                            metric.unit,
-                            dict(p.attributes),
-                            p.value,
-                        )
-                    )
-    return out
+def _points(requests):
+    return [(p.resource, p.metric, p.unit, p.attributes, p.value) for p in iter_points(requests)]
 
 
 def _tree(tmp_path):
@@ -68,8 +63,10 @@ def _tree(tmp_path):
 
 
 def _collect(tmp_path):
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
+    """One collection's requests, decoded; and how many snapshots it read."""
+    reader = own_reader()
+    resource = Resource({"service.name": "otel-pagecache"})
+    provider = MeterProvider(metric_readers=[reader], resource=resource)
     reads = []
     residency = ResidencyReader(_tree(tmp_path), proc_root=str(tmp_path))
 
@@ -77,9 +74,20 @@ def _collect(tmp_path):
         reads.append(1)
         return residency.read()
 
-    PageCacheMetrics(provider.get_meter("t"), SnapshotSource(read, max_age_s=0.5))
-    data = reader.get_metrics_data()
-    return data, reads
+    source = SnapshotSource(read, max_age_s=0.5)
+    AgentMetrics(provider.get_meter("t"), source)
+    pipeline = MetricsPipeline(
+        reader,
+        ResourceSplitter().split,
+        BulkEncoder(resource.attributes, "t", ""),
+        source,
+        sender=None,
+        interval_s=60,
+        export_timeout_s=10,
+        destination="test",
+    )
+    requests = [ExportMetricsServiceRequest.FromString(b) for b in pipeline.bodies()]
+    return requests, reads
 
 
 def test_every_documented_metric_is_exported_with_its_unit(tmp_path):
@@ -95,9 +103,9 @@ def test_every_documented_metric_is_exported_with_its_unit(tmp_path):
 def test_values_and_identity_attributes(tmp_path):
     points = _points(_collect(tmp_path)[0])
     container = [
-        (name, attrs, value)
-        for _, name, _, attrs, value in points
-        if attrs.get("container.id") == CID
+        (name, {**resource, **attrs}, value)
+        for resource, name, _, attrs, value in points
+        if resource.get("container.id") == CID
     ]
     got = {
         (n, attrs.get("pagecache.state") or attrs.get("pagecache.pressure")): v
@@ -124,27 +132,57 @@ def test_values_and_identity_attributes(tmp_path):
     # The unlimited root has no limit point.
     assert not [
         1
-        for _, n, _, a, _ in points
-        if n == "pagecache.memcg.limit" and a.get("pagecache.cgroup.path") == "/"
+        for r, n, _, _, _ in points
+        if n == "pagecache.memcg.limit" and r.get("pagecache.cgroup.path") == "/"
     ]
 
 
-def test_split_by_resource_moves_identity_to_resource(tmp_path):
-    data, _ = _collect(tmp_path)
-    split = split_by_resource(data)
+def test_identity_is_on_each_memcgs_resource_not_on_points(tmp_path):
+    requests, _ = _collect(tmp_path)
     by_path = {}
-    for resource_attrs, name, _, attrs, _value in _points(split):
+    for resource_attrs, name, _, attrs, _value in _points(requests):
         assert not (set(attrs) & RESOURCE_KEYS), f"{name} still has identity on the point"
         path = resource_attrs.get("pagecache.cgroup.path")
         by_path.setdefault(path, set()).add(name)
         if path == f"/system.slice/docker-{CID}.scope":
             assert resource_attrs["container.id"] == CID
             assert resource_attrs["pagecache.cgroup.kind"] == "container"
+        assert resource_attrs["service.name"] == "otel-pagecache"
     # Node totals and agent health stay on the base resource (no cgroup path).
     assert "pagecache.node.cached" in by_path[None]
     assert "pagecache.agent.cgroups" in by_path[None]
     assert "pagecache.node.cached" not in by_path[f"/system.slice/docker-{CID}.scope"]
-    assert len(split.resource_metrics) == 4  # base, /, /system.slice, the container
+    resources = [rm.resource for r in requests for rm in r.resource_metrics]
+    assert len(resources) == 4  # base, /, /system.slice, the container
+
+
+def test_all_specs_names_every_metric_once():
+    names = [s.name for s in ALL_SPECS]
+    assert len(names) == len(set(names))
+    assert all(s.kind in ("gauge", "counter", "histogram") for s in ALL_SPECS)
+    assert {s.name for s, _ in MEMCG_METRICS} <= set(names)
+
+
+def test_stall_instruments_match_their_specs():
+    """stalls.py creates its instruments itself; they must match ALL_SPECS."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from otel_pagecache.metrics import STALL_METRICS
+    from otel_pagecache.stalls import StallPipeline
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    pipeline = StallPipeline(NoOpTracerProvider().get_tracer("t"), provider.get_meter("t"))
+    pipeline._histogram.record(0.5, {})  # noqa: SLF001 - one point, so it is exported
+    seen = {
+        m.name: (m.unit, m.description)
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    for spec in STALL_METRICS:
+        assert seen[spec.name] == (spec.unit, spec.description)
 
 
 def test_settings_from_standard_env():

@@ -1,0 +1,222 @@
+"""The node agent's push loop: one collection, one set of OTLP requests, per interval.
+
+Each cycle takes one snapshot and sends, in requests under 4 MiB:
+
+- the agent's own metrics (node totals, BPF and collection health, stall
+  histogram), collected by the SDK through its public pull reader
+  (``InMemoryMetricReader``), moved onto per-container Resources where they
+  name a memcg (``export.ResourceSplitter``) and encoded by the SDK's public
+  OTLP encoder;
+- the per-container bulk, encoded from the same snapshot by ``otlp_bulk``.
+
+No queue: a cycle whose export fails drops its points (with one warning a
+minute), and the next cycle sends fresh ones; cumulative counters carry the
+counts across. An export blocks the loop at most ``export_timeout_s``.
+
+``shutdown(bound_s)`` stops the loop and makes the last export within
+``bound_s``, whatever the collector does (refuses, or accepts and never
+answers): every send has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TextIO
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.sdk.metrics.export import MetricReader
+
+from .otlp_bulk import BulkEncoder, requests
+from .otlp_transport import ExportError
+from .residency import SnapshotSource
+
+_log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    def send(self, body: bytes, deadline: float) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleSender:
+    """Prints each request as one JSON document, shaped as the SDK's console
+    exporter prints ``MetricsData`` (``resource_metrics`` → ``resource`` →
+    ``attributes`` as a mapping)."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out
+
+    def send(self, body: bytes, deadline: float) -> int:
+        request = ExportMetricsServiceRequest.FromString(body)
+        document = {"resource_metrics": [_resource_metrics(rm) for rm in request.resource_metrics]}
+        out = self._out or sys.stdout
+        out.write(json.dumps(document, indent=4) + "\n")
+        out.flush()
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _attributes(kvs) -> dict:
+    out = {}
+    for kv in kvs:
+        kind = kv.value.WhichOneof("value")
+        out[kv.key] = getattr(kv.value, kind) if kind else None
+    return out
+
+
+def _resource_metrics(rm) -> dict:
+    def metric(m) -> dict:
+        kind = m.WhichOneof("data")
+        data = getattr(m, kind)
+        points = [
+            {
+                "attributes": _attributes(p.attributes),
+                "start_time_unix_nano": p.start_time_unix_nano or None,
+                "time_unix_nano": p.time_unix_nano,
+                "value": getattr(p, p.WhichOneof("value"))
+                if kind in ("gauge", "sum")
+                else MessageToDict(p),
+            }
+            for p in data.data_points
+        ]
+        shaped = {"data_points": points}
+        if kind == "sum":
+            shaped["aggregation_temporality"] = data.aggregation_temporality
+            shaped["is_monotonic"] = data.is_monotonic
+        return {"name": m.name, "description": m.description, "unit": m.unit, "data": shaped}
+
+    return {
+        "resource": {
+            "attributes": _attributes(rm.resource.attributes),
+            "schema_url": rm.schema_url,
+        },
+        "scope_metrics": [
+            {
+                "scope": {"name": sm.scope.name, "version": sm.scope.version},
+                "metrics": [metric(m) for m in sm.metrics],
+            }
+            for sm in rm.scope_metrics
+        ],
+    }
+
+
+class MetricsPipeline:
+    def __init__(
+        self,
+        own: MetricReader,
+        split: Callable,
+        encoder: BulkEncoder,
+        source: SnapshotSource,
+        sender: Sender,
+        interval_s: float,
+        export_timeout_s: float,
+        destination: str,
+        warn_every_s: float = 60.0,
+    ) -> None:
+        self._own = own  # an InMemoryMetricReader-like pull reader
+        self._split = split
+        self._encoder = encoder
+        self._source = source
+        self._sender = sender
+        self._interval_s = interval_s
+        self._timeout_s = export_timeout_s
+        self._destination = destination
+        self._warn_every_s = warn_every_s
+        self._lock = threading.Lock()  # one collection at a time (delta state)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+        self.exports = 0
+        self._last_warning = float("-inf")
+
+    def bodies(self) -> list[bytes]:
+        """One collection: serialized requests, the agent's own metrics first."""
+        with self._lock:
+            # The snapshot first, outside the SDK: its callbacks run under a
+            # collection timeout (10 s) that reading 10,000 memcgs on a loaded
+            # host can exceed; they then reuse this snapshot.
+            snapshot = self._source.current()
+            return requests(self._encoder.encode(snapshot, time.time_ns()), self._own_metrics())
+
+    def _own_metrics(self) -> bytes:
+        """The SDK's part, serialized; empty (not fatal to the bulk) if it fails."""
+        try:
+            own = self._own.get_metrics_data()
+            if own is None or not own.resource_metrics:
+                return b""
+            return encode_metrics(self._split(own)).SerializeToString()
+        except Exception as e:  # noqa: BLE001 - e.g. the SDK's collection timeout
+            _log.warning("the agent's own metrics were not collected this cycle: %s", e)
+            _log.debug("own metrics collection", exc_info=True)
+            return b""
+
+    def export_once(self, deadline: float) -> bool:
+        """Collect and send; True when every request got through."""
+        try:
+            bodies = self.bodies()
+        except Exception as e:  # noqa: BLE001 - one bad cycle must not end the loop
+            _log.warning("metric collection failed; this cycle is skipped: %s", e)
+            _log.debug("metric collection", exc_info=True)
+            return False
+        try:
+            for body in bodies:
+                rejected = self._sender.send(body, deadline)
+                if rejected:
+                    _log.warning("the receiver rejected %d points of this export", rejected)
+        except ExportError as e:
+            self._failed(str(e))
+            return False
+        except Exception as e:  # noqa: BLE001 - transport failures of any kind are warnings
+            _log.debug("metric export raised", exc_info=True)
+            self._failed(f"{type(e).__name__}: {e}")
+            return False
+        self.exports += 1
+        return True
+
+    def _failed(self, why: str) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._last_warning >= self._warn_every_s:
+            self._last_warning = now
+            _log.warning(
+                "metric export via %s failed (%d failures so far): %s; the agent keeps "
+                "running and drops the points it cannot send",
+                self._destination,
+                self.failures,
+                why,
+            )
+
+    def start(self) -> MetricsPipeline:
+        self._thread = threading.Thread(target=self._run, name="otel-pagecache-export", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.export_once(time.monotonic() + self._timeout_s)
+
+    def shutdown(self, bound_s: float) -> bool:
+        """Stop the loop, then one last export within ``bound_s``; True if delivered.
+
+        A loop export still in flight is not waited for (it has its own
+        deadline and runs in a daemon thread)."""
+        deadline = time.monotonic() + bound_s
+        self._stop.set()
+        delivered = self.export_once(deadline)
+        try:
+            self._sender.close()
+        except Exception:  # noqa: BLE001 - closing is best effort at exit
+            _log.debug("closing the metric sender raised", exc_info=True)
+        return delivered
