@@ -273,6 +273,8 @@ def own_cgroup_path(hierarchy_version: int, proc_root: str = "/proc", pid: str =
         if len(parts) != 3:
             continue
         hid, controllers, path = parts
+        if path and not path.startswith("/"):
+            continue  # not a cgroup path: garbage, never from the kernel
         if hierarchy_version == 1 and "memory" in controllers.split(","):
             return path or "/"
         if hierarchy_version == 2 and hid == "0" and controllers == "":
