@@ -50,6 +50,10 @@ The agent's own (each also a ``run`` flag):
 ``OTEL_PAGECACHE_LOOKUPS``                  ``false``: leave the lookup path (every
                                             read and fault) unattached; no lookups,
                                             no hit ratio (default ``true``)
+``OTEL_PAGECACHE_BPF_MAX_MEMCGS``           (CO-RE engine) entries of each per-memcg
+                                            BPF map (default 0: built-in 16384); events
+                                            of memcgs beyond it are counted in
+                                            ``pagecache.agent.bpf.lost``
 ``OTEL_PAGECACHE_TOP_FILES``                files per container in
                                             ``pagecache.file.usage`` (default 10)
 ``OTEL_PAGECACHE_FILE_PATHS``               ``true``: export ``file.path`` of those
@@ -131,6 +135,7 @@ class Settings:
     stall_threshold_ms: float = 1.0
     stall_spans_per_second: float = 10.0
     lookups: bool = True
+    bpf_max_memcgs: int = 0
     top_files: int = 10
     file_paths: bool = False
 
@@ -177,6 +182,7 @@ class Settings:
             stall_threshold_ms=_number(env, "OTEL_PAGECACHE_STALL_THRESHOLD_MS", 1.0),
             stall_spans_per_second=_number(env, "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND", 10.0),
             lookups=_bool(env.get("OTEL_PAGECACHE_LOOKUPS"), True),
+            bpf_max_memcgs=_number(env, "OTEL_PAGECACHE_BPF_MAX_MEMCGS", 0, int),
             top_files=_number(env, "OTEL_PAGECACHE_TOP_FILES", 10, int),
             file_paths=_bool(env.get("OTEL_PAGECACHE_FILE_PATHS")),
         )
