@@ -166,7 +166,8 @@ class CgroupTree:
     the reader gets it for free from the directory it opens anyway (its
     mtime, by contrast, does not change when a child is created). A child
     created and another removed under the same parent between two cycles
-    leave the count unchanged; the next full walk finds the new one.
+    leave the count unchanged: the reader then rescans the parent because it
+    found the removed child gone (see ``ResidencyReader``).
     """
 
     def __init__(
