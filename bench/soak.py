@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -40,9 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from otel_pagecache.cgroupfs import find_memory_hierarchy, own_cgroup_path  # noqa: E402
+from otel_pagecache.metrics import CGROUP_PATH  # noqa: E402
 from tests.agent_process import AgentProcess  # noqa: E402
 from tests.agent_watch import error_lines, rss_kib  # noqa: E402
-from tests.peers.otlp_receiver import OtlpReceiver, Received, iter_points  # noqa: E402
+from tests.peers.otlp_receiver import OtlpReceiver, Received  # noqa: E402
 
 MIB = 1 << 20
 FILE_BYTES = 64 << 10
@@ -135,7 +137,9 @@ class Timeline:
 
 class Exports:
     """What the receiver got, kept compact: per collection time, the memcgs
-    exported; the agent's own figures over time."""
+    exported; the agent's own figures over time. ``take`` only queues (the
+    receiver answers the agent at once, so a slow soak script cannot slow
+    the agent's exports); one thread digests the protobufs directly."""
 
     def __init__(self, root_path: str) -> None:
         self.prefix = root_path.rstrip("/") + "/c"
@@ -145,23 +149,54 @@ class Exports:
         self.read_seconds: dict[int, float] = {}  # collection time -> its cgroupfs read time
         self.requests = 0
         self.lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._digest_all, daemon=True).start()
 
     def take(self, received: Received) -> None:
         self.requests += 1
-        for p in iter_points([received.request]):
-            path = p.resource.get("pagecache.cgroup.path")
-            if p.metric == "pagecache.usage" and isinstance(path, str):
-                number = path[len(self.prefix) :] if path.startswith(self.prefix) else ""
-                if number.isdigit():
-                    with self.lock:
-                        self.collections.setdefault(p.time_unix_nano, set()).add(int(number))
-            elif p.metric == "pagecache.agent.bpf.map.entries":
-                if p.attributes.get("pagecache.bpf.map") == "pagecache_insertions":
-                    self.map_entries.append((p.time_unix_nano / 1e9, int(p.value)))
-            elif p.metric == "pagecache.agent.collection.duration":
-                self.read_seconds[p.time_unix_nano] = float(p.value)
-            elif p.metric == "pagecache.agent.bpf.forgotten_cgroups":
-                self.forgotten.append((p.time_unix_nano / 1e9, int(p.value)))
+        self._queue.put(received.request)
+
+    def drain(self) -> None:
+        self._queue.join()
+
+    def _digest_all(self) -> None:
+        while True:
+            request = self._queue.get()
+            try:
+                self._digest(request)
+            finally:
+                self._queue.task_done()
+
+    def _digest(self, request) -> None:
+        for rm in request.resource_metrics:
+            path = next(
+                (a.value.string_value for a in rm.resource.attributes if a.key == CGROUP_PATH),
+                None,
+            )
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if path is not None:
+                        number = path[len(self.prefix) :] if path.startswith(self.prefix) else ""
+                        if metric.name == "pagecache.usage" and number.isdigit():
+                            stamp = metric.gauge.data_points[0].time_unix_nano
+                            with self.lock:
+                                self.collections.setdefault(stamp, set()).add(int(number))
+                        continue
+                    kind = metric.WhichOneof("data")
+                    for point in getattr(metric, kind).data_points if kind else ():
+                        self._own(metric.name, point)
+
+    def _own(self, name: str, point) -> None:
+        value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+        at = point.time_unix_nano
+        if name == "pagecache.agent.collection.duration":
+            self.read_seconds[at] = float(value)
+        elif name == "pagecache.agent.bpf.forgotten_cgroups":
+            self.forgotten.append((at / 1e9, int(value)))
+        elif name == "pagecache.agent.bpf.map.entries":
+            attrs = {a.key: a.value.string_value for a in point.attributes}
+            if attrs.get("pagecache.bpf.map") == "pagecache_insertions":
+                self.map_entries.append((at / 1e9, int(value)))
 
 
 def check_sets(timeline: Timeline, exports: Exports, interval: float) -> tuple[int, int, int]:
@@ -180,7 +215,10 @@ def check_sets(timeline: Timeline, exports: Exports, interval: float) -> tuple[i
         checked += 1
         for n in exported:
             born, gone = created.get(n, (at + 1e9, 0))[0], removed.get(n, (0, 1e18))[1]
-            if not born <= at + SLACK_S or gone < at - interval - SLACK_S:
+            # Existed within one interval of the collection, which reads
+            # cgroupfs after it starts (read_seconds long).
+            latest = at + interval + read_seconds.get(stamp, 0.0) + SLACK_S
+            if born > latest or gone < at - interval - SLACK_S:
                 stale += 1
         for n, (_, ready) in created.items():
             leaving = removed.get(n, (1e18, 0))[0]
@@ -279,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(3 * args.interval)  # the last removals reach an export
         elapsed = time.monotonic() - started
         code = agent.terminate()
+        exports.drain()
     finally:
         if churner is not None and churner.poll() is None:
             churner.kill()
