@@ -325,7 +325,9 @@ def load_time_and_rss() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=30, help="paired pread rounds (>= 30)")
+    parser.add_argument(
+        "--rounds", type=int, default=30, help="paired pread rounds (>= 30; 0: skip them)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
@@ -340,7 +342,8 @@ def main() -> int:
             per_event_cost(tmp, empty_obj, loop)
         finally:
             STATS.write_text(original)
-        print_paired(pread_paired(tmp, empty_obj, loop, args.rounds))
+        if args.rounds:
+            print_paired(pread_paired(tmp, empty_obj, loop, args.rounds))
     return 0
 
 

@@ -199,6 +199,16 @@ class Exports:
                 self.map_entries.append((at / 1e9, int(value)))
 
 
+def host_memcgs() -> int:
+    """The memory controller's cgroup count from /proc/cgroups (the agent reads
+    every memcg of the host each cycle, ours or not)."""
+    for line in Path("/proc/cgroups").read_text().splitlines():
+        fields = line.split()
+        if fields[:1] == ["memory"] and len(fields) >= 3 and fields[2].isdigit():
+            return int(fields[2])
+    return 0
+
+
 def check_sets(timeline: Timeline, exports: Exports, interval: float) -> tuple[int, int, int]:
     """(collections checked, stale memcgs exported, live memcgs missing)."""
     stale = missing = checked = 0
@@ -261,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     data = ROOT / ".test-data" / f"soak-{uuid.uuid4().hex[:8]}"
     data.mkdir(parents=True)
     root.mkdir()
+    memcgs_before = host_memcgs()
     exports = Exports(root_path)
     timeline = Timeline()
     receiver = OtlpReceiver(on_request=lambda r: (exports.take(r), receiver.clear()))
@@ -333,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         f.unlink()
 
     ok = True
+    print(
+        f"memory cgroups on the host (/proc/cgroups): {memcgs_before} before, "
+        f"{host_memcgs()} after; machine load {os.getloadavg()[0]:.1f}"
+    )
 
     def report(name: str, met: bool, figure: str) -> None:
         nonlocal ok

@@ -93,8 +93,9 @@ def test_collector_down_then_back_on_the_same_address(memcgs, data_dir, otlp_rec
             timeout=INTERVAL_S + EXPORTER_RETRY_BOUND_S + RESUME_SLACK_S,
         )
         resumed_after = time.monotonic() - up_at
-        # Three more intervals, then look at everything received.
-        otlp_receiver.wait_for_metrics(lambda r: len(r) > received_before + 3, 30)
+        # Two more exports, then look at everything received. (Generous: on a
+        # host with thousands of memcgs a loaded machine collects slowly.)
+        otlp_receiver.wait_for_metrics(lambda r: len(r) > received_before + 2, 120)
         assert agent.terminate() == 0, agent.log()
 
     points = list(iter_points(otlp_receiver.metrics_requests()))
