@@ -1,23 +1,30 @@
-"""Cost of the BPF activity probes, measured as ratios in one run.
+"""Cost of the BPF activity probes (issue 11, part 2), as ratios in one run.
 
 1. Per-event cost of each program (kernel.bpf_stats_enabled=1:
-   run_time_ns / run_cnt), side by side with an EMPTY tp_btf program on the
-   same tracepoint attached at the same time (bench/empty.bpf.c): the empty
-   program is the floor, including the ~50 ns the measurement itself costs.
+   run_time_ns / run_cnt), side by side with an EMPTY program of the same
+   attach type on the same tracepoint, attached at the same time
+   (bench/empty.bpf.c): tp_btf for the CO-RE engine, raw_tp for BCC. The empty
+   program is the floor, including what the measurement itself costs.
+   Target: the lookup programs <= +10 ns per event.
 2. The user's worst case: a loop of 4 KiB pread()s of one cached page
-   (bench/pread_loop.c), with no program, with only the empty program on
-   mm_filemap_get_pages (the floor), with the agent's programs, and with the
-   agent's programs minus the lookup path; alternating rounds, medians.
-3. Load-and-attach time of the agent's programs, and the extra RSS.
+   (bench/pread_loop.c). ``--rounds`` (>= 30) PAIRED rounds per engine: no
+   program, the empty floor on mm_filemap_get_pages, then the engine started
+   as the agent starts it by default (lookups and stalls on), back to back.
+   Prints the median of the paired differences (percentage points of the
+   no-program time) with its 95% order-statistic confidence interval.
+   Target: median <= 3 points, both engines.
+3. Load-and-attach time of the CO-RE programs, and the extra RSS.
 
-Run as root: ``.venv/bin/python bench/bpf_cost.py``. Needs clang and gcc
-(it builds the empty object and the pread loop in a temporary directory).
-Restores kernel.bpf_stats_enabled as it found it.
+Run as root: ``.venv/bin/python bench/bpf_cost.py [--rounds 30]``. Needs
+clang and gcc (it builds the empty object and the pread loop in a temporary
+directory) and, for BCC, python3-bpfcc. Restores kernel.bpf_stats_enabled.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from otel_pagecache.probes.core import PROGRAMS, CoreProbe  # noqa: E402
+from otel_pagecache.probes.core import LOOKUP_PROGRAMS, PROGRAMS, CoreProbe  # noqa: E402
 from otel_pagecache.probes.libbpf import BpfObject  # noqa: E402
 
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -42,6 +49,21 @@ EMPTY = {
     "on_get_pages": "empty_get_pages",
     "on_fault": "empty_fault",
     "on_map_pages": "empty_map_pages",
+}
+# BCC's lookup programs are raw tracepoints (bpf/pagecache_bcc.c): their floor
+# is an empty raw_tp program on the same tracepoint.
+EMPTY_RAW = {
+    "on_get_pages": "empty_raw_get_pages",
+    "on_fault": "empty_raw_fault",
+    "on_map_pages": "empty_raw_map_pages",
+}
+BCC_NAMES = {
+    "on_add_to_page_cache": "raw_tracepoint__mm_filemap_add_to_page_cache",
+    "on_delete_from_page_cache": "raw_tracepoint__mm_filemap_delete_from_page_cache",
+    "on_dirty_folio": "raw_tracepoint__writeback_dirty_folio",
+    "on_get_pages": "raw_tracepoint__mm_filemap_get_pages",
+    "on_fault": "raw_tracepoint__mm_filemap_fault",
+    "on_map_pages": "raw_tracepoint__mm_filemap_map_pages",
 }
 MIB = 1 << 20
 
@@ -77,7 +99,7 @@ def prog_stats() -> dict[str, tuple[int, int]]:
     return {
         p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0))
         for p in json.loads(out)
-        if p.get("name", "").startswith(("on_", "empty_"))
+        if p.get("name", "").startswith(("on_", "empty_", "raw_tracepoint__"))
     }
 
 
@@ -106,34 +128,50 @@ def workload(tmp: Path, loop: Path) -> None:
     os.unlink(tmp / "written")
 
 
+def _delta(before: dict, after: dict, name: str) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of ``name`` between two prog_stats()."""
+    (t1, c1), (t0, c0) = after.get(name, (0, 0)), before.get(name, (0, 0))
+    return t1 - t0, c1 - c0
+
+
 def per_event_cost(tmp: Path, empty_obj: Path, loop: Path) -> None:
-    probe = CoreProbe().start()
-    empty = BpfObject(str(empty_obj))
-    empty.load()
-    for name in EMPTY.values():
-        empty.attach(name)
-    try:
-        before = prog_stats()
-        workload(tmp, loop)
-        after = prog_stats()
-    finally:
-        empty.close()
-        probe.close()
-    print("per-event cost, kernel.bpf_stats_enabled=1 (ns per event; empty = floor)")
-    print(f"{'tracepoint':<40} {'events':>9} {'agent ns':>9} {'empty ns':>9} {'extra ns':>9}")
+    """Each engine in turn, alone with every empty program, under one workload:
+    each event runs the engine and the floors, so the differences are per event."""
+    from otel_pagecache.probes.bcc import BccProbe, bcc_available
 
-    def delta(name: str) -> tuple[int, int]:
-        (t_after, c_after), (t_before, c_before) = after.get(name, (0, 0)), before.get(name, (0, 0))
-        return t_after - t_before, c_after - c_before
+    print("per-event cost, kernel.bpf_stats_enabled=1 (ns per event; empty = floor of the")
+    print("same attach type: tp_btf for CO-RE, raw_tp for BCC); target: lookups <= +10 ns")
+    print(
+        f"{'engine':<6} {'tracepoint':<40} {'events':>8} {'agent ns':>9} {'empty ns':>9} "
+        f"{'extra ns':>9}"
+    )
+    engines: list[tuple[str, Callable[[], Any], dict[str, str], dict[str, str]]] = [
+        ("core", CoreProbe, {p: p for p in EMPTY}, EMPTY)
+    ]
+    if bcc_available():
+        engines.append(("bcc", BccProbe, BCC_NAMES, EMPTY_RAW))
+    for engine, make, names, floors in engines:
+        probe = make().start()
+        empty = BpfObject(str(empty_obj))
+        empty.load()
+        for name in (*EMPTY.values(), *EMPTY_RAW.values()):
+            empty.attach(name)
+        try:
+            before = prog_stats()
+            workload(tmp, loop)
+            after = prog_stats()
+        finally:
+            empty.close()
+            probe.close()
 
-    for ours, floor in EMPTY.items():
-        t1, c1 = delta(ours)
-        t0, c0 = delta(floor)
-        if c1 and c0:
-            print(
-                f"{PROGRAMS[ours]:<40} {c1:>9} {t1 / c1:>9.1f} {t0 / c0:>9.1f} "
-                f"{t1 / c1 - t0 / c0:>9.1f}"
-            )
+        for program, floor in floors.items():
+            (t1, c1), (t0, c0) = _delta(before, after, names[program]), _delta(before, after, floor)
+            if c1 and c0:
+                mark = "  (lookup path)" if program in LOOKUP_PROGRAMS else ""
+                print(
+                    f"{engine:<6} {PROGRAMS[program]:<40} {c1:>8} {t1 / c1:>9.1f} "
+                    f"{t0 / c0:>9.1f} {t1 / c1 - t0 / c0:>+9.1f}{mark}"
+                )
 
 
 PREAD_COUNT = 2_000_000
@@ -169,30 +207,95 @@ def print_pread(medians: dict[str, float], rounds: int) -> None:
         print(f"  {name:<18} {median:7.1f} ns/pread  {100 * (median / base - 1):+6.1f} %")
 
 
-def pread_slowdown(tmp: Path, empty_obj: Path, loop: Path, rounds: int = 7) -> None:
-    def empty_on_get_pages() -> BpfObject:
+def order_statistic_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free CI of the median: the k-th smallest and k-th largest
+    values, k the largest rank with P(Binomial(n, 1/2) < k) <= (1 - level) / 2."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1 - level) / 2
+    k, below = 0, 0.0
+    while k < n // 2:
+        below_next = below + math.comb(n, k) / 2**n  # P(B <= k)
+        if below_next > tail:
+            break
+        below, k = below_next, k + 1
+    if k == 0:  # too few rounds for this level: the whole range
+        return ordered[0], ordered[-1]
+    return ordered[k - 1], ordered[n - k]
+
+
+def _empty_program(empty_obj: Path, program: str) -> Callable[[], BpfObject]:
+    """Start just ``program`` of bench/empty.bpf.c (the floor of one attach type)."""
+
+    def start() -> BpfObject:
         empty = BpfObject(str(empty_obj))
-        for name in EMPTY.values():
-            empty.set_autoload(name, name == "empty_get_pages")
+        for name in (*EMPTY.values(), *EMPTY_RAW.values()):
+            empty.set_autoload(name, name == program)
         empty.load()
-        empty.attach("empty_get_pages")
+        empty.attach(program)
         return empty
 
-    medians = pread_medians(
-        loop,
-        tmp,
-        {
-            "none": None,
-            "empty": empty_on_get_pages,
-            "agent": lambda: CoreProbe().start(),
-            "agent-no-lookups": lambda: CoreProbe(lookups=False).start(),
-        },
-        rounds,
+    return start
+
+
+# engine -> (its empty floor on mm_filemap_get_pages, the engine at the agent's defaults)
+def engine_setups(empty_obj: Path) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    setups: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        "core": (_empty_program(empty_obj, "empty_get_pages"), lambda: CoreProbe().start()),
+    }
+    from otel_pagecache.probes.bcc import BccProbe, bcc_available
+
+    if bcc_available():
+        setups["bcc"] = (
+            _empty_program(empty_obj, "empty_raw_get_pages"),
+            lambda: BccProbe().start(),
+        )
+    else:
+        print("bcc: python3-bpfcc not importable, its pread rounds are skipped")
+    return setups
+
+
+def pread_paired(tmp: Path, empty_obj: Path, loop: Path, rounds: int) -> dict[str, list[float]]:
+    """Per engine, ``rounds`` paired differences in percentage points of the
+    no-program time: each round runs nothing, the empty floor, then the engine
+    (as the agent starts it by default), back to back, and compares the last
+    two against the first of the same round."""
+    page = tmp / "page"
+    page.write_bytes(os.urandom(4096))
+    setups = engine_setups(empty_obj)
+    diffs: dict[str, list[float]] = {engine: [] for engine in setups}
+
+    def run(start: Callable[[], Any] | None) -> float:
+        attached = start() if start is not None else None
+        try:
+            out = subprocess.run(
+                [str(loop), str(page), str(PREAD_COUNT)], capture_output=True, text=True
+            )
+            return float(out.stdout)
+        finally:
+            if attached is not None:
+                attached.close()
+
+    for _ in range(rounds):
+        for engine, (floor, agent) in setups.items():
+            none_ns, floor_ns, agent_ns = run(None), run(floor), run(agent)
+            diffs[engine].append(100 * (agent_ns - floor_ns) / none_ns)
+    return diffs
+
+
+def print_paired(diffs: dict[str, list[float]]) -> None:
+    print(
+        f"4 KiB pread of a cached page, {PREAD_COUNT} per run; per round: nothing, the empty "
+        "floor, the engine at the agent's defaults, back to back"
     )
-    print_pread(medians, rounds)
-    base = medians["none"]
-    floor, agent = medians["empty"] / base - 1, medians["agent"] / base - 1
-    print(f"  agent minus floor: {100 * (agent - floor):+.1f} percentage points")
+    print(f"{'engine':<7} {'rounds':>6} {'median pts':>11} {'95% CI (order statistics)':>27}")
+    for engine, values in diffs.items():
+        low, high = order_statistic_ci(values)
+        verdict = "met" if statistics.median(values) <= 3 else "NOT met"
+        print(
+            f"{engine:<7} {len(values):>6} {statistics.median(values):>+11.2f} "
+            f"{f'[{low:+.2f}, {high:+.2f}]':>27}   target <= +3 points: {verdict}"
+        )
 
 
 def load_time_and_rss() -> None:
@@ -221,6 +324,11 @@ def load_time_and_rss() -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rounds", type=int, default=30, help="paired pread rounds (>= 30; 0: skip them)"
+    )
+    args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 2
@@ -234,7 +342,8 @@ def main() -> int:
             per_event_cost(tmp, empty_obj, loop)
         finally:
             STATS.write_text(original)
-        pread_slowdown(tmp, empty_obj, loop)
+        if args.rounds:
+            print_paired(pread_paired(tmp, empty_obj, loop, args.rounds))
     return 0
 
 

@@ -30,3 +30,14 @@ int BPF_PROG(empty_map_pages, struct address_space *mapping, pgoff_t start, pgof
 {
 	return 0;
 }
+
+/* The BCC engine attaches raw tracepoints (RAW_TRACEPOINT_PROBE in
+ * bpf/pagecache_bcc.c): its floor is an empty program of that attach type. */
+SEC("raw_tp/mm_filemap_get_pages")
+int empty_raw_get_pages(void *ctx) { return 0; }
+
+SEC("raw_tp/mm_filemap_fault")
+int empty_raw_fault(void *ctx) { return 0; }
+
+SEC("raw_tp/mm_filemap_map_pages")
+int empty_raw_map_pages(void *ctx) { return 0; }

@@ -65,16 +65,6 @@ def startup(engine: str) -> tuple[float, int, int]:
         receiver.stop()
 
 
-BCC_NAMES = {
-    "on_add_to_page_cache": "raw_tracepoint__mm_filemap_add_to_page_cache",
-    "on_delete_from_page_cache": "raw_tracepoint__mm_filemap_delete_from_page_cache",
-    "on_dirty_folio": "raw_tracepoint__writeback_dirty_folio",
-    "on_get_pages": "raw_tracepoint__mm_filemap_get_pages",
-    "on_fault": "raw_tracepoint__mm_filemap_fault",
-    "on_map_pages": "raw_tracepoint__mm_filemap_map_pages",
-}
-
-
 def per_event() -> None:
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     original = stats.read_text().strip()
@@ -93,7 +83,7 @@ def per_event() -> None:
             bcc.close()
     print("per-event cost, both engines attached (ns per event)")
     print(f"{'program':<28} {'events':>9} {'core ns':>8} {'bcc ns':>8}")
-    for ours, theirs in BCC_NAMES.items():
+    for ours, theirs in bpf_cost.BCC_NAMES.items():
         row = []
         for name in (ours, theirs):
             (t1, c1), (t0, c0) = after.get(name, (0, 0)), before.get(name, (0, 0))

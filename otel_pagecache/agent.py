@@ -13,7 +13,6 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 
 from . import __version__
@@ -36,6 +35,7 @@ from .metrics import (
 )
 from .pipeline import MetricsPipeline
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
+from .span_delivery import CountedBatchSpanProcessor
 from .stalls import StallPipeline, StallPoller
 
 _log = logging.getLogger(__name__)
@@ -100,7 +100,9 @@ def choose_engine(settings: Settings):
     from .probes.core import CoreProbe
 
     def core():
-        return CoreProbe(lookups=settings.lookups, stalls=settings.stalls).start()
+        return CoreProbe(
+            lookups=settings.lookups, stalls=settings.stalls, max_memcgs=settings.bpf_max_memcgs
+        ).start()
 
     def bcc():
         return BccProbe(lookups=settings.lookups, stalls=settings.stalls).start()
@@ -277,7 +279,6 @@ class Agent:
         exporter = build_span_exporter(self.settings, self._identity)
         if exporter is not None:
             self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
             tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
         else:
             tracer = NoOpTracerProvider().get_tracer(SCOPE_NAME)
@@ -288,6 +289,10 @@ class Agent:
             spans_per_second=self.settings.stall_spans_per_second,
             burst=max(1.0, self.settings.stall_spans_per_second),
         )
+        if self.tracer_provider is not None:
+            self.tracer_provider.add_span_processor(
+                CountedBatchSpanProcessor(exporter, pipeline.count_dropped)
+            )
         self.stall_pipeline = pipeline
         registry = SlotRegistry(
             probe.publish_span_slots, probe.forget_span_slots, self.settings.proc_root

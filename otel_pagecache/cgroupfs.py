@@ -166,7 +166,8 @@ class CgroupTree:
     the reader gets it for free from the directory it opens anyway (its
     mtime, by contrast, does not change when a child is created). A child
     created and another removed under the same parent between two cycles
-    leave the count unchanged; the next full walk finds the new one.
+    leave the count unchanged: the reader then rescans the parent because it
+    found the removed child gone (see ``ResidencyReader``).
     """
 
     def __init__(
@@ -275,6 +276,8 @@ def own_cgroup_path(hierarchy_version: int, proc_root: str = "/proc", pid: str =
         if len(parts) != 3:
             continue
         hid, controllers, path = parts
+        if path and not path.startswith("/"):
+            continue  # not a cgroup path: garbage, never from the kernel
         if hierarchy_version == 1 and "memory" in controllers.split(","):
             return path or "/"
         if hierarchy_version == 2 and hid == "0" and controllers == "":

@@ -185,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
             "attach the lookup path (every read and fault); false: no lookups, no hit ratio",
             "--no-lookups", flag_value=False,
             flag_help="leave the lookup path unattached: no lookups, no hit ratio"),
+    Setting("bpf_max_memcgs", "OTEL_PAGECACHE_BPF_MAX_MEMCGS", COUNT, 0,
+            "(CO-RE engine) entries of each per-memcg BPF map (0: built-in 16384); events of "
+            "memcgs beyond it are counted in pagecache.agent.bpf.lost", commands=RUN),
     Setting("top_files", "OTEL_PAGECACHE_TOP_FILES", COUNT, 10,
             "files per container in pagecache.file.usage", "--top-files", commands=RUN),
     Setting("file_paths", "OTEL_PAGECACHE_FILE_PATHS", BOOL, False,
@@ -352,6 +355,7 @@ class Settings:
     stall_threshold_ms: float = 1.0
     stall_spans_per_second: float = 10.0
     lookups: bool = True
+    bpf_max_memcgs: int = 0
     top_files: int = 10
     file_paths: bool = False
 

@@ -435,6 +435,9 @@ class Enricher:
         self._pods: dict[str, _PodLogDir] = {}
         self._pods_listed_at: float | None = None
         self._pod_containers: dict[str, _PodContainers] = {}
+        # Metadata files present but unparsable (half-written, foreign); see
+        # take_unreadable_metadata().
+        self._unreadable_metadata = 0
 
     def enrich(self, identity: Identity) -> Identity:
         with self._lock:
@@ -467,10 +470,21 @@ class Enricher:
 
     def _read_meta(self, runtimes: tuple[str, ...], cid: str) -> _RuntimeMeta | None:
         for runtime in runtimes:
-            meta = _METADATA_PARSERS[runtime](self._metadata_path(runtime, cid))
+            path = self._metadata_path(runtime, cid)
+            meta = _METADATA_PARSERS[runtime](path)
             if meta is not None:
                 return meta
+            if os.path.exists(path):
+                # Caught mid-write (or not the runtime's format): "not known"
+                # for now, read again after the refresh interval, and counted.
+                self._unreadable_metadata += 1
         return None
+
+    def take_unreadable_metadata(self) -> int:
+        """Metadata files found but not parsable since the last call."""
+        with self._lock:
+            count, self._unreadable_metadata = self._unreadable_metadata, 0
+        return count
 
     def _metadata_path(self, runtime: str, cid: str) -> str:
         if runtime == "containerd":

@@ -265,14 +265,22 @@ def _check_capabilities(proc_root: str) -> list[Check]:
     return out
 
 
+def cgroup_mounts(mountinfo: str) -> list[str]:
+    """``cgroup at /sys/fs/cgroup/memory`` per cgroup(2) mount in ``/proc/<pid>/mountinfo``
+    text; malformed lines are skipped."""
+    mounts = []
+    for line in mountinfo.splitlines():
+        # 36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory
+        before, sep, after = line.partition(" - ")
+        fs_type, mount_fields = after.split()[:1], before.split()
+        if sep and fs_type in (["cgroup"], ["cgroup2"]) and len(mount_fields) >= 5:
+            mounts.append(f"{fs_type[0]} at {mount_fields[4]}")
+    return mounts
+
+
 def _check_cgroups(settings: Settings) -> list[Check]:
     out = []
-    mounts = []
-    for line in (_read(os.path.join(settings.proc_root, "self", "mountinfo")) or "").splitlines():
-        # 36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory
-        fields = line.split(" - ", 1)
-        if len(fields) == 2 and fields[1].split()[:1] in (["cgroup"], ["cgroup2"]):
-            mounts.append(f"{fields[1].split()[0]} at {line.split()[4]}")
+    mounts = cgroup_mounts(_read(os.path.join(settings.proc_root, "self", "mountinfo")) or "")
     try:
         hierarchy = find_memory_hierarchy(settings.cgroup_root)
     except CgroupSetupError as e:

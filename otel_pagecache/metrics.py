@@ -355,7 +355,8 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         "pagecache.agent.read_errors",
         "counter",
         "{error}",
-        "cgroupfs/procfs reads that failed for a reason other than the cgroup vanishing",
+        "cgroupfs/procfs reads that failed for a reason other than the cgroup vanishing, "
+        "and runtime metadata files found unparsable (e.g. half-written)",
     ),
     MetricSpec(
         "pagecache.agent.vanished",

@@ -221,13 +221,16 @@ class ResidencyReader:
         entries = self.tree.entries(time.monotonic())
         readings = {e.id: read_memcg(directory(e.path), version, stats) for e in entries}
         # Directories whose link count moved gained or lost children: list
-        # them again and read what is new, in this same cycle.
-        changed = [
-            e
-            for e in entries
-            if readings[e.id].nlink is not None
-            and self.tree.link_count_changed(e, readings[e.id].nlink)
-        ]
+        # them again and read what is new, in this same cycle. So are the
+        # parents of children whose directory is gone: under churn a creation
+        # and a removal between two cycles leave the link count as it was.
+        vanished_parents = {e.parent_id for e in entries if readings[e.id].nlink is None}
+        changed = []
+        for e in entries:
+            reading = readings[e.id]
+            moved = reading.nlink is not None and self.tree.link_count_changed(e, reading.nlink)
+            if moved or (reading.present and e.id in vanished_parents):
+                changed.append(e)
         for entry in changed:
             for new in self.tree.rescan(entry):
                 reading = read_memcg(directory(new.path), version, stats)
@@ -267,6 +270,8 @@ class ResidencyReader:
         snapshot.memcgs = samples
         snapshot.meminfo = read_meminfo(self.proc_root)
         snapshot.read_errors += stats.errors
+        if self.enricher is not None:
+            snapshot.read_errors += self.enricher.take_unreadable_metadata()
         snapshot.vanished = stats.vanished
 
     def _keep_counters_monotonic(self, samples: list[MemcgSample]) -> None:

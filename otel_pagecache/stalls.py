@@ -155,13 +155,24 @@ class StallPipeline:
         self._clock = clock
         self._lock = threading.Lock()
         self.spans = 0
-        self.dropped: dict[str, int] = {"rate_limited": 0, "undecodable": 0}
+        # queue_full / export_failed: spans made but not delivered (collector
+        # down or slow), reported by span_delivery.CountedBatchSpanProcessor.
+        self.dropped: dict[str, int] = {
+            "rate_limited": 0,
+            "undecodable": 0,
+            "queue_full": 0,
+            "export_failed": 0,
+        }
         meter.create_observable_counter(
             "pagecache.stall.spans.dropped",
             callbacks=[self._observe_dropped],
             unit="{span}",
             description="Stalls over the threshold not turned into spans, by reason",
         )
+
+    def count_dropped(self, reason: str, count: int) -> None:
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
 
     def _observe_dropped(self, _options: CallbackOptions) -> list[Observation]:
         with self._lock:

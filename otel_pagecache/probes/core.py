@@ -105,9 +105,15 @@ class CoreProbe:
     engine = "core"
 
     def __init__(
-        self, object_path: str | None = None, lookups: bool = True, stalls: bool = True
+        self,
+        object_path: str | None = None,
+        lookups: bool = True,
+        stalls: bool = True,
+        max_memcgs: int = 0,
     ) -> None:
         self.object_path = object_path or default_object_path()
+        # Entries of each per-memcg map; 0 keeps the object's PAGECACHE_MAX_MEMCGS.
+        self.max_memcgs = max_memcgs
         self.want_lookups = lookups
         self.want_stalls = stalls
         self.has_lookups = False
@@ -162,6 +168,9 @@ class CoreProbe:
                 f"{', '.join(PROGRAMS[p] for p in missing_required)}: activity metrics are off"
             )
         try:
+            if self.max_memcgs:
+                for name in (*COUNTER_MAPS, "pagecache_removals"):
+                    obj.set_max_entries(name, self.max_memcgs)
             obj.load()
             for program in wanted:
                 obj.attach(program)

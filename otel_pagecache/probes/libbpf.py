@@ -119,6 +119,7 @@ class Libbpf:
             "bpf_map__value_size": (cu32, (vp,)),
             "bpf_map__type": (ci, (vp,)),
             "bpf_map__max_entries": (cu32, (vp,)),
+            "bpf_map__set_max_entries": (ci, (vp, cu32)),
             "bpf_map_lookup_elem": (ci, (ci, vp, vp)),
             "bpf_map_delete_elem": (ci, (ci, vp)),
             "bpf_map_update_elem": (ci, (ci, vp, vp, ctypes.c_uint64)),
@@ -355,6 +356,14 @@ class BpfObject:
             self._lib.lib.bpf_program__set_autoload(self.programs[program], autoload),
             f"set autoload of {program}",
         )
+
+    def set_max_entries(self, name: str, entries: int) -> None:
+        """Resize a map before load()."""
+        lib = self._lib
+        handle = lib.check_ptr(
+            lib.lib.bpf_object__find_map_by_name(self._obj, name.encode()), f"find map {name}"
+        )
+        lib.check(lib.lib.bpf_map__set_max_entries(handle, entries), f"resize map {name}")
 
     def load(self) -> None:
         self._lib.log.take()

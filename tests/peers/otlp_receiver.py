@@ -432,7 +432,8 @@ class OtlpReceiver:
     """OTLP gRPC + HTTP receiver storing every export request (thread-safe).
 
     Ports default to 0 (ephemeral, chosen by the kernel at bind time, so there is
-    no pick-then-bind race).
+    no pick-then-bind race). After ``stop()``, ``start()`` binds the same ports
+    again: a collector that went down and came back on the same address.
     """
 
     def __init__(
@@ -471,15 +472,16 @@ class OtlpReceiver:
         )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(self), server)
-        port = server.add_insecure_port(f"{self.host}:{self._grpc_port_req}")
+        wanted = self.grpc_port or self._grpc_port_req
+        port = server.add_insecure_port(f"{self.host}:{wanted}")
         if port == 0:
-            raise RuntimeError(f"cannot bind gRPC on {self.host}:{self._grpc_port_req}")
+            raise RuntimeError(f"cannot bind gRPC on {self.host}:{wanted}")
         server.start()
         self._grpc_server = server
         self.grpc_port = port
 
         try:
-            http = _HttpServer((self.host, self._http_port_req), _HttpHandler)
+            http = _HttpServer((self.host, self.http_port or self._http_port_req), _HttpHandler)
         except OSError:
             self.stop()
             raise
