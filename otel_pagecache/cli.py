@@ -118,6 +118,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                     "containerd_state_root",
                     "crio_state_root",
                     "docker_root",
+                    "storage_root",
                 )
             },
         )

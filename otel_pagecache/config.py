@@ -32,6 +32,17 @@ The agent's own (each also a ``run`` flag):
                                             mounted elsewhere (default ``/``)
 ``OTEL_PAGECACHE_CGROUP_ROOT``              default ``<host root>/sys/fs/cgroup``
 ``OTEL_PAGECACHE_PROC_ROOT``                default ``<host root>/proc``
+``OTEL_PAGECACHE_DOCKER_DATA_ROOT``         dockerd ``--data-root``, read for container
+                                            names and images (default
+                                            ``<host root>/var/lib/docker``)
+``OTEL_PAGECACHE_CONTAINERS_STORAGE_ROOT``  containers/storage ``graphroot`` of podman,
+                                            buildah, CRI-O (default ``<host
+                                            root>/var/lib/containers/storage``)
+``OTEL_PAGECACHE_CONTAINERS_RUN_ROOT``      containers/storage ``runroot``, where CRI-O
+                                            keeps each container's OCI config (default
+                                            ``<host root>/run/containers/storage``)
+``OTEL_PAGECACHE_CONTAINERD_STATE_ROOT``    containerd ``--state`` (default ``<host
+                                            root>/run/containerd``)
 ``OTEL_PAGECACHE_INCLUDE``                  comma-separated globs on cgroup paths;
                                             only matching cgroups are exported
 ``OTEL_PAGECACHE_EXCLUDE``                  comma-separated globs; never exported
@@ -115,9 +126,11 @@ class Settings:
     cgroup_root: str = "/sys/fs/cgroup"
     proc_root: str = "/proc"
     pod_log_root: str = "/var/log/pods"
-    containerd_state_root: str = "/run/containerd/io.containerd.runtime.v2.task"
-    crio_state_root: str = "/run/containers/storage/overlay-containers"
-    docker_root: str = "/var/lib/docker/containers"
+    # Runtime data roots, as the runtimes' own flags name them (docs/containers.md).
+    containerd_state_root: str = "/run/containerd"
+    crio_state_root: str = "/run/containers/storage"
+    docker_root: str = "/var/lib/docker"
+    storage_root: str = "/var/lib/containers/storage"
     include: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
     max_cgroups: int = 1000
@@ -155,11 +168,14 @@ class Settings:
             or _under(host_root, "/sys/fs/cgroup"),
             proc_root=env.get("OTEL_PAGECACHE_PROC_ROOT") or _under(host_root, "/proc"),
             pod_log_root=_under(host_root, "/var/log/pods"),
-            containerd_state_root=_under(
-                host_root, "/run/containerd/io.containerd.runtime.v2.task"
-            ),
-            crio_state_root=_under(host_root, "/run/containers/storage/overlay-containers"),
-            docker_root=_under(host_root, "/var/lib/docker/containers"),
+            containerd_state_root=env.get("OTEL_PAGECACHE_CONTAINERD_STATE_ROOT")
+            or _under(host_root, "/run/containerd"),
+            crio_state_root=env.get("OTEL_PAGECACHE_CONTAINERS_RUN_ROOT")
+            or _under(host_root, "/run/containers/storage"),
+            docker_root=env.get("OTEL_PAGECACHE_DOCKER_DATA_ROOT")
+            or _under(host_root, "/var/lib/docker"),
+            storage_root=env.get("OTEL_PAGECACHE_CONTAINERS_STORAGE_ROOT")
+            or _under(host_root, "/var/lib/containers/storage"),
             include=_split(env.get("OTEL_PAGECACHE_INCLUDE")),
             exclude=_split(env.get("OTEL_PAGECACHE_EXCLUDE")),
             max_cgroups=_number(env, "OTEL_PAGECACHE_MAX_CGROUPS", 1000, int),

@@ -28,6 +28,10 @@ RESOURCE_KEYS = frozenset(
     {
         "container.id",
         "container.runtime.name",
+        "container.name",
+        "container.image.name",
+        "container.image.id",
+        "container.image.tags",
         "k8s.pod.uid",
         "k8s.namespace.name",
         "k8s.pod.name",

@@ -267,6 +267,8 @@ class ResidencyReader:
         snapshot.memcgs = samples
         snapshot.meminfo = read_meminfo(self.proc_root)
         snapshot.read_errors += stats.errors
+        if self.enricher is not None:
+            snapshot.read_errors += self.enricher.take_read_errors()
         snapshot.vanished = stats.vanished
 
     def _keep_counters_monotonic(self, samples: list[MemcgSample]) -> None:
