@@ -387,8 +387,9 @@ def identify_process(proc_cgroup_text: str) -> Identity:
 
 # --- Enrichment from files on the node --------------------------------------
 
-# Positive lookups never change for an id; keep them while the id is still asked for.
+# Metadata of an id nobody asked for in this long is dropped (bounded memory).
 _UNUSED_REFRESHES_BEFORE_EVICTION = 6
+_MIN_UNUSED_SECONDS_BEFORE_EVICTION = 60.0
 # dockershim/cri-dockerd link each <restart>.log to the engine's own log file:
 # /var/lib/docker/containers/31cb02944da7a12196a193cf0e0f6c226d7c453a1db62e65ba98287593a2ee30/31cb02944da7a12196a193cf0e0f6c226d7c453a1db62e65ba98287593a2ee30-json.log  # noqa: E501
 _LOG_TARGET_ID = re.compile(_ID)
@@ -514,7 +515,13 @@ class Enricher:
         }
         self._storage_dirs = driver_dirs(self._paths.storage_root)
         self._crio_dirs = driver_dirs(self._paths.crio_state_root)
-        self._files.evict_unused(now - self._refresh * _UNUSED_REFRESHES_BEFORE_EVICTION)
+        self._files.evict_unused(
+            now
+            - max(
+                self._refresh * _UNUSED_REFRESHES_BEFORE_EVICTION,
+                _MIN_UNUSED_SECONDS_BEFORE_EVICTION,
+            )
+        )
 
     # Kubelet log layout -------------------------------------------------------
 
