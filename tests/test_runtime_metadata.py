@@ -10,20 +10,24 @@ spec, annotations as those runtimes write them), so only those are fixture-only.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_pagecache.cgroupfs import MemoryHierarchy
+from otel_pagecache.config import Settings
 from otel_pagecache.containers import Enricher, Identity, identify
 from otel_pagecache.residency import ResidencyReader
 from otel_pagecache.runtime_metadata import (
     MetadataFiles,
+    MetadataPaths,
     RuntimeMeta,
     containerd_meta,
     crio_meta,
@@ -554,3 +558,52 @@ def test_snapshot_counts_metadata_errors_in_read_errors(
     assert names == {None: None, DOCKER_ID: None, PODMAN_ID: "probe-pm"}
     assert snapshot.read_errors == 1
     assert reader.read().read_errors == 0  # not looked at again before the refresh
+
+
+# --- The examples mount what is read -------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _metadata_files(paths: MetadataPaths) -> list[str]:
+    return [
+        paths.docker(DOCKER_ID),
+        paths.storage("overlay-containers"),
+        paths.crio("overlay-containers", CRI_ID),
+        paths.containerd(CRI_ID),
+    ]
+
+
+def test_daemonset_mounts_every_default_data_root_read_only() -> None:
+    manifest = yaml.safe_load((EXAMPLES / "kubernetes" / "daemonset.yaml").read_text())
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    settings = Settings.from_env({"OTEL_PAGECACHE_HOST_ROOT": env["OTEL_PAGECACHE_HOST_ROOT"]})
+    paths = MetadataPaths(
+        settings.docker_root,
+        settings.storage_root,
+        settings.crio_state_root,
+        settings.containerd_state_root,
+    )
+    mounts = container["volumeMounts"]
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    for wanted in _metadata_files(paths):
+        (mount,) = [m for m in mounts if wanted.startswith(m["mountPath"] + "/")]
+        assert mount["readOnly"] is True
+        # The same directory on both sides of the mount.
+        assert mount["mountPath"] == "/host" + host_paths[mount["name"]]
+    for path in host_paths.values():
+        assert not path.endswith(".sock") and path not in ("/run/containerd", "/var/lib/docker")
+
+
+def test_systemd_unit_keeps_data_roots_read_only_and_sockets_out_of_reach() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(EXAMPLES / "systemd" / "otel-pagecache.service")
+    service = unit["Service"]
+    read_only = [p.lstrip("-") for p in service["ReadOnlyPaths"].split()]
+    for wanted in _metadata_files(MetadataPaths()):
+        assert any(wanted.startswith(p + "/") for p in read_only), wanted
+    hidden = service["InaccessiblePaths"].split()
+    assert {"-/run/docker.sock", "-/run/containerd/containerd.sock"} <= set(hidden)
