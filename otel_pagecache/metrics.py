@@ -350,7 +350,8 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         "pagecache.agent.read_errors",
         "counter",
         "{error}",
-        "cgroupfs/procfs reads that failed for a reason other than the cgroup vanishing",
+        "cgroupfs/procfs reads that failed for a reason other than the cgroup vanishing, "
+        "and runtime metadata files that could not be read or parsed",
     ),
     MetricSpec(
         "pagecache.agent.vanished",
