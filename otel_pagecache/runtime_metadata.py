@@ -126,58 +126,80 @@ def docker_meta(document: object) -> RuntimeMeta | None:
     )
 
 
-def containerd_meta(document: object) -> RuntimeMeta | None:
-    """A containerd task's OCI ``config.json``; the CRI plugin's annotations (abridged)::
+@dataclass(frozen=True)
+class _Annotations:
+    """Which OCI annotation says what, for a CRI runtime."""
 
-    {"ociVersion": "1.1.0", "annotations": {"io.kubernetes.cri.container-type": "container",
-     "io.kubernetes.cri.container-name": "nginx",
-     "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25", …}, …}
-    """
-    if not isinstance(document, dict):
-        return None
-    notes = strings(document.get("annotations"))
-    name = notes.get("io.kubernetes.cri.container-name")
-    return RuntimeMeta(
-        runtime="containerd",
-        is_sandbox=sandbox_flag(notes.get("io.kubernetes.cri.container-type"), "sandbox"),
-        name=name,
-        **_image(
-            notes.get("io.kubernetes.cri.image-name"), notes.get("io.kubernetes.cri.image-id")
-        ),
-        k8s_container_name=name,
-        namespace=notes.get("io.kubernetes.cri.sandbox-namespace"),
-        pod_name=notes.get("io.kubernetes.cri.sandbox-name"),
-        pod_uid=notes.get("io.kubernetes.cri.sandbox-uid"),
-    )
+    runtime: str
+    container_type: str
+    name: str
+    image: str
+    image_ids: tuple[str, ...]
+    namespace: str
+    pod_name: str
+    pod_uid: str
+
+
+# containerd's CRI plugin (pkg/cri/annotations). A task's config.json (abridged):
+# {"ociVersion": "1.1.0", "annotations": {"io.kubernetes.cri.container-type": "container",
+#  "io.kubernetes.cri.container-name": "nginx",
+#  "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25", …}, …}
+# It records no image id.
+_CONTAINERD = _Annotations(
+    runtime="containerd",
+    container_type="io.kubernetes.cri.container-type",
+    name="io.kubernetes.cri.container-name",
+    image="io.kubernetes.cri.image-name",
+    image_ids=(),
+    namespace="io.kubernetes.cri.sandbox-namespace",
+    pod_name="io.kubernetes.cri.sandbox-name",
+    pod_uid="io.kubernetes.cri.sandbox-uid",
+)
+
+# CRI-O (internal/annotations) plus the kubelet's own labels. config.json (abridged):
+# {"annotations": {"io.kubernetes.cri-o.ContainerType": "container",
+#  "io.kubernetes.container.name": "nginx",
+#  "io.kubernetes.cri-o.ImageName": "docker.io/library/nginx:1.25",
+#  "io.kubernetes.cri-o.ImageRef": "1f3c…", "io.kubernetes.cri-o.Image": "1f3c…", …}}
+# ImageRef is the image id on older CRI-O and a repo digest on newer; Image is
+# the id, or the reference the kubelet asked for: the first that is an id wins.
+_CRIO = _Annotations(
+    runtime="cri-o",
+    container_type="io.kubernetes.cri-o.ContainerType",
+    name="io.kubernetes.container.name",
+    image="io.kubernetes.cri-o.ImageName",
+    image_ids=("io.kubernetes.cri-o.ImageRef", "io.kubernetes.cri-o.Image"),
+    namespace="io.kubernetes.pod.namespace",
+    pod_name="io.kubernetes.pod.name",
+    pod_uid="io.kubernetes.pod.uid",
+)
+
+
+def containerd_meta(document: object) -> RuntimeMeta | None:
+    """A containerd task's OCI ``config.json`` (the bundle of a CRI container)."""
+    return _annotated_meta(document, _CONTAINERD)
 
 
 def crio_meta(document: object) -> RuntimeMeta | None:
-    """CRI-O's per-container OCI ``config.json`` (abridged)::
+    """CRI-O's per-container OCI ``config.json``."""
+    return _annotated_meta(document, _CRIO)
 
-    {"annotations": {"io.kubernetes.cri-o.ContainerType": "container",
-     "io.kubernetes.container.name": "nginx",
-     "io.kubernetes.cri-o.ImageName": "docker.io/library/nginx:1.25",
-     "io.kubernetes.cri-o.ImageRef": "1f3c…", "io.kubernetes.cri-o.Image": "1f3c…", …}}
-    """
+
+def _annotated_meta(document: object, keys: _Annotations) -> RuntimeMeta | None:
     if not isinstance(document, dict):
         return None
     notes = strings(document.get("annotations"))
-    name = notes.get("io.kubernetes.container.name")
+    # The CRI container name is the Kubernetes one; it is also the runtime's.
+    name = notes.get(keys.name)
     return RuntimeMeta(
-        runtime="cri-o",
-        is_sandbox=sandbox_flag(notes.get("io.kubernetes.cri-o.ContainerType"), "sandbox"),
+        runtime=keys.runtime,
+        is_sandbox=sandbox_flag(notes.get(keys.container_type), "sandbox"),
         name=name,
-        # ImageRef is the image id on older CRI-O and a repo digest on newer;
-        # Image is the id, or the reference the kubelet asked for.
-        **_image(
-            notes.get("io.kubernetes.cri-o.ImageName"),
-            notes.get("io.kubernetes.cri-o.ImageRef"),
-            notes.get("io.kubernetes.cri-o.Image"),
-        ),
+        **_image(notes.get(keys.image), *(notes.get(k) for k in keys.image_ids)),
         k8s_container_name=name,
-        namespace=notes.get("io.kubernetes.pod.namespace"),
-        pod_name=notes.get("io.kubernetes.pod.name"),
-        pod_uid=notes.get("io.kubernetes.pod.uid"),
+        namespace=notes.get(keys.namespace),
+        pod_name=notes.get(keys.pod_name),
+        pod_uid=notes.get(keys.pod_uid),
     )
 
 

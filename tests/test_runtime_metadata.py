@@ -77,35 +77,29 @@ def test_podman_containers_json() -> None:
     }
 
 
+# What both CRI files say about the same nginx container of pod shop/web-0.
+NGINX_META = {
+    "is_sandbox": False,
+    "name": "nginx",
+    "image_name": "docker.io/library/nginx",
+    "image_tags": ("1.27",),
+    "k8s_container_name": "nginx",
+    "namespace": "shop",
+    "pod_name": "web-0",
+    "pod_uid": POD_UID,
+}
+
+
 def test_containerd_bundle_config() -> None:
-    assert containerd_meta(fixture("containerd-config.json")) == RuntimeMeta(
-        runtime="containerd",
-        is_sandbox=False,
-        name="nginx",
-        image_name="docker.io/library/nginx",
-        image_tags=("1.27",),
-        k8s_container_name="nginx",
-        namespace="shop",
-        pod_name="web-0",
-        pod_uid=POD_UID,
-    )
+    meta = containerd_meta(fixture("containerd-config.json"))
+    assert meta == RuntimeMeta(runtime="containerd", **NGINX_META)  # no image id: not recorded
     sandbox = containerd_meta(fixture("containerd-sandbox-config.json"))
     assert sandbox is not None and sandbox.is_sandbox is True and sandbox.name is None
 
 
 def test_crio_config() -> None:
-    assert crio_meta(fixture("crio-config.json")) == RuntimeMeta(
-        runtime="cri-o",
-        is_sandbox=False,
-        name="nginx",
-        image_name="docker.io/library/nginx",
-        image_tags=("1.27",),
-        image_id=f"sha256:{CRIO_IMAGE}",
-        k8s_container_name="nginx",
-        namespace="shop",
-        pod_name="web-0",
-        pod_uid=POD_UID,
-    )
+    meta = crio_meta(fixture("crio-config.json"))
+    assert meta == RuntimeMeta(runtime="cri-o", image_id=f"sha256:{CRIO_IMAGE}", **NGINX_META)
 
 
 def test_crio_repo_digest_image_ref_is_not_an_id() -> None:
@@ -179,6 +173,21 @@ def make_enricher(node: dict[str, Path], refresh: float = 10.0) -> tuple[Enriche
     return enricher, now
 
 
+POD = {
+    "k8s.pod.uid": POD_UID,
+    "k8s.namespace.name": "shop",
+    "k8s.pod.name": "web-0",
+    "pagecache.k8s.qos_class": "burstable",
+}
+NGINX_IN_POD = {
+    "container.id": CRI_ID,
+    "container.name": "nginx",
+    "container.image.name": "docker.io/library/nginx",
+    "container.image.tags": ("1.27",),
+    "k8s.container.name": "nginx",
+    **POD,
+    "pagecache.cgroup.kind": "container",
+}
 POD_SLICE = (
     "/kubepods.slice/kubepods-burstable.slice/"
     "kubepods-burstable-pod4415fd05_2c0f_4533_909b_f2180dca8d7c.slice"
@@ -216,48 +225,20 @@ POD_SLICE = (
         ),
         (
             f"{POD_SLICE}/cri-containerd-{CRI_ID}.scope",
-            {
-                "container.id": CRI_ID,
-                "container.runtime.name": "containerd",
-                "container.name": "nginx",
-                "container.image.name": "docker.io/library/nginx",
-                "container.image.tags": ("1.27",),
-                "k8s.pod.uid": POD_UID,
-                "k8s.namespace.name": "shop",
-                "k8s.pod.name": "web-0",
-                "k8s.container.name": "nginx",
-                "pagecache.k8s.qos_class": "burstable",
-                "pagecache.cgroup.kind": "container",
-            },
+            {"container.runtime.name": "containerd", **NGINX_IN_POD},
         ),
         (
             f"{POD_SLICE}/crio-{CRI_ID}.scope",
             {
-                "container.id": CRI_ID,
                 "container.runtime.name": "cri-o",
-                "container.name": "nginx",
-                "container.image.name": "docker.io/library/nginx",
                 "container.image.id": f"sha256:{CRIO_IMAGE}",
-                "container.image.tags": ("1.27",),
-                "k8s.pod.uid": POD_UID,
-                "k8s.namespace.name": "shop",
-                "k8s.pod.name": "web-0",
-                "k8s.container.name": "nginx",
-                "pagecache.k8s.qos_class": "burstable",
-                "pagecache.cgroup.kind": "container",
+                **NGINX_IN_POD,
             },
         ),
         (
             # The pause sandbox: neither its id nor the pause image is reported.
             f"{POD_SLICE}/cri-containerd-{SANDBOX_ID}.scope",
-            {
-                "container.runtime.name": "containerd",
-                "k8s.pod.uid": POD_UID,
-                "k8s.namespace.name": "shop",
-                "k8s.pod.name": "web-0",
-                "pagecache.k8s.qos_class": "burstable",
-                "pagecache.cgroup.kind": "sandbox",
-            },
+            {"container.runtime.name": "containerd", **POD, "pagecache.cgroup.kind": "sandbox"},
         ),
     ],
 )
@@ -357,21 +338,24 @@ def test_file_being_written_is_counted_then_read_whole(tmp_path: Path) -> None:
     assert files.read_errors == 1
 
 
-def test_garbage_after_a_good_read_keeps_the_last_good_value(tmp_path: Path) -> None:
+def _named_web(tmp_path: Path) -> tuple[Path, MetadataFiles]:
+    """A Docker config naming "web", read once at t=0 with a 10 s refresh."""
     path = tmp_path / "config.json"
     path.write_text('{"Name": "/web"}')
     files = MetadataFiles(refresh_seconds=10)
     assert files.get(str(path), docker_meta, 0.0).name == "web"
+    return path, files
+
+
+def test_garbage_after_a_good_read_keeps_the_last_good_value(tmp_path: Path) -> None:
+    path, files = _named_web(tmp_path)
     path.write_bytes(b"\x00garbage")
     assert files.get(str(path), docker_meta, 10.0).name == "web"
     assert files.read_errors == 1
 
 
 def test_vanished_file_keeps_its_value_until_evicted(tmp_path: Path) -> None:
-    path = tmp_path / "config.json"
-    path.write_text('{"Name": "/web"}')
-    files = MetadataFiles(refresh_seconds=10)
-    assert files.get(str(path), docker_meta, 0.0).name == "web"
+    path, files = _named_web(tmp_path)
     path.unlink()
     assert files.get(str(path), docker_meta, 10.0).name == "web"
     files.evict_unused(older_than=11.0)
