@@ -591,3 +591,38 @@ def test_systemd_unit_keeps_data_roots_read_only_and_sockets_out_of_reach() -> N
         assert any(wanted.startswith(p + "/") for p in read_only), wanted
     hidden = service["InaccessiblePaths"].split()
     assert {"-/run/docker.sock", "-/run/containerd/containerd.sock"} <= set(hidden)
+
+
+def test_data_root_settings_default_under_the_host_root_and_can_be_set() -> None:
+    rooted = Settings.from_env({"OTEL_PAGECACHE_HOST_ROOT": "/host"})
+    assert (
+        rooted.docker_root,
+        rooted.storage_root,
+        rooted.crio_state_root,
+        rooted.containerd_state_root,
+    ) == (
+        "/host/var/lib/docker",
+        "/host/var/lib/containers/storage",
+        "/host/run/containers/storage",
+        "/host/run/containerd",
+    )
+    explicit = Settings.from_env(
+        {
+            "OTEL_PAGECACHE_HOST_ROOT": "/host",
+            "OTEL_PAGECACHE_DOCKER_DATA_ROOT": "/data/docker",
+            "OTEL_PAGECACHE_CONTAINERS_STORAGE_ROOT": "/home/u/.local/share/containers/storage",
+            "OTEL_PAGECACHE_CONTAINERS_RUN_ROOT": "/run/user/1000/containers",
+            "OTEL_PAGECACHE_CONTAINERD_STATE_ROOT": "/run/k3s/containerd",
+        }
+    )
+    assert (
+        explicit.docker_root,
+        explicit.storage_root,
+        explicit.crio_state_root,
+        explicit.containerd_state_root,
+    ) == (
+        "/data/docker",
+        "/home/u/.local/share/containers/storage",
+        "/run/user/1000/containers",
+        "/run/k3s/containerd",
+    )
