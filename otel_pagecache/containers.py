@@ -443,6 +443,7 @@ class Enricher:
         self._clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
         self._files = MetadataFiles(refresh_seconds=self._refresh)
+        self._applied: dict[Identity, tuple[RuntimeMeta, Identity]] = {}
         self._storage_dirs: list[str] = []
         self._crio_dirs: list[str] = []
         self._pods: dict[str, _PodLogDir] = {}
@@ -455,8 +456,18 @@ class Enricher:
             self._maybe_relist(now)
             meta = self._runtime_meta(identity, now)
             if meta is not None:
-                identity = _apply_meta(identity, meta)
+                identity = self._with_meta(identity, meta)
             return self._apply_pod_logs(identity, meta, now)
+
+    def _with_meta(self, identity: Identity, meta: RuntimeMeta) -> Identity:
+        # Building the enriched Identity is most of a steady cycle's cost; the
+        # same path and the same parsed file give the same result.
+        known = self._applied.get(identity)
+        if known is not None and known[0] is meta:
+            return known[1]
+        enriched = _apply_meta(identity, meta)
+        self._applied[identity] = (meta, enriched)
+        return enriched
 
     def take_read_errors(self) -> int:
         """Metadata files that could not be read or parsed since the last call."""
@@ -513,6 +524,7 @@ class Enricher:
             for uid, listing in self._pod_containers.items()
             if uid in self._pods and now - listing.listed_at < self._refresh
         }
+        self._applied = {}  # bounded by the containers seen in one refresh period
         self._storage_dirs = driver_dirs(self._paths.storage_root)
         self._crio_dirs = driver_dirs(self._paths.crio_state_root)
         self._files.evict_unused(
