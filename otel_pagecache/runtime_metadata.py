@@ -117,7 +117,7 @@ def docker_meta(document: object) -> RuntimeMeta | None:
         runtime="docker",
         is_sandbox=sandbox_flag(labels.get("io.kubernetes.docker.type"), "podsandbox"),
         # Docker keeps the name with its leading "/" (the legacy link namespace).
-        name=name.lstrip("/") or None if isinstance(name, str) else None,
+        name=(name.lstrip("/") or None) if isinstance(name, str) else None,
         **_image(config.get("Image"), document.get("Image")),
         k8s_container_name=labels.get("io.kubernetes.container.name"),
         namespace=labels.get("io.kubernetes.pod.namespace"),
@@ -329,7 +329,7 @@ class _Cached:
 class MetadataFiles:
     """Parsed metadata files by path, re-read only when they change.
 
-    A path is looked at (one ``stat``) at most once per ``refresh_seconds``;
+    A path is looked at (``open`` + ``fstat``) at most once per ``refresh_seconds``;
     it is read and parsed again only when its inode, size or mtime moved. A
     file that vanished keeps its last value (a stopping container is still
     named) until nobody asks for it; a file that cannot be read or parsed is
