@@ -416,7 +416,8 @@ def test_enricher_reads_each_file_once_per_refresh(
     real_open = open
 
     def counting_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        opened.append(str(path))
+        if str(path).startswith((str(node["docker_root"]), str(node["storage_root"]))):
+            opened.append(str(path))
         return real_open(path, *args, **kwargs)
 
     enricher, now = make_enricher(node, refresh=10)
