@@ -47,6 +47,7 @@ def build_residency_reader(settings: Settings, hierarchy: MemoryHierarchy) -> Re
         containerd_state_root=settings.containerd_state_root,
         crio_state_root=settings.crio_state_root,
         docker_root=settings.docker_root,
+        storage_root=settings.storage_root,
     )
     selection = Selection(
         include=settings.include,

@@ -165,6 +165,19 @@ SETTINGS: tuple[Setting, ...] = (
             host_path=True),
     Setting("proc_root", "OTEL_PAGECACHE_PROC_ROOT", PATH, "/proc", "procfs", "--proc-root",
             host_path=True),
+    # Runtime data roots, as the runtimes' own flags name them (docs/containers.md): read
+    # for container names and images.
+    Setting("docker_root", "OTEL_PAGECACHE_DOCKER_DATA_ROOT", PATH, "/var/lib/docker",
+            "dockerd --data-root", host_path=True),
+    Setting("storage_root", "OTEL_PAGECACHE_CONTAINERS_STORAGE_ROOT", PATH,
+            "/var/lib/containers/storage",
+            "containers/storage graphroot of podman, buildah, CRI-O", host_path=True),
+    Setting("crio_state_root", "OTEL_PAGECACHE_CONTAINERS_RUN_ROOT", PATH,
+            "/run/containers/storage",
+            "containers/storage runroot, where CRI-O keeps each container's OCI config",
+            host_path=True),
+    Setting("containerd_state_root", "OTEL_PAGECACHE_CONTAINERD_STATE_ROOT", PATH,
+            "/run/containerd", "containerd --state", host_path=True),
     Setting("include", "OTEL_PAGECACHE_INCLUDE", GLOBS, (),
             "export only cgroups whose path matches one of these globs (default: all)",
             "--include", repeatable=True),
@@ -264,9 +277,6 @@ BY_ENV = {s.env: s for s in SETTINGS if s.env}
 # To give one a variable, add a Setting row with host_path=True and drop it here.
 _DERIVED_ROOTS = {
     "pod_log_root": "/var/log/pods",
-    "containerd_state_root": "/run/containerd/io.containerd.runtime.v2.task",
-    "crio_state_root": "/run/containers/storage/overlay-containers",
-    "docker_root": "/var/lib/docker/containers",
 }
 
 
@@ -339,9 +349,11 @@ class Settings:
     cgroup_root: str = "/sys/fs/cgroup"
     proc_root: str = "/proc"
     pod_log_root: str = "/var/log/pods"
-    containerd_state_root: str = "/run/containerd/io.containerd.runtime.v2.task"
-    crio_state_root: str = "/run/containers/storage/overlay-containers"
-    docker_root: str = "/var/lib/docker/containers"
+    # Runtime data roots, as the runtimes' own flags name them (docs/containers.md).
+    containerd_state_root: str = "/run/containerd"
+    crio_state_root: str = "/run/containers/storage"
+    docker_root: str = "/var/lib/docker"
+    storage_root: str = "/var/lib/containers/storage"
     include: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
     max_cgroups: int = 1000

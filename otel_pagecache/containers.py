@@ -3,9 +3,10 @@
 ``identify()`` reads nothing but the cgroup path: every container runtime
 writes its container id into the cgroup name, so a path is enough to say
 "docker container 9ec3…" or "pod 4415fd05-…". What a path cannot say (the
-Kubernetes names, and whether a CRI container is the pod's pause sandbox) the
-``Enricher`` learns from the runtimes' own metadata files and the kubelet's
-log directory on the node.
+container's name and image, the Kubernetes names, and whether a CRI container
+is the pod's pause sandbox) the ``Enricher`` learns from the runtimes' own
+metadata files (``runtime_metadata.py``) and the kubelet's log directory on
+the node.
 
 Rule for nesting (kind nodes, Docker-in-Docker): the deepest component that is
 recognised wins, and anything below it belongs to it. ``/docker/<node>/kubepods
@@ -15,7 +16,6 @@ recognised wins, and anything below it belongs to it. ``/docker/<node>/kubepods
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -23,6 +23,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
+
+from .runtime_metadata import (
+    MetadataFiles,
+    MetadataPaths,
+    RuntimeMeta,
+    containerd_meta,
+    crio_meta,
+    docker_meta,
+    driver_dirs,
+    storage_index,
+)
 
 KIND_CONTAINER = "container"
 KIND_SANDBOX = "sandbox"
@@ -47,14 +58,23 @@ class Identity:
     pod_name: str | None = None
     container_name: str | None = None  # k8s container name, or the LXC/Incus instance name
     ecs_task_id: str | None = None
+    # From the runtime's metadata files (runtime_metadata.py), never from the path:
+    name: str | None = None  # the runtime's own name for the container
+    image_name: str | None = None  # without tag or digest
+    image_tags: tuple[str, ...] = ()
+    image_id: str | None = None
 
-    def resource_attributes(self) -> dict[str, str]:
+    def resource_attributes(self) -> dict[str, str | tuple[str, ...]]:
         # A sandbox id is plumbing nobody can act on; reporting it as
         # container.id would make the pause container look like a workload.
         container_id = None if self.kind == KIND_SANDBOX else self.container_id
         pairs = (
             ("container.id", container_id),
             ("container.runtime.name", self.runtime),
+            ("container.name", self.name),
+            ("container.image.name", self.image_name),
+            ("container.image.id", self.image_id),
+            ("container.image.tags", self.image_tags or None),
             ("k8s.pod.uid", self.pod_uid),
             ("k8s.namespace.name", self.namespace),
             ("k8s.pod.name", self.pod_name),
@@ -367,30 +387,15 @@ def identify_process(proc_cgroup_text: str) -> Identity:
 
 # --- Enrichment from files on the node --------------------------------------
 
-# Metadata files are a few KiB; anything far larger is not what we expect.
-_MAX_METADATA_BYTES = 4 << 20
-# Positive lookups never change for an id; keep them while the id is still asked for.
+# Metadata of an id nobody asked for in this long is dropped (bounded memory).
 _UNUSED_REFRESHES_BEFORE_EVICTION = 6
+_MIN_UNUSED_SECONDS_BEFORE_EVICTION = 60.0
 # dockershim/cri-dockerd link each <restart>.log to the engine's own log file:
 # /var/lib/docker/containers/31cb02944da7a12196a193cf0e0f6c226d7c453a1db62e65ba98287593a2ee30/31cb02944da7a12196a193cf0e0f6c226d7c453a1db62e65ba98287593a2ee30-json.log  # noqa: E501
 _LOG_TARGET_ID = re.compile(_ID)
-
-
-@dataclass(frozen=True)
-class _RuntimeMeta:
-    runtime: str
-    is_sandbox: bool | None  # None: the file does not say
-    container_name: str | None = None
-    namespace: str | None = None
-    pod_name: str | None = None
-    pod_uid: str | None = None
-
-
-@dataclass
-class _CacheEntry:
-    meta: _RuntimeMeta | None
-    fetched_at: float
-    used_at: float
+# A bare id under a cgroupfs pod could be any CRI runtime's.
+_CRI_RUNTIMES = ("containerd", "cri-o", "docker")
+_RUNTIMES_WITH_METADATA = frozenset(_CRI_RUNTIMES + ("podman",))
 
 
 @dataclass(frozen=True)
@@ -408,94 +413,108 @@ class _PodContainers:
 
 
 class Enricher:
-    """Adds k8s names and the sandbox flag from files on the node; every root is a parameter.
+    """Adds names, images, k8s names and the sandbox flag from files on the node.
 
-    Reads only: ``<containerd_state_root>/k8s.io/<id>/config.json``,
-    ``<crio_state_root>/<id>/userdata/config.json``, ``<docker_root>/<id>/config.v2.json``,
-    and the directory layout (names and log symlinks) under ``pod_log_root``.
-    Missing, vanished or garbage files are normal and only mean "not known".
+    Every root is a parameter (``runtime_metadata.MetadataPaths`` says which
+    file of which runtime is read); the directory layout (names and log
+    symlinks) under ``pod_log_root`` names Kubernetes pods. Missing, vanished
+    or garbage files are normal and only mean "not known"; unreadable or
+    garbage ones are counted (``take_read_errors``). Each file is looked at
+    once per ``refresh_seconds`` at most, and parsed again only when it changed.
     """
 
     def __init__(
         self,
         pod_log_root: str = "/var/log/pods",
-        containerd_state_root: str = "/run/containerd/io.containerd.runtime.v2.task",
-        crio_state_root: str = "/run/containers/storage/overlay-containers",
-        docker_root: str = "/var/lib/docker/containers",
+        containerd_state_root: str = "/run/containerd",
+        crio_state_root: str = "/run/containers/storage",
+        docker_root: str = "/var/lib/docker",
+        storage_root: str = "/var/lib/containers/storage",
         refresh_seconds: float = 10.0,
     ) -> None:
         self._pod_log_root = pod_log_root
-        self._containerd_root = containerd_state_root
-        self._crio_root = crio_state_root
-        self._docker_root = docker_root
+        self._paths = MetadataPaths(
+            docker_root=docker_root,
+            storage_root=storage_root,
+            crio_state_root=crio_state_root,
+            containerd_state_root=containerd_state_root,
+        )
         self._refresh = max(0.0, float(refresh_seconds))
         self._clock: Callable[[], float] = time.monotonic
         self._lock = threading.Lock()
-        self._meta: dict[str, _CacheEntry] = {}
+        self._files = MetadataFiles(refresh_seconds=self._refresh)
+        self._applied: dict[Identity, tuple[RuntimeMeta, Identity]] = {}
+        self._storage_dirs: list[str] = []
+        self._crio_dirs: list[str] = []
         self._pods: dict[str, _PodLogDir] = {}
         self._pods_listed_at: float | None = None
         self._pod_containers: dict[str, _PodContainers] = {}
-        # Metadata files present but unparsable (half-written, foreign); see
-        # take_unreadable_metadata().
-        self._unreadable_metadata = 0
 
     def enrich(self, identity: Identity) -> Identity:
         with self._lock:
             now = self._clock()
-            self._maybe_relist_pods(now)
+            self._maybe_relist(now)
             meta = self._runtime_meta(identity, now)
             if meta is not None:
-                identity = _apply_meta(identity, meta)
+                identity = self._with_meta(identity, meta)
             return self._apply_pod_logs(identity, meta, now)
+
+    def _with_meta(self, identity: Identity, meta: RuntimeMeta) -> Identity:
+        # Building the enriched Identity is most of a steady cycle's cost; the
+        # same path and the same parsed file give the same result.
+        known = self._applied.get(identity)
+        if known is not None and known[0] is meta:
+            return known[1]
+        enriched = _apply_meta(identity, meta)
+        self._applied[identity] = (meta, enriched)
+        return enriched
+
+    def take_read_errors(self) -> int:
+        """Metadata files that could not be read or parsed since the last call."""
+        with self._lock:
+            errors, self._files.read_errors = self._files.read_errors, 0
+            return errors
 
     # Runtime metadata ---------------------------------------------------------
 
-    def _runtime_meta(self, identity: Identity, now: float) -> _RuntimeMeta | None:
+    def _runtime_meta(self, identity: Identity, now: float) -> RuntimeMeta | None:
         cid = identity.container_id
         if identity.kind != KIND_CONTAINER or cid is None or not _BARE_ID.fullmatch(cid):
             return None
         if identity.runtime is None:
-            # A bare id under a cgroupfs pod could be any CRI runtime's.
-            runtimes: tuple[str, ...] = ("containerd", "cri-o", "docker")
-        elif identity.runtime in _METADATA_PARSERS:
+            runtimes: tuple[str, ...] = _CRI_RUNTIMES
+        elif identity.runtime in _RUNTIMES_WITH_METADATA:
             runtimes = (identity.runtime,)
         else:
             return None
-        entry = self._meta.get(cid)
-        if entry is None or (entry.meta is None and now - entry.fetched_at >= self._refresh):
-            entry = _CacheEntry(meta=self._read_meta(runtimes, cid), fetched_at=now, used_at=now)
-            self._meta[cid] = entry
-        entry.used_at = now
-        return entry.meta
-
-    def _read_meta(self, runtimes: tuple[str, ...], cid: str) -> _RuntimeMeta | None:
         for runtime in runtimes:
-            path = self._metadata_path(runtime, cid)
-            meta = _METADATA_PARSERS[runtime](path)
+            meta = self._lookup(runtime, cid, now)
             if meta is not None:
                 return meta
-            if os.path.exists(path):
-                # Caught mid-write (or not the runtime's format): "not known"
-                # for now, read again after the refresh interval, and counted.
-                self._unreadable_metadata += 1
         return None
 
-    def take_unreadable_metadata(self) -> int:
-        """Metadata files found but not parsable since the last call."""
-        with self._lock:
-            count, self._unreadable_metadata = self._unreadable_metadata, 0
-        return count
-
-    def _metadata_path(self, runtime: str, cid: str) -> str:
+    def _lookup(self, runtime: str, cid: str, now: float) -> RuntimeMeta | None:
+        files, paths = self._files, self._paths
+        if runtime == "docker":
+            return files.get(paths.docker(cid), docker_meta, now)
         if runtime == "containerd":
-            return os.path.join(self._containerd_root, "k8s.io", cid, "config.json")
+            return files.get(paths.containerd(cid), containerd_meta, now)
         if runtime == "cri-o":
-            return os.path.join(self._crio_root, cid, "userdata", "config.json")
-        return os.path.join(self._docker_root, cid, "config.v2.json")
+            for driver_dir in self._crio_dirs:
+                meta = files.get(paths.crio(driver_dir, cid), crio_meta, now)
+                if meta is not None:
+                    return meta
+            return None
+        for driver_dir in self._storage_dirs:
+            # One file lists every container: parsed once per change, then indexed.
+            index = files.get(paths.storage(driver_dir), storage_index, now)
+            if index and cid in index:
+                return index[cid]
+        return None
 
-    # Kubelet log layout -------------------------------------------------------
+    # Directory listings -------------------------------------------------------
 
-    def _maybe_relist_pods(self, now: float) -> None:
+    def _maybe_relist(self, now: float) -> None:
         if self._pods_listed_at is not None and now - self._pods_listed_at < self._refresh:
             return
         self._pods = _list_pod_log_dirs(self._pod_log_root)
@@ -505,12 +524,20 @@ class Enricher:
             for uid, listing in self._pod_containers.items()
             if uid in self._pods and now - listing.listed_at < self._refresh
         }
-        horizon = self._refresh * _UNUSED_REFRESHES_BEFORE_EVICTION
-        self._meta = {cid: e for cid, e in self._meta.items() if now - e.used_at <= horizon}
+        self._applied = {}  # bounded by the containers seen in one refresh period
+        self._storage_dirs = driver_dirs(self._paths.storage_root)
+        self._crio_dirs = driver_dirs(self._paths.crio_state_root)
+        self._files.evict_unused(
+            now
+            - max(
+                self._refresh * _UNUSED_REFRESHES_BEFORE_EVICTION,
+                _MIN_UNUSED_SECONDS_BEFORE_EVICTION,
+            )
+        )
 
-    def _apply_pod_logs(
-        self, identity: Identity, meta: _RuntimeMeta | None, now: float
-    ) -> Identity:
+    # Kubelet log layout -------------------------------------------------------
+
+    def _apply_pod_logs(self, identity: Identity, meta: RuntimeMeta | None, now: float) -> Identity:
         uid = identity.pod_uid
         pod = self._pods.get(uid) if uid is not None else None
         if uid is None or pod is None:
@@ -526,7 +553,7 @@ class Enricher:
         return replace(identity, container_name=name) if name else identity
 
     def _container_name_from_logs(
-        self, uid: str, pod: _PodLogDir, cid: str, meta: _RuntimeMeta | None, now: float
+        self, uid: str, pod: _PodLogDir, cid: str, meta: RuntimeMeta | None, now: float
     ) -> str | None:
         listing = self._pod_containers.get(uid)
         if listing is None or now - listing.listed_at >= self._refresh:
@@ -542,7 +569,7 @@ class Enricher:
         return None
 
 
-def _apply_meta(identity: Identity, meta: _RuntimeMeta) -> Identity:
+def _apply_meta(identity: Identity, meta: RuntimeMeta) -> Identity:
     common = {
         "runtime": identity.runtime or meta.runtime,
         "pod_uid": identity.pod_uid or meta.pod_uid,
@@ -550,93 +577,20 @@ def _apply_meta(identity: Identity, meta: _RuntimeMeta) -> Identity:
         "pod_name": identity.pod_name or meta.pod_name,
     }
     if meta.is_sandbox:
-        # The sandbox id is dropped here so that it cannot reach container.id.
+        # The sandbox id is dropped here so that it cannot reach container.id;
+        # the pause image and name are plumbing too.
         return replace(
             identity, kind=KIND_SANDBOX, container_id=None, container_name=None, **common
         )
-    name = identity.container_name or meta.container_name
-    return replace(identity, container_name=name, **common)
-
-
-def _containerd_meta(path: str) -> _RuntimeMeta | None:
-    document = _read_json(path)
-    if document is None:
-        return None
-    notes = _strings(document.get("annotations"))
-    return _RuntimeMeta(
-        runtime="containerd",
-        is_sandbox=_sandbox_flag(notes.get("io.kubernetes.cri.container-type"), "sandbox"),
-        container_name=notes.get("io.kubernetes.cri.container-name"),
-        namespace=notes.get("io.kubernetes.cri.sandbox-namespace"),
-        pod_name=notes.get("io.kubernetes.cri.sandbox-name"),
-        pod_uid=notes.get("io.kubernetes.cri.sandbox-uid"),
+    return replace(
+        identity,
+        container_name=identity.container_name or meta.k8s_container_name,
+        name=identity.name or meta.name,
+        image_name=identity.image_name or meta.image_name,
+        image_tags=identity.image_tags or meta.image_tags,
+        image_id=identity.image_id or meta.image_id,
+        **common,
     )
-
-
-def _crio_meta(path: str) -> _RuntimeMeta | None:
-    document = _read_json(path)
-    if document is None:
-        return None
-    notes = _strings(document.get("annotations"))
-    return _RuntimeMeta(
-        runtime="cri-o",
-        is_sandbox=_sandbox_flag(notes.get("io.kubernetes.cri-o.ContainerType"), "sandbox"),
-        container_name=notes.get("io.kubernetes.container.name"),
-        namespace=notes.get("io.kubernetes.pod.namespace"),
-        pod_name=notes.get("io.kubernetes.pod.name"),
-        pod_uid=notes.get("io.kubernetes.pod.uid"),
-    )
-
-
-def _docker_meta(path: str) -> _RuntimeMeta | None:
-    document = _read_json(path)
-    if document is None:
-        return None
-    config = document.get("Config")
-    labels = _strings(config.get("Labels") if isinstance(config, dict) else None)
-    return _RuntimeMeta(
-        runtime="docker",
-        is_sandbox=_sandbox_flag(labels.get("io.kubernetes.docker.type"), "podsandbox"),
-        container_name=labels.get("io.kubernetes.container.name"),
-        namespace=labels.get("io.kubernetes.pod.namespace"),
-        pod_name=labels.get("io.kubernetes.pod.name"),
-        pod_uid=labels.get("io.kubernetes.pod.uid"),
-    )
-
-
-_METADATA_PARSERS: dict[str, Callable[[str], _RuntimeMeta | None]] = {
-    "containerd": _containerd_meta,
-    "cri-o": _crio_meta,
-    "docker": _docker_meta,
-}
-
-
-def _sandbox_flag(value: str | None, sandbox_value: str) -> bool | None:
-    if value == sandbox_value:
-        return True
-    if value == "container":
-        return False
-    return None
-
-
-def _strings(mapping: object) -> dict[str, str]:
-    if not isinstance(mapping, dict):
-        return {}
-    return {k: v for k, v in mapping.items() if isinstance(k, str) and isinstance(v, str) and v}
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_METADATA_BYTES + 1)
-        if len(data) > _MAX_METADATA_BYTES:
-            return None
-        document = json.loads(data)
-    except (OSError, ValueError, RecursionError):
-        # Containers come and go between listing and reading; a half-written
-        # or foreign file is as good as no file.
-        return None
-    return document if isinstance(document, dict) else None
 
 
 def _list_pod_log_dirs(root: str) -> dict[str, _PodLogDir]:

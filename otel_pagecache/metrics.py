@@ -29,6 +29,10 @@ RESOURCE_KEYS = frozenset(
     {
         "container.id",
         "container.runtime.name",
+        "container.name",
+        "container.image.name",
+        "container.image.id",
+        "container.image.tags",
         "k8s.pod.uid",
         "k8s.namespace.name",
         "k8s.pod.name",
@@ -356,7 +360,7 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
         "counter",
         "{error}",
         "cgroupfs/procfs reads that failed for a reason other than the cgroup vanishing, "
-        "and runtime metadata files found unparsable (e.g. half-written)",
+        "and runtime metadata files that could not be read or parsed",
     ),
     MetricSpec(
         "pagecache.agent.vanished",

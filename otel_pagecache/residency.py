@@ -271,7 +271,7 @@ class ResidencyReader:
         snapshot.meminfo = read_meminfo(self.proc_root)
         snapshot.read_errors += stats.errors
         if self.enricher is not None:
-            snapshot.read_errors += self.enricher.take_unreadable_metadata()
+            snapshot.read_errors += self.enricher.take_read_errors()
         snapshot.vanished = stats.vanished
 
     def _keep_counters_monotonic(self, samples: list[MemcgSample]) -> None:
