@@ -171,4 +171,3 @@ class Jaeger(GoPeer):
             f"services={self.services()}, {len(spans)} spans: "
             f"{sorted({s.name for s in spans})}\n--- jaeger log ---\n{self.log_tail(20)}"
         )
-
