@@ -12,6 +12,7 @@ import pytest
 from otel_pagecache.probes.bcc import bcc_available
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
+from tests.kernel_features import skip_unless_lookups
 from tests.peers.otlp_receiver import iter_points
 
 PROGRAMS = {
@@ -45,12 +46,14 @@ def _program_ids(engine: str) -> set[int]:
     return {p["id"] for p in json.loads(out) if p.get("name") in names}
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    skip_unless_lookups()  # it waits for the lookups of a read
     our_programs = PROGRAMS[engine]
     container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
