@@ -31,7 +31,7 @@ def _as_nobody() -> None:
 
 
 @pytest.mark.kernel
-def test_root_gets_the_verdict_this_kernel_deserves(real_hierarchy):
+def test_root_gets_the_verdict_this_kernel_deserves(real_hierarchy, record_property):
     """On the host (6.18, v1): the full feature set. In the matrix's guests (v2):
     exactly the tracepoints the kernel lacks (tracefs is the ground truth) fail,
     named as missing, and the verdict says so."""
@@ -44,6 +44,7 @@ def test_root_gets_the_verdict_this_kernel_deserves(real_hierarchy):
     if GUEST_KERNEL is None:
         assert not absent, "this host's kernel has every tracepoint the agent uses"
     result = _doctor("--json")
+    record_property("doctor", result.stdout)  # for the kernel matrix's table (JUnit XML)
     report = json.loads(result.stdout)
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["btf"]["status"] == "ok"

@@ -13,9 +13,10 @@ import pytest
 
 VMTEST = Path(__file__).resolve().parent.parent / "scripts" / "vmtest"
 
-pytestmark = pytest.mark.skipif(
-    "VMTEST_KERNEL" in os.environ, reason="inside a vmtest guest: no nested guests"
-)
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif("VMTEST_KERNEL" in os.environ, reason="inside a vmtest guest"),
+]
 
 
 def _vmtest(*args: str, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
