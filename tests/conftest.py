@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from otel_pagecache.cgroupfs import MemoryHierarchy, find_memory_hierarchy, own_cgroup_path
+from tests.pace import scaled
 from tests.peers.fixtures import *  # noqa: F403 - pytest fixtures for the real peers
 
 
@@ -84,7 +85,7 @@ class MemcgFactory:
 
         child = subprocess.Popen(argv, preexec_fn=enter, stdout=subprocess.DEVNULL)
         self.children.append(child)
-        assert child.wait(timeout) == 0, f"{argv} failed in {directory}"
+        assert child.wait(scaled(timeout)) == 0, f"{argv} failed in {directory}"
 
     def worker(self, directory: Path) -> Worker:
         """A started tests/worker.py, moved into the cgroup at ``directory``."""

@@ -12,6 +12,7 @@ import pytest
 
 from otel_pagecache.doctor import TRACEPOINTS, effective_capabilities, lockdown_mode
 from tests.kernel_features import GUEST_KERNEL
+from tests.pace import scaled
 
 
 def _doctor(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -19,7 +20,7 @@ def _doctor(*args: str, **kwargs) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "otel_pagecache.cli", "--log-level", "ERROR", "doctor", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
         **kwargs,
     )
 

@@ -26,6 +26,7 @@ from otel_pagecache.stalls import StallPipeline, TokenBuckets
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
 from tests.kernel_features import skip_if_lacking
+from tests.pace import scaled
 from tests.peers.otlp_receiver import iter_points, iter_spans
 
 MIB = 1 << 20
@@ -47,7 +48,7 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
     env = stall_agent_env(otlp_receiver)
     with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
         wait_for_log(agent, "stall spans:")
-        time.sleep(1)  # first snapshot taken: the memcg's identity is known
+        time.sleep(scaled(1))  # first snapshot taken: the memcg's identity is known
         before_ns = time.time_ns()
         worker.do("read", cold)
         after_ns = time.time_ns()
@@ -60,7 +61,7 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
             )
 
         otlp_receiver.wait_for_traces(has_spans, timeout=30)
-        time.sleep(1.5)  # one more metric export with the histogram
+        time.sleep(scaled(1.5))  # one more metric export with the histogram
         assert agent.terminate() == 0, agent.log()
 
     spans = [

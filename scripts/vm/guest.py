@@ -21,6 +21,8 @@ from . import initramfs
 from .kernels import Tree, cache_root
 
 QEMU = "qemu-system-x86_64"
+# A directory on the guest's ext4 disk, not under the overlay (see init).
+SCRATCH = "/run/vmtest-scratch"
 TIMEOUT_STATUS = 124  # as timeout(1)
 FAILURE_STATUS = 125  # vmtest itself failed (no boot, no status): as timeout(1) too
 
@@ -83,9 +85,11 @@ def run(
     job = Path(tempfile.mkdtemp(prefix="vmtest-"))
     qemu = None
     try:
+        env = dict(env, VMTEST_ACCEL=accel, VMTEST_SCRATCH=SCRATCH)
         (job / "run.sh").write_text(_run_script(argv, cwd, env))
         (job / "out").write_text(str(out) if out else "")
         (job / "modules").write_text(str(tree.modules_dir))
+        (job / "config").write_text(str(tree.config))
         (job / "lower-cache").write_text(os.environ.get("VMTEST_9P_CACHE", "loose"))
         (job / "output").touch()
         image = job / "upper.ext4"

@@ -74,6 +74,11 @@ class Tree:
         raise FetchError(f"no boot/vmlinuz-* nor {found[-1]} in {self.root}")
 
     @property
+    def config(self) -> Path:
+        found = sorted((self.root / "boot").glob("config-*")) + [self.modules_dir / "config"]
+        return next((p for p in found if p.is_file()), found[-1])
+
+    @property
     def modules_dir(self) -> Path:
         for base in ("lib/modules", "usr/lib/modules"):
             found = sorted((self.root / base).glob("*/kernel"))
