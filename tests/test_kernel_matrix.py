@@ -48,10 +48,15 @@ def _run_guest(kernel: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def matrix():
-    """Starts every kernel's guest run at once (PARALLEL at a time)."""
+def matrix(request):
+    """Starts the guest run of every selected kernel at once (PARALLEL at a time)."""
+    selected = [
+        item.callspec.params["kernel"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        yield {kernel: pool.submit(_run_guest, kernel) for kernel in KERNELS}
+        yield {kernel: pool.submit(_run_guest, kernel) for kernel in selected}
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

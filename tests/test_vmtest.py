@@ -61,7 +61,8 @@ def test_command_runs_in_the_guest_with_our_cwd_env_and_exit_status(tmp_path):
     assert result.returncode == 7, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:4] == ["to-stdout", "to-stderr", str(tmp_path), "probe=passed through"], lines
-    release = _vmtest("list", timeout=60).stdout.split("\n")[2].split("(")[-1].rstrip(")")
+    listed = {line.split()[0]: line for line in _vmtest("list", timeout=60).stdout.splitlines()}
+    release = listed["6.12"].split("(")[-1].rstrip(")")
     assert lines[4] == release != os.uname().release  # Debian's 6.12, not the host's kernel
     assert lines[5] == "overlayfs"
     assert "memory" in lines[6].split()  # cgroup v2, memory controller enabled for children
