@@ -229,6 +229,9 @@ def _fetch(kernel: Kernel, lock_dir: Path, log) -> Tree:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(version)
     tmp.replace(current)
+    for old in lock_dir.iterdir():  # versions the suites no longer serve
+        if old.is_dir() and not old.is_symlink() and old.name != version:
+            shutil.rmtree(old, ignore_errors=True)
     tree = Tree(kernel, target)
     print(f"vmtest: {kernel.name} is {version} ({tree.release})", file=log, flush=True)
     return tree
