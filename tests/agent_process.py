@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.pace import scaled
+
 
 class AgentProcess:
     def __init__(self, args: list[str], env: dict[str, str], log_dir: Path) -> None:
@@ -38,6 +40,7 @@ class AgentProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
+        timeout = scaled(timeout)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -70,7 +73,7 @@ def stall_agent_env(receiver, **overrides: str) -> dict[str, str]:
 
 
 def wait_for_log(agent: AgentProcess, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while text not in agent.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert text in agent.log(), agent.log()
@@ -113,6 +116,6 @@ def run_instrumented_app(
         [*prefix, str(instrument), sys.executable, str(app), *map(str, args)],
         env=app_env,
         check=True,
-        timeout=120,
+        timeout=scaled(120),
         preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs is not None else None,
     )

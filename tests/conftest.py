@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from otel_pagecache.cgroupfs import MemoryHierarchy, find_memory_hierarchy, own_cgroup_path
+from tests.pace import scaled
 from tests.peers.fixtures import *  # noqa: F403 - pytest fixtures for the real peers
 
 
@@ -46,11 +48,20 @@ class MemcgFactory:
         self.created: list[Path] = []
         self.children: list[subprocess.Popen] = []
 
+    @property
+    def children_glob(self) -> str:
+        """An --include pattern for every cgroup this factory creates."""
+        return f"{self.parent_path.rstrip('/')}/*"
+
     def create(self, relative: str | None = None) -> tuple[str, Path]:
         """Returns (cgroup path in the hierarchy, directory). ``relative`` may nest."""
         relative = relative or f"otel-pagecache-test-{uuid.uuid4().hex[:8]}"
         directory = self.parent_dir
         for part in relative.strip("/").split("/"):
+            if self.hierarchy.version == 2:
+                # cgroup v2: a child has the memory controller only if its
+                # parent enables it for its children (cgroup.subtree_control).
+                _enable_memory_for_children(directory)
             directory = directory / part
             if not directory.exists():
                 directory.mkdir()
@@ -74,7 +85,7 @@ class MemcgFactory:
 
         child = subprocess.Popen(argv, preexec_fn=enter, stdout=subprocess.DEVNULL)
         self.children.append(child)
-        assert child.wait(timeout) == 0, f"{argv} failed in {directory}"
+        assert child.wait(scaled(timeout)) == 0, f"{argv} failed in {directory}"
 
     def worker(self, directory: Path) -> Worker:
         """A started tests/worker.py, moved into the cgroup at ``directory``."""
@@ -98,6 +109,15 @@ class MemcgFactory:
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+def _enable_memory_for_children(directory: Path) -> None:
+    control = directory / "cgroup.subtree_control"
+    if "memory" not in control.read_text().split():
+        # Refused (EBUSY) in a non-root cgroup that has processes of its own:
+        # the tests then fail on the missing memory.* files, naming them.
+        with contextlib.suppress(OSError):
+            control.write_text("+memory")
 
 
 class Worker:

@@ -12,6 +12,8 @@ import pytest
 from otel_pagecache.probes.bcc import bcc_available
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
+from tests.kernel_features import skip_unless_lookups
+from tests.pace import scaled
 from tests.peers.otlp_receiver import iter_points
 
 PROGRAMS = {
@@ -45,12 +47,14 @@ def _program_ids(engine: str) -> set[int]:
     return {p["id"] for p in json.loads(out) if p.get("name") in names}
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    skip_unless_lookups()  # it waits for the lookups of a read
     our_programs = PROGRAMS[engine]
     container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
@@ -63,14 +67,14 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
         "OTEL_PAGECACHE_TOP_FILES": "3",
     }
     with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while (
             len(_program_ids(engine) - before) < len(our_programs) and time.monotonic() < deadline
         ):
             time.sleep(0.1)
         attached = _program_ids(engine) - before
         assert len(attached) == len(our_programs), agent.log()
-        time.sleep(1)  # the agent has taken its first snapshot (the baseline)
+        time.sleep(scaled(1))  # the agent has taken its first snapshot (the baseline)
         worker.do("read", cold)
 
         def has_lookups(requests):
@@ -86,7 +90,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
 
     # No program of ours is left once the agent has stopped (freeing is
     # asynchronous in the kernel: allow it a moment).
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     while _program_ids(engine) & attached and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _program_ids(engine) & attached

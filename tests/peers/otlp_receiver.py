@@ -35,6 +35,8 @@ from opentelemetry.proto.collector.metrics.v1 import (
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from tests.pace import scaled
+
 ExportMetricsServiceRequest = metrics_service_pb2.ExportMetricsServiceRequest
 ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
 ExportLogsServiceRequest = logs_service_pb2.ExportLogsServiceRequest
@@ -573,6 +575,7 @@ class OtlpReceiver:
     # -- waiting
 
     def _wait(self, signal_name: str, predicate: Callable[[list[Any]], Any], timeout: float):
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             reqs = [r.request for r in self.received(signal_name)]
