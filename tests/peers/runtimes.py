@@ -112,6 +112,25 @@ def _rmdir(directory: Path, left: list[str], timeout: float = 10) -> bool:
             time.sleep(0.1)
 
 
+def _wait_for_no_process_naming(text: str, timeout: float) -> None:
+    needle = text.encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                busy = needle in (proc / "cmdline").read_bytes()
+            except OSError:
+                continue  # gone meanwhile
+            if busy:
+                break
+        if not busy:
+            return
+        time.sleep(0.2)
+
+
 def unmount_below(directory: Path) -> None:
     """Lazily unmount whatever a runtime left mounted under ``directory`` (netns, overlay)."""
     prefix = str(directory.resolve()) + "/"
@@ -157,13 +176,13 @@ class RuntimeCli:
         """Remove the containers, then whatever the runtime left mounted."""
         self.remove_all()
         self.stop_daemon()
+        # conmon runs "podman … container cleanup" after the container exits,
+        # and that opens the store again: wait until no process names our
+        # directories any more, so nothing recreates them after they are gone.
+        _wait_for_no_process_naming(str(self.short_dir), timeout=30)
         for directory in (self.workdir, self.short_dir):
             unmount_below(directory)
-        deadline = time.monotonic() + 10
-        while self.short_dir.exists() and time.monotonic() < deadline:
-            # conmon may still write its exit file there for a moment.
-            shutil.rmtree(self.short_dir, ignore_errors=True)
-            time.sleep(0.1)
+        shutil.rmtree(self.short_dir, ignore_errors=True)
 
     def stop_daemon(self) -> None:
         pass
