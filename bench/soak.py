@@ -347,13 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.terminate()
         receiver.stop()
+        for f in data.glob("c*"):
+            f.unlink()  # before the memcgs go: no cache left charged to them
+        for directory in [d for d in root.iterdir() if d.is_dir()]:
+            directory.rmdir()
+        root.rmdir()
     log = agent.log()
-    leftovers = [d for d in root.iterdir() if d.is_dir()]
-    for directory in leftovers:
-        directory.rmdir()
-    root.rmdir()
-    for f in data.glob("c*"):
-        f.unlink()
 
     ok = True
     print(
