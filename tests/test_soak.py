@@ -20,7 +20,7 @@ SOAK = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 def test_short_churn_soak(real_hierarchy):
     if os.geteuid() != 0:
         pytest.skip("the soak creates memory cgroups and loads BPF: root only")
-    args = ["--seconds", "60", "--rate", "100", "--lifetime", "3", "--warmup", "30"]
+    args = ["--seconds", "60", "--rate", "100", "--lifetime", "6", "--warmup", "30"]
     result = subprocess.run(
         [sys.executable, str(SOAK), *args], capture_output=True, text=True, timeout=300
     )
