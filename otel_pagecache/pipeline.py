@@ -25,7 +25,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol, TextIO
 
 from google.protobuf.json_format import MessageToDict
@@ -143,6 +143,10 @@ class MetricsPipeline:
 
     def bodies(self) -> list[bytes]:
         """One collection: serialized requests, the agent's own metrics first."""
+        return list(self._collect())
+
+    def _collect(self) -> Iterator[bytes]:
+        """One collection; the requests are framed one at a time as consumed."""
         with self._lock:
             # The snapshot first, outside the SDK: its callbacks run under a
             # collection timeout (10 s) that reading 10,000 memcgs on a loaded
@@ -151,7 +155,9 @@ class MetricsPipeline:
             # Own metrics right away, while the snapshot is current for their
             # callbacks; the bulk's encoding can take longer than its max age.
             head = self._own_metrics()
-            return requests(self._encoder.encode(snapshot, time.time_ns()), head)
+            encoded = self._encoder.encode(snapshot, time.time_ns())
+            del snapshot  # the encoded bytes are all that is needed now
+        return requests(encoded, head)
 
     def _own_metrics(self) -> bytes:
         """The SDK's part, serialized; empty (not fatal to the bulk) if it fails."""
@@ -171,7 +177,7 @@ class MetricsPipeline:
         Sending ends by ``deadline`` (``time.monotonic()``), or by
         ``export_timeout_s`` after the collection when there is none."""
         try:
-            bodies = self.bodies()
+            bodies = self._collect()
             if deadline is None:
                 deadline = time.monotonic() + self._timeout_s
         except Exception as e:  # noqa: BLE001 - one bad cycle must not end the loop
