@@ -24,7 +24,7 @@ Wire format reference: opentelemetry/proto/metrics/v1/metrics.proto.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -304,24 +304,25 @@ class BulkEncoder:
 
 
 def requests(
-    resource_metrics: Iterable[bytes], head: bytes = b"", limit: int = MAX_REQUEST_BYTES
-) -> list[bytes]:
-    """Serialized ``ExportMetricsServiceRequest`` bodies, each under ``limit``.
+    resource_metrics: list[bytes], head: bytes = b"", limit: int = MAX_REQUEST_BYTES
+) -> Iterator[bytes]:
+    """Serialized ``ExportMetricsServiceRequest`` bodies, each under ``limit``,
+    one at a time (at 10,000 memcgs all of them at once are ~16 MiB more RSS).
 
     ``head`` (an already serialized request, e.g. the SDK's own metrics) leads
     the first body: concatenated protobuf messages merge, repeated fields
     append. A single ResourceMetrics over the limit still goes, alone.
+    ``resource_metrics`` is emptied as it is framed.
     """
-    bodies: list[bytes] = []
     current: list[bytes] = [head] if head else []
     size = len(head)
-    for rm in resource_metrics:
-        framed = _field(_T_REQUEST_RM, rm)
+    resource_metrics.reverse()
+    while resource_metrics:
+        framed = _field(_T_REQUEST_RM, resource_metrics.pop())
         if current and size + len(framed) > limit:
-            bodies.append(b"".join(current))
+            yield b"".join(current)
             current, size = [], 0
         current.append(framed)
         size += len(framed)
     if current:
-        bodies.append(b"".join(current))
-    return bodies
+        yield b"".join(current)

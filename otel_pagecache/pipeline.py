@@ -25,7 +25,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol, TextIO
 
 from google.protobuf.json_format import MessageToDict
@@ -143,12 +143,21 @@ class MetricsPipeline:
 
     def bodies(self) -> list[bytes]:
         """One collection: serialized requests, the agent's own metrics first."""
+        return list(self._collect())
+
+    def _collect(self) -> Iterator[bytes]:
+        """One collection; the requests are framed one at a time as consumed."""
         with self._lock:
             # The snapshot first, outside the SDK: its callbacks run under a
             # collection timeout (10 s) that reading 10,000 memcgs on a loaded
             # host can exceed; they then reuse this snapshot.
             snapshot = self._source.current()
-            return requests(self._encoder.encode(snapshot, time.time_ns()), self._own_metrics())
+            # Own metrics right away, while the snapshot is current for their
+            # callbacks; the bulk's encoding can take longer than its max age.
+            head = self._own_metrics()
+            encoded = self._encoder.encode(snapshot, time.time_ns())
+            del snapshot  # the encoded bytes are all that is needed now
+        return requests(encoded, head)
 
     def _own_metrics(self) -> bytes:
         """The SDK's part, serialized; empty (not fatal to the bulk) if it fails."""
@@ -162,10 +171,15 @@ class MetricsPipeline:
             _log.debug("own metrics collection", exc_info=True)
             return b""
 
-    def export_once(self, deadline: float) -> bool:
-        """Collect and send; True when every request got through."""
+    def export_once(self, deadline: float | None = None) -> bool:
+        """Collect and send; True when every request got through.
+
+        Sending ends by ``deadline`` (``time.monotonic()``), or by
+        ``export_timeout_s`` after the collection when there is none."""
         try:
-            bodies = self.bodies()
+            bodies = self._collect()
+            if deadline is None:
+                deadline = time.monotonic() + self._timeout_s
         except Exception as e:  # noqa: BLE001 - one bad cycle must not end the loop
             _log.warning("metric collection failed; this cycle is skipped: %s", e)
             _log.debug("metric collection", exc_info=True)
@@ -205,16 +219,25 @@ class MetricsPipeline:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self.export_once(time.monotonic() + self._timeout_s)
+            self.export_once()
 
     def shutdown(self, bound_s: float) -> bool:
         """Stop the loop, then one last export within ``bound_s``; True if delivered.
 
-        A loop export still in flight is not waited for (it has its own
-        deadline and runs in a daemon thread)."""
+        The collection counts against the bound too (10,000 memcgs on a loaded
+        host can take longer), so the last export runs in a daemon thread that
+        is abandoned at the bound; so is a loop export still in flight."""
         deadline = time.monotonic() + bound_s
         self._stop.set()
-        delivered = self.export_once(deadline)
+        outcome: list[bool] = []
+        last = threading.Thread(
+            target=lambda: outcome.append(self.export_once(deadline)),
+            name="otel-pagecache-last-export",
+            daemon=True,
+        )
+        last.start()
+        last.join(max(0.0, deadline - time.monotonic()))
+        delivered = bool(outcome and outcome[0])
         try:
             self._sender.close()
         except Exception:  # noqa: BLE001 - closing is best effort at exit

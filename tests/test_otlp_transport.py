@@ -76,7 +76,7 @@ def _bodies(n_memcgs: int = 4) -> list[bytes]:
         memcgs.append(sample)
     snapshot.memcgs = memcgs
     encoder = BulkEncoder({"service.name": "t"}, "otel_pagecache", "t")
-    return requests(encoder.encode(snapshot, time.time_ns()))
+    return list(requests(encoder.encode(snapshot, time.time_ns())))
 
 
 @pytest.mark.parametrize(
