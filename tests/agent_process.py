@@ -35,6 +35,10 @@ class AgentProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def running(self) -> bool:
+        """False once the agent has exited: a wait for it can stop early."""
+        return self.proc is not None and self.proc.poll() is None
+
     def terminate(self, timeout: float = 20) -> int:
         """SIGTERM, then wait; returns the exit code (kills and fails on timeout)."""
         assert self.proc is not None
@@ -74,7 +78,7 @@ def stall_agent_env(receiver, **overrides: str) -> dict[str, str]:
 
 def wait_for_log(agent: AgentProcess, text: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + scaled(timeout)
-    while text not in agent.log() and time.monotonic() < deadline:
+    while text not in agent.log() and time.monotonic() < deadline and agent.running():
         time.sleep(0.1)
     assert text in agent.log(), agent.log()
 

@@ -69,7 +69,9 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
         deadline = time.monotonic() + scaled(30)
         while (
-            len(_program_ids(engine) - before) < len(our_programs) and time.monotonic() < deadline
+            len(_program_ids(engine) - before) < len(our_programs)
+            and time.monotonic() < deadline
+            and agent.running()
         ):
             time.sleep(0.1)
         attached = _program_ids(engine) - before

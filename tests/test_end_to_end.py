@@ -68,7 +68,11 @@ def assert_covers(exported: int, cold: Path) -> None:
     """
     resident = resident_bytes(cold)
     assert resident > 0, f"{cold} was shed from the page cache entirely"
-    assert exported >= resident, (exported, resident)
+    # memory.stat sums per-CPU counters that the kernel folds in batches
+    # (MEMCG_CHARGE_BATCH, 32 or 64 pages per CPU by kernel), so it may lag
+    # the page cache by that much: measured 4 pages short on 5.10's cgroup v2.
+    lag = 64 * os.sysconf("SC_PAGE_SIZE") * (os.cpu_count() or 1)
+    assert exported >= resident - lag, (exported, resident)
 
 
 def _agent_env(**extra: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ KERNELS = ("5.10", "6.1", "6.12", "7")
 RESULTS = Path(os.environ.get("VMTEST_RESULTS", ROOT / ".vmtest-results"))
 PARALLEL = int(os.environ.get("VMTEST_PARALLEL", "2"))
 # The subset's own limit per guest, boot excluded (scripts/vmtest bounds boot).
-SUBSET_TIMEOUT_S = 1500
+SUBSET_TIMEOUT_S = 2700
 
 pytestmark = [
     pytest.mark.vm,

@@ -49,6 +49,7 @@ def test_cells_say_pass_skip_reason_failure_and_not_run(tmp_path):
     table = kernels_table.render(tmp_path)
     rows = {tuple(c.strip() for c in line.split(" | ")[:2]): line for line in table.splitlines()}
     assert "| 6.1 | 6.1.192-3 | 6.1.0-57-amd64 | v2 |" in table
+    assert "| 12.5 s | 400.0 s, exit 1 |" in table
     assert "| 5.10 | not run |" in table
     assert "5.11–5.16 and 6.2–6.11" in table
     writes = rows[("| insertions and dirtied (write)", "CO-RE")].split(" | ")
@@ -58,3 +59,8 @@ def test_cells_say_pass_skip_reason_failure_and_not_run(tmp_path):
     failing = rows[("| lookups, misses, hit ratio (read)", "BCC")]
     assert "✗ FAILS: AssertionError: assert 0 == 16384 |" in failing  # first line only
     assert "`tracepoint.filemap:mm_filemap_get_pages` fail: gone" in table
+    killed = tmp_path / "7"
+    killed.mkdir()
+    (killed / "vmtest.txt").write_text("kernel=7\nversion=7.3.4-1~bpo13+1\nstatus=124\n")
+    table = kernels_table.render(tmp_path)
+    assert "| ✗ no result: the guest run was killed at its timeout (exit 124)" in table

@@ -74,7 +74,7 @@ def run(
     env: dict[str, str],
     out: Path | None = None,
     timeout: float = 3600,
-    boot_timeout: float = 300,
+    boot_timeout: float = 600,
     cpus: int = 2,
     memory_mib: int = 2048,
     stream=None,

@@ -87,6 +87,12 @@ def _cell(outcome: str, reason: str) -> str:
     return f"✗ {'skipped' if outcome == 'skip' else 'FAILS'}: {reason}"
 
 
+def _no_result(status: str) -> str:
+    if status == "124":
+        return "the guest run was killed at its timeout (exit 124) before pytest reported"
+    return f"the guest run ended with exit {status} and no JUnit XML"
+
+
 def _info(path: Path) -> dict[str, str]:
     try:
         lines = path.read_text().splitlines()
@@ -109,7 +115,7 @@ def render(results: Path) -> str:
         "kernel booted by `scripts/vmtest`); do not edit by hand. The host suite covers",
         "Linux 6.18 with the memory controller on cgroup v1; every guest below runs cgroup v2.",
         "",
-        "| kernel | Debian package | uname -r | cgroup | run on | boot | subset |",
+        "| kernel | Debian package | uname -r | cgroup | run on | boot | whole run |",
         "|---|---|---|---|---|---|---|",
     ]
     for kernel, (_, doctor, info) in runs.items():
@@ -119,7 +125,8 @@ def render(results: Path) -> str:
         lines.append(
             f"| {kernel} | {info.get('version', 'not run')} | {info.get('release', '')} | "
             f"{cgroup} | {info.get('date', '')} ({info.get('accel', '')}) | "
-            f"{info.get('boot_seconds', '?')} s | {info.get('seconds', '?')} s |"
+            f"{info.get('boot_seconds', '?')} s | {info.get('seconds', '?')} s, "
+            f"exit {info.get('status', '?')} |"
         )
     lines += [
         "",
@@ -135,9 +142,11 @@ def render(results: Path) -> str:
             test_id = test.format(engine=engine)
             cells = []
             for kernel in KERNELS:
-                outcomes = runs[kernel][0]
+                outcomes, _, info = runs[kernel]
                 if test_id in outcomes:
                     cells.append(_cell(*outcomes[test_id]))
+                elif not outcomes and info.get("status"):
+                    cells.append(f"✗ no result: {_no_result(info['status'])}")
                 else:
                     cells.append("not run")
             label = {"core": "CO-RE", "bcc": "BCC", None: "—"}[engine]
