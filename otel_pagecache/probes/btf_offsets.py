@@ -13,7 +13,8 @@ import ctypes
 
 from .libbpf import Libbpf
 
-KIND_STRUCT, KIND_UNION, KIND_ENUM = 4, 5, 6
+KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_ENUM = 2, 4, 5, 6
+KIND_TYPEDEF, KIND_FUNC, KIND_FUNC_PROTO = 8, 12, 13
 _MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag
 
 
@@ -33,6 +34,10 @@ class _BtfMember(ctypes.Structure):
     )
 
 
+class _BtfParam(ctypes.Structure):
+    _fields_ = (("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32))
+
+
 class _BtfEnum(ctypes.Structure):
     _fields_ = (("name_off", ctypes.c_uint32), ("val", ctypes.c_int32))
 
@@ -43,6 +48,12 @@ class KernelBtf:
         self._btf = self._lib.btf__load_vmlinux_btf()
         if not self._btf:
             raise OSError("no kernel BTF")
+
+    def __enter__(self) -> KernelBtf:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._btf:
@@ -96,6 +107,31 @@ class KernelBtf:
                 if inner is not None:
                     return bits // 8 + inner
         return None
+
+    def params(self, name: str, kind: int = KIND_FUNC) -> list[tuple[str, str]] | None:
+        """(name, type) of each parameter of function ``name`` (KIND_FUNC) or of
+        the function pointer typedef ``name`` (a tracepoint's btf_trace_<tp>);
+        None when the kernel has no such function. A type is named as BTF has
+        it: "gfp_t", "int", "*" for any pointer."""
+        try:
+            type_id = self._find(name, kind)
+            t, _ = self._type(type_id)
+            type_id = t.size_type
+            if kind == KIND_TYPEDEF:  # typedef -> pointer -> prototype
+                type_id = self._type(type_id)[0].size_type
+            t, ptr = self._type(type_id)
+        except KeyError:
+            return None
+        if (t.info >> 24) & 0x1F != KIND_FUNC_PROTO:
+            return None
+        out = []
+        for p in (_BtfParam * (t.info & 0xFFFF)).from_address(ptr + ctypes.sizeof(_BtfType)):
+            if p.type == 0:  # "..." of a variadic function
+                continue
+            pt, _ = self._type(p.type)
+            pointer = (pt.info >> 24) & 0x1F == KIND_PTR
+            out.append((self._name(p.name_off), "*" if pointer else self._name(pt.name_off)))
+        return out
 
     def struct_size(self, struct: str) -> int:
         t, _ = self._type(self._find(struct, KIND_STRUCT))
