@@ -1,0 +1,1 @@
+"""scripts/vmtest's pieces: kernel fetch and cache, initramfs, guest boot."""
