@@ -235,7 +235,7 @@ static __always_inline __u32 task_tid(struct task_struct *task)
 	return TASK_READ(task, pid);
 }
 
-static __always_inline __u32 task_tgid(struct task_struct *task)
+static __always_inline __u32 task_process_id(struct task_struct *task)
 {
 	return TASK_READ(task, tgid);
 }
@@ -331,7 +331,7 @@ static __always_inline struct span_slot_base *span_base_find(__u32 *tgid)
 
 static __always_inline void stall_event_task(struct stall_event *event, struct task_struct *task)
 {
-	event->pid = task_tgid(task);
+	event->pid = task_process_id(task);
 	event->tid = task_tid(task);
 	event->ns_tid = task_ns_tid(task);
 	event->ns_pid = task_ns_tid(BPF_CORE_READ(task, group_leader));

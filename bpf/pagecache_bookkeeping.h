@@ -26,7 +26,7 @@
  *   void stall_event_submit(struct stall_event *)
  *   struct span_slot_base *span_base_find(u32 *tgid)
  *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
- *   u32 task_tgid(TASK_T), u32 task_ns_tid(TASK_T)
+ *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
  *   void lost(u32 reason)
  *
  * "mapping" is whatever the program sees that names the file: an
@@ -214,7 +214,7 @@ static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 st
  * slots are indexed and tagged by the thread id the application sees. */
 static __always_inline void current_span(TASK_T task, struct span_slot *slot)
 {
-	u32 tgid = task_tgid(task), tid = task_ns_tid(task);
+	u32 tgid = task_process_id(task), tid = task_ns_tid(task);
 	struct span_slot_base *base = span_base_find(&tgid);
 	u64 address;
 
