@@ -226,6 +226,7 @@ class Agent:
             getattr(self.activity, "engine_reason", "") if self.activity else "off or unavailable"
         )
         attribution = getattr(self.activity.probe, "attribution", "owner") if self.activity else ""
+        lookup_hook = getattr(self.activity.probe, "lookup_hook", "") if self.activity else ""
         self.metrics = PageCacheMetrics(
             meter,
             self.source,
@@ -233,6 +234,7 @@ class Agent:
             engine=engine,
             engine_reason=reason,
             attribution=attribution,
+            lookup_hook=lookup_hook,
         )
         self._stopped = threading.Event()
         _log.info(
