@@ -206,10 +206,17 @@ class CoreProbe:
     engine = "core"
 
     def __init__(
-        self, object_path: str | None = None, lookups: bool = True, stalls: bool = True
+        self,
+        object_path: str | None = None,
+        lookups: bool = True,
+        stalls: bool = True,
+        hook_kinds: Iterable[str] = ("tracepoint", "fentry", "kprobe"),
     ) -> None:
         self.object_path = object_path or default_object_path()
         self.want_lookups = lookups
+        # Which kinds of lookup hook may be tried (bench/lookup_hooks.py
+        # measures each alone); the kernel's BTF decides which exist.
+        self.hook_kinds = tuple(hook_kinds)
         self.want_stalls = stalls
         self.has_lookups = False
         # Which hook serves lookups: "tracepoint", "fentry:<function>",
@@ -256,7 +263,11 @@ class CoreProbe:
             )
         # Each way to serve lookups in turn (fentry is refused on some hosts,
         # kprobes are not built into others), then none: the rest still works.
-        hooks: list[LookupHook | None] = [*choice.lookup_hooks] if self.want_lookups else []
+        hooks: list[LookupHook | None] = (
+            [h for h in choice.lookup_hooks if h.code.split(":")[0] in self.hook_kinds]
+            if self.want_lookups
+            else []
+        )
         for hook in [*hooks, None]:
             try:
                 self._obj = self._load(base + list(hook.programs if hook else ()), hz)
@@ -283,7 +294,11 @@ class CoreProbe:
                 "no way to count lookups on this kernel (%s): running without lookups and "
                 "hit ratio",
                 "; ".join(self.lookup_hooks_refused)
-                or "no mm_filemap_get_pages tracepoint, no read function in BTF",
+                or (
+                    f"only {', '.join(self.hook_kinds)} hooks allowed"
+                    if choice.lookup_hooks
+                    else "no mm_filemap_get_pages tracepoint, no read function in BTF"
+                ),
             )
         elif self.lookup_hooks_refused:
             _log.info(
