@@ -496,19 +496,18 @@ static __always_inline void fault_around_at_entry(struct vm_fault *vmf, __u64 st
 	lookup_fault_around(current_task(), (__u64)mapping, start, end);
 }
 
+/* A read function taking (iocb, iter): the byte count is iter->count. */
+#define ITER_READ_HOOK(kind, PROG, function, name)                                         \
+	SEC(#kind "/" #function)                                                           \
+	int PROG(kind##_##name, struct kiocb *iocb, struct iov_iter *iter)                 \
+	{                                                                                  \
+		read_at_entry(iocb, BPF_CORE_READ(iter, count));                           \
+		return 0;                                                                  \
+	}
+
 #define LOOKUP_HOOKS(kind, PROG)                                                           \
-	SEC(#kind "/generic_file_buffered_read")                                           \
-	int PROG(kind##_buffered_read, struct kiocb *iocb, struct iov_iter *iter)          \
-	{                                                                                  \
-		read_at_entry(iocb, BPF_CORE_READ(iter, count));                           \
-		return 0;                                                                  \
-	}                                                                                  \
-	SEC(#kind "/filemap_get_pages")                                                    \
-	int PROG(kind##_get_pages_iter, struct kiocb *iocb, struct iov_iter *iter)         \
-	{                                                                                  \
-		read_at_entry(iocb, BPF_CORE_READ(iter, count));                           \
-		return 0;                                                                  \
-	}                                                                                  \
+	ITER_READ_HOOK(kind, PROG, generic_file_buffered_read, buffered_read)              \
+	ITER_READ_HOOK(kind, PROG, filemap_get_pages, get_pages_iter)                      \
 	SEC(#kind "/filemap_get_pages")                                                    \
 	int PROG(kind##_get_pages_count, struct kiocb *iocb, __u64 count)                  \
 	{                                                                                  \
