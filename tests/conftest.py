@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -46,11 +47,20 @@ class MemcgFactory:
         self.created: list[Path] = []
         self.children: list[subprocess.Popen] = []
 
+    @property
+    def children_glob(self) -> str:
+        """An --include pattern for every cgroup this factory creates."""
+        return f"{self.parent_path.rstrip('/')}/*"
+
     def create(self, relative: str | None = None) -> tuple[str, Path]:
         """Returns (cgroup path in the hierarchy, directory). ``relative`` may nest."""
         relative = relative or f"otel-pagecache-test-{uuid.uuid4().hex[:8]}"
         directory = self.parent_dir
         for part in relative.strip("/").split("/"):
+            if self.hierarchy.version == 2:
+                # cgroup v2: a child has the memory controller only if its
+                # parent enables it for its children (cgroup.subtree_control).
+                _enable_memory_for_children(directory)
             directory = directory / part
             if not directory.exists():
                 directory.mkdir()
@@ -98,6 +108,15 @@ class MemcgFactory:
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+def _enable_memory_for_children(directory: Path) -> None:
+    control = directory / "cgroup.subtree_control"
+    if "memory" not in control.read_text().split():
+        # Refused (EBUSY) in a non-root cgroup that has processes of its own:
+        # the tests then fail on the missing memory.* files, naming them.
+        with contextlib.suppress(OSError):
+            control.write_text("+memory")
 
 
 class Worker:

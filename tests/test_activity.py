@@ -20,7 +20,9 @@ from otel_pagecache.probes.bcc import BccProbe, bcc_available
 from otel_pagecache.probes.core import CoreProbe
 from otel_pagecache.residency import ResidencyReader
 from tests.conftest import make_cold_file, resident_bytes
+from tests.kernel_features import skip_unless_lookups
 
+pytestmark = pytest.mark.kernel
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
 
@@ -88,7 +90,8 @@ def _memcg(memcgs, name=None):
     return directory.stat().st_ino, directory
 
 
-def test_cold_read_then_warm_read(memcgs, data_dir, harness):
+def test_cold_read_then_warm_read(memcgs, data_dir, harness, probe):
+    skip_unless_lookups(probe)
     a, a_dir = _memcg(memcgs)
     worker = memcgs.worker(a_dir)
     cold = make_cold_file(data_dir / "cold-64m", 64 * MIB)
@@ -183,7 +186,8 @@ def test_writes_insert_and_dirty_but_do_not_miss(memcgs, data_dir, harness):
     target.unlink()
 
 
-def test_mmap_read_counts_lookups_through_faults(memcgs, data_dir, harness):
+def test_mmap_read_counts_lookups_through_faults(memcgs, data_dir, harness, probe):
+    skip_unless_lookups(probe)
     a, a_dir = _memcg(memcgs)
     worker = memcgs.worker(a_dir)
     warm = make_cold_file(data_dir / "warm-16m", 16 * MIB)

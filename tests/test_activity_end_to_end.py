@@ -14,6 +14,7 @@ from otel_pagecache.probes.btf_offsets import KernelBtf
 from otel_pagecache.probes.core import PROGRAMS, choose_programs
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
+from tests.kernel_features import LOOKUP_TRACEPOINTS, skip_if_lacking, skip_unless_lookups
 from tests.peers.otlp_receiver import iter_points
 
 
@@ -50,12 +51,16 @@ def _program_ids(engine: str) -> set[int]:
     return {p["id"] for p in json.loads(out) if p.get("name") in names}
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    if engine == "bcc":  # BCC serves lookups from the 6.12 tracepoints only
+        skip_if_lacking(LOOKUP_TRACEPOINTS, "BCC lookups")
+    skip_unless_lookups()  # it waits for the lookups of a read
     our_programs = _expected_programs()[engine]
     container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)

@@ -22,6 +22,7 @@ from tests.agent_process import (
     wait_for_log,
 )
 from tests.conftest import make_cold_file
+from tests.kernel_features import skip_if_lacking
 from tests.peers.otlp_receiver import iter_spans
 
 APP = Path(__file__).with_name("apps") / "stall_app.py"
@@ -30,7 +31,12 @@ MIB = 1 << 20
 
 @pytest.mark.parametrize(
     ("engine", "own_pid_namespace"),
-    [("core", False), ("core", True), ("bcc", False), ("bcc", True)],
+    [
+        ("core", False),
+        pytest.param("core", True, marks=pytest.mark.kernel),
+        pytest.param("bcc", False, marks=pytest.mark.kernel),
+        ("bcc", True),
+    ],
     ids=["core-host-pids", "core-own-pid-ns", "bcc-host-pids", "bcc-own-pid-ns"],
 )
 def test_stall_span_links_to_the_application_span(
@@ -38,6 +44,7 @@ def test_stall_span_links_to_the_application_span(
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    skip_if_lacking(("vmscan:mm_vmscan_memcg_reclaim_begin",), "memcg reclaim stall spans")
     container_id, path, directory = memcgs.create_container()
     limit_memcg(directory, 48 * MIB)
     cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)

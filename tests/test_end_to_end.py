@@ -116,6 +116,7 @@ def workload(memcgs: MemcgFactory, data_dir: Path):
     return memcgs, _populate(memcgs, data_dir, names), names
 
 
+@pytest.mark.kernel
 def test_otlp_grpc_per_container_resources_match_memory_stat(workload, otlp_receiver, tmp_path):
     memcgs, cgroups, names = workload
     env = _agent_env(
@@ -126,7 +127,7 @@ def test_otlp_grpc_per_container_resources_match_memory_stat(workload, otlp_rece
     )
     paths = [cgroups[n][0] for n in names]
     kernel_before = {n: _file_lru(cgroups[n][1]) for n in names}
-    with AgentProcess(["run", "--include", f"{memcgs.parent_path}/*"], env, tmp_path) as agent:
+    with AgentProcess(["run", "--include", memcgs.children_glob], env, tmp_path) as agent:
         requests = otlp_receiver.wait_for_metrics(_has_paths(paths), timeout=30)
         kernel_after = {n: _file_lru(cgroups[n][1]) for n in names}
         usage = _usage_by_path(iter_points(requests))
@@ -200,7 +201,7 @@ def test_through_rotel_collector(memcgs, data_dir, otlp_receiver, rotel_agent, t
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
         OTEL_EXPORTER_OTLP_INSECURE="true",
     )
-    with AgentProcess(["run", "--include", f"{memcgs.parent_path}/*"], env, tmp_path) as agent:
+    with AgentProcess(["run", "--include", memcgs.children_glob], env, tmp_path) as agent:
         requests = otlp_receiver.wait_for_metrics(_has_paths([path]), timeout=30)
         assert agent.terminate() == 0, agent.log()
     usage = _usage_by_path(iter_points(requests))[path]
@@ -292,7 +293,7 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 def test_top_once_names_containers(workload):
     memcgs, cgroups, names = workload
-    out = _cli("top", "--once", "--include", f"{memcgs.parent_path}/*", check=True).stdout
+    out = _cli("top", "--once", "--include", memcgs.children_glob, check=True).stdout
     assert f"docker:{DOCKER_ID[:12]}" in out
     assert f"containerd:{CONTAINERD_ID[:12]}" in out
     assert names[0][-12:] in out
@@ -315,7 +316,7 @@ def _as_nobody() -> None:
 def test_unprivileged_user_still_sees_residency(workload):
     """cgroupfs memory files are world-readable: residency needs no privilege."""
     memcgs, cgroups, names = workload
-    args = ("top", "--once", "--include", f"{memcgs.parent_path}/*")
+    args = ("top", "--once", "--include", memcgs.children_glob)
     result = _cli(*args, check=True, preexec_fn=_as_nobody)
     assert f"docker:{DOCKER_ID[:12]}" in result.stdout
     # Without CAP_BPF the activity probes cannot load: one message says why

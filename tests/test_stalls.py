@@ -25,17 +25,21 @@ from otel_pagecache.probes.layout import StallEvent
 from otel_pagecache.stalls import StallPipeline, TokenBuckets
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
+from tests.kernel_features import skip_if_lacking
 from tests.peers.otlp_receiver import iter_points, iter_spans
 
 MIB = 1 << 20
+MEMCG_RECLAIM = ("vmscan:mm_vmscan_memcg_reclaim_begin", "vmscan:mm_vmscan_memcg_reclaim_end")
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
     memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    skip_if_lacking(MEMCG_RECLAIM, "memcg reclaim stall spans")
     container_id, path, directory = memcgs.create_container()
     limit_memcg(directory, 48 * MIB)
     worker = memcgs.worker(directory)
@@ -185,7 +189,9 @@ def test_token_buckets_stay_bounded():
     assert len(buckets._buckets) <= 10
 
 
+@pytest.mark.kernel
 def test_dirty_throttling_becomes_planned_spans(memcgs, throttled_fs, otlp_receiver, tmp_path):
+    skip_if_lacking(("writeback:balance_dirty_pages",), "dirty-throttle spans")
     container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
     env = stall_agent_env(otlp_receiver, OTEL_METRICS_EXPORTER="none")

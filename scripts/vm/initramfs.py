@@ -26,7 +26,8 @@ INIT = Path(__file__).with_name("init")
 # on virtio-blk, and the overlay joining them. Built in on some kernels.
 WANTED = ("virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "ext4", "overlay")
 # ext4 checksums with crc32c; 6.12's ext4 does not name these in depends=.
-OPTIONAL = ("crc32c_generic", "libcrc32c")
+# loop: tests make small file systems on loop devices (throttled_fs).
+OPTIONAL = ("crc32c_generic", "libcrc32c", "loop")
 
 
 def _decompress(path: Path) -> bytes:
@@ -59,8 +60,9 @@ class Modules:
         if name not in self._info:
             fields: dict[str, list[str]] = {}
             # .modinfo is a run of NUL-terminated "key=value" strings.
-            for key, value in re.findall(rb"\x00(depends|softdep)=([^\x00]*)",
-                                         b"\x00" + _decompress(self.files[name])):
+            for key, value in re.findall(
+                rb"\x00(depends|softdep)=([^\x00]*)", b"\x00" + _decompress(self.files[name])
+            ):
                 fields.setdefault(key.decode(), []).append(value.decode())
             self._info[name] = fields
         return self._info[name]

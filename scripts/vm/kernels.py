@@ -86,9 +86,7 @@ def resolve(name: str) -> Kernel:
     try:
         return KERNELS[name]
     except KeyError:
-        raise FetchError(
-            f"unknown kernel {name!r}: choose one of {', '.join(KERNELS)}"
-        ) from None
+        raise FetchError(f"unknown kernel {name!r}: choose one of {', '.join(KERNELS)}") from None
 
 
 def cached(kernel: Kernel) -> Tree | None:
@@ -121,12 +119,19 @@ class PrivateApt:
     def __init__(self, kernel: Kernel, root: Path) -> None:
         self.root = root
         etc = root / "etc"
-        for d in (etc / "apt.conf.d", etc / "preferences.d", etc / "sources.list.d",
-                  root / "state" / "lists" / "partial", root / "cache" / "archives" / "partial"):
+        for d in (
+            etc / "apt.conf.d",
+            etc / "preferences.d",
+            etc / "sources.list.d",
+            root / "state" / "lists" / "partial",
+            root / "cache" / "archives" / "partial",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         (etc / "sources.list").write_text(
-            "".join(f"deb [signed-by={KEYRING}] {archive} {suite} main\n"
-                    for archive, suite in kernel.sources)
+            "".join(
+                f"deb [signed-by={KEYRING}] {archive} {suite} main\n"
+                for archive, suite in kernel.sources
+            )
         )
         (root / "status").touch()
         (root / "apt.conf").write_text(
@@ -183,7 +188,7 @@ def _closure(apt: PrivateApt, version: str) -> list[str]:
         wanted.append(f"{package}={ver}")
         show = apt("apt-cache", "show", f"{package}={ver}")
         depends = re.search(r"^Depends: (.*)$", show, re.M)
-        for alternative in (depends.group(1).split(", ") if depends else []):
+        for alternative in depends.group(1).split(", ") if depends else []:
             m = re.match(r"^(\S+) \(= (\S+)\)$", alternative.strip())
             if m and _KERNEL_PACKAGE.match(m.group(1)):
                 todo.append((m.group(1), m.group(2)))
@@ -192,8 +197,11 @@ def _closure(apt: PrivateApt, version: str) -> list[str]:
 
 def _fetch(kernel: Kernel, lock_dir: Path, log) -> Tree:
     apt = PrivateApt(kernel, cache_root() / "apt" / kernel.name)
-    print(f"vmtest: fetching the {kernel.name} kernel "
-          f"({', '.join(s for _, s in kernel.sources)})", file=log, flush=True)
+    print(
+        f"vmtest: fetching the {kernel.name} kernel ({', '.join(s for _, s in kernel.sources)})",
+        file=log,
+        flush=True,
+    )
     apt("apt-get", "-q", "update")
     version = _newest(apt, kernel)
     target = lock_dir / version

@@ -1,0 +1,56 @@
+"""What the agent itself says the running kernel lacks, for the kernel tests.
+
+The tests marked ``kernel`` run on the host and in every guest of the VM
+kernel matrix (tests/test_kernel_matrix.py). A test of a feature the running
+kernel legitimately lacks skips, with the reason in the agent's own words
+(the engine's report of missing tracepoints); it never passes silently. An
+engine that fails to load is not such a case: those tests fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+from otel_pagecache.probes import ProbeUnavailable
+from otel_pagecache.probes.core import LOOKUP_PROGRAMS, PROGRAMS, CoreProbe
+
+# Set by scripts/vmtest in its guests: the matrix name of the kernel.
+GUEST_KERNEL = os.environ.get("VMTEST_KERNEL")
+LOOKUP_TRACEPOINTS = tuple(PROGRAMS[p] for p in sorted(LOOKUP_PROGRAMS))
+
+
+@functools.cache
+def core_report() -> tuple[bool, tuple[str, ...]]:
+    """(serves lookups, tracepoints missing) as the CO-RE engine reports them here.
+    (True, ()) if it cannot load: the tests that need it then fail on their own,
+    with the engine's error, rather than skip."""
+    try:
+        probe = CoreProbe(lookups=True, stalls=True).start()
+    except ProbeUnavailable:
+        return True, ()
+    try:
+        return probe.has_lookups, tuple(probe.missing_tracepoints)
+    finally:
+        probe.close()
+
+
+def skip_if_lacking(tracepoints: tuple[str, ...], what: str, missing=None) -> None:
+    """Skip when the agent reports any of ``tracepoints`` missing from this kernel."""
+    missing = core_report()[1] if missing is None else missing
+    lacking = [t for t in tracepoints if t in missing]
+    if lacking:
+        pytest.skip(
+            f"no {what} on {os.uname().release}: the agent reports {', '.join(lacking)} "
+            "missing from this kernel"
+        )
+
+
+def skip_unless_lookups(probe=None) -> None:
+    """Skip a lookups test when the engine (``probe``, started; else CO-RE's
+    report) serves no lookups here because the kernel lacks their hooks."""
+    has, missing = (probe.has_lookups, probe.missing_tracepoints) if probe else core_report()
+    if not has:
+        skip_if_lacking(LOOKUP_TRACEPOINTS, "lookups", missing)

@@ -1,0 +1,63 @@
+"""The kernel-dependent subset (tests marked ``kernel``) in a guest of each
+kernel of the VM matrix: Debian's 5.10, 6.1, 6.12 and newest 7.x, booted by
+scripts/vmtest, on cgroup v2. One guest per kernel, two at a time (the
+machines have two cores; under TCG each guest is mostly one busy vCPU).
+
+Results of each run (JUnit XML, the run's log, vmtest.txt with the exact
+kernel version and timings) go to .vmtest-results/<kernel>/, which
+scripts/vm/kernels_table.py turns into docs/kernels.md.
+
+Deselect with ``-m "not vm"`` for a quick local run; CI runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VMTEST = ROOT / "scripts" / "vmtest"
+KERNELS = ("5.10", "6.1", "6.12", "7")
+RESULTS = Path(os.environ.get("VMTEST_RESULTS", ROOT / ".vmtest-results"))
+PARALLEL = int(os.environ.get("VMTEST_PARALLEL", "2"))
+# The subset's own limit per guest, boot excluded (scripts/vmtest bounds boot).
+SUBSET_TIMEOUT_S = 1500
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif("VMTEST_KERNEL" in os.environ, reason="inside a vmtest guest"),
+]
+
+
+def _run_guest(kernel: str) -> subprocess.CompletedProcess:
+    out = RESULTS / kernel
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    with open(out / "run.log", "w") as log:
+        return subprocess.run(
+            [str(VMTEST), "run", "--kernel", kernel, "--out", str(out),
+             "--timeout", str(SUBSET_TIMEOUT_S), "--",
+             str(ROOT / "scripts" / "vm" / "kernel-subset"), str(out)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    """Starts every kernel's guest run at once (PARALLEL at a time)."""
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        yield {kernel: pool.submit(_run_guest, kernel) for kernel in KERNELS}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_subset_passes_in_a_guest(matrix: dict[str, Future], kernel: str):
+    result = matrix[kernel].result()
+    log = (RESULTS / kernel / "run.log").read_text(errors="replace")
+    tail = "\n".join(log.splitlines()[-80:])
+    assert result.returncode == 0, f"kernel {kernel}: exit {result.returncode}\n{tail}"
+    assert (RESULTS / kernel / "junit.xml").exists(), tail
