@@ -140,9 +140,13 @@ def _check_bcc() -> Check:
         probe = BccProbe().start()
     except ProbeUnavailable as e:
         return Check("engine.bcc", WARN, f"{where}; {e}", "see the message")
-    layout, attribution = probe.layout, probe.attribution
+    layout, attribution, hook = probe.layout, probe.attribution, probe.lookup_hook
     probe.close()
     detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
+    if hook == "none":
+        # BCC takes lookups from the 6.12 tracepoints only; CO-RE has the
+        # fentry/kprobe hooks of older kernels.
+        detail += "; no lookups with BCC on this kernel (before 6.12: use the CO-RE engine)"
     return Check("engine.bcc", OK, detail)
 
 
