@@ -9,6 +9,8 @@ VMs shed page cache now and then without memory pressure).
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 from pathlib import Path
 
@@ -25,6 +27,24 @@ from tests.kernel_features import skip_unless_lookups
 pytestmark = pytest.mark.kernel
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
+
+
+def cache_identity(path: Path) -> tuple[int, int, int]:
+    """(major, minor, inode) of the inode whose page cache holds ``path``'s
+    pages: the one the probes key files by. It is stat()'s, except on overlayfs
+    (the VM matrix's root, every container's rootfs), where the pages belong to
+    the real upper or lower inode; a mapping of the file names that one in
+    /proc/self/maps."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), PAGE, access=mmap.ACCESS_COPY) as m:
+        start = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            # 7f2c1a600000-7f2c1a601000 rw-p 00000000 fe:01 131090   /tmp/data/cold-64m
+            fields = line.split()
+            if int(fields[0].split("-")[0], 16) == start:
+                major, minor = (int(x, 16) for x in fields[3].split(":"))
+                return major, minor, int(fields[4])
+    st = path.stat()
+    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
 
 
 @pytest.fixture(scope="module", params=["core", "bcc"])
@@ -68,9 +88,9 @@ class Harness:
         return {k: now[k] - before[k] for k in now}
 
     def file_pages(self, memcg: int, path: Path) -> int:
-        st = path.stat()
+        identity = cache_identity(path)
         for f in self.snapshot.files.get(memcg, []):
-            if (f.major, f.minor, f.inode) == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino):
+            if (f.major, f.minor, f.inode) == identity:
                 return f.bytes // PAGE
         return 0
 
@@ -217,18 +237,18 @@ def test_top_files_name_the_inode_and_the_path_only_when_asked(
     cold = make_cold_file(data_dir / "top-8m", 8 * MIB)
     worker.do("read", cold)
     worker.do("hold", cold)
-    st = cold.stat()
+    major, minor, inode = cache_identity(cold)
 
     private = Harness(real_hierarchy, probe, top_files=3)
     files = private.read().files[a]
-    mine = [f for f in files if f.inode == st.st_ino]
+    mine = [f for f in files if f.inode == inode]
     assert mine and mine[0].path is None
-    assert (mine[0].major, mine[0].minor) == (os.major(st.st_dev), os.minor(st.st_dev))
+    assert (mine[0].major, mine[0].minor) == (major, minor)
 
     opted_in = Harness(real_hierarchy, probe, top_files=3)
     opted_in.tracker.resolve_path = FilePathResolver(lambda memcg: str(a_dir))
     files = opted_in.read().files[a]
-    assert [f.path for f in files if f.inode == st.st_ino] == [str(cold)]
+    assert [f.path for f in files if f.inode == inode] == [str(cold)]
 
 
 def test_removed_cgroup_counts_go_to_the_dying_bucket(memcgs, data_dir, harness):
