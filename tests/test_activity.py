@@ -32,25 +32,25 @@ def cache_identity(path: Path) -> tuple[int | None, int | None, int]:
     """(major, minor, inode) of the inode whose page cache holds ``path``'s
     pages: the one the probes key files by. It is stat()'s, except on overlayfs
     (the VM matrix's root, every container's rootfs): there the pages belong to
-    the upper layer's inode, which has the file's inode number (one upper
-    filesystem, files written through the overlay) on the upper's device,
-    unknown (None) when the upper directory is out of reach (the VM matrix
-    mounts it before switch_root)."""
+    the upper layer's inode, on the upper's device (None when out of reach:
+    the VM matrix mounts it before switch_root), whose number is st_ino's low
+    32 bits (with layers on different filesystems, overlay's xino puts the
+    layer in the high bits; ext4's inode numbers fit in 32)."""
     st = path.stat()
-    device = st.st_dev
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         # 36 25 0:31 / / rw,relatime - overlay overlay rw,lowerdir=/l,upperdir=/u/up,workdir=/u/w
         fields = line.split()
-        if fields[2] != f"{os.major(device)}:{os.minor(device)}" or " - overlay " not in line:
+        if fields[2] != f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}" or " - overlay " not in line:
             continue
         options = line.split(" - ", 1)[1].split()[2].split(",")
         upper = [o.removeprefix("upperdir=") for o in options if o.startswith("upperdir=")]
+        inode = st.st_ino & 0xFFFFFFFF
         try:
             device = os.stat(upper[0]).st_dev
         except (IndexError, OSError):
-            return None, None, st.st_ino
-        break
-    return os.major(device), os.minor(device), st.st_ino
+            return None, None, inode
+        return os.major(device), os.minor(device), inode
+    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
 
 
 def reparents_lru_folios() -> bool:
