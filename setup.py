@@ -31,6 +31,7 @@ def copy_bcc_sources() -> None:
         "pagecache_bcc_tp.c",
         "pagecache_bcc_layout.h",
         "pagecache_bcc_common.h",
+        "pagecache_bookkeeping.h",
         "pagecache.h",
     ):
         source = os.path.join(HERE, "bpf", name)

@@ -22,14 +22,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* include/linux/sched.h: stable for many years. */
-#define PF_MEMALLOC 0x00000800 /* in reclaim, or allocating on its behalf */
-#define PF_KSWAPD 0x00020000   /* the kswapd thread */
-#define PF_MEMALLOC_NOFS 0x00040000 /* set by readahead around its insertions */
-
 /* include/linux/memcontrol.h: low bits of folio->memcg_data are flags. */
 #define MEMCG_DATA_OBJEXTS 1UL
 #define MEMCG_DATA_FLAGS_MASK 7UL
+#define PAGE_SHIFT 12 /* x86-64 and arm64 with 4 KiB pages: the build's targets */
 
 enum pageflags___local {
 	PG_head = 6,
@@ -70,6 +66,32 @@ struct {
 	__type(value, struct cpu_slots);
 } cpu_slots SEC(".maps");
 
+/* Stalls: a thread's start waits here, keyed by thread id, until its end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PAGECACHE_MAX_STALLING_THREADS);
+	__type(key, __u32);
+	__type(value, struct stall_start);
+} stall_starts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PAGECACHE_STALL_RINGBUF_BYTES);
+} stall_events SEC(".maps");
+
+/* Keeps struct stall_event in the object's BTF (ring buffers have no value
+ * type), so tests/test_bpf_layout.py can check the Python mirror. */
+const volatile struct stall_event *unused_stall_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PAGECACHE_MAX_TRACED_PROCESSES);
+	__type(key, __u32); /* tgid */
+	__type(value, struct span_slot_base);
+} span_slot_bases SEC(".maps");
+
+extern unsigned long CONFIG_HZ __kconfig __weak;
+
 static __always_inline struct cpu_slots *cpu_slots_get(void)
 {
 	__u32 zero = 0;
@@ -106,19 +128,61 @@ static __always_inline void count(void *map, const void *key, __u64 n)
 
 /* ---- Kernel-version drift, all of it here -------------------------------
  *
- * - struct folio arrived in 5.16 and the filemap tracepoints switched from
+ * Chosen by what the running kernel's BTF holds: CO-RE existence checks here,
+ * and tracepoint/function signatures in the loader (probes/core.py), which
+ * autoloads one program of each variant pair below. Never by version number;
+ * the versions only say why, for the reader:
+ *
+ * - bpf_get_current_task_btf() arrived in 5.11. Before it, the task comes
+ *   from bpf_get_current_task() and each field through a probe read (slower,
+ *   and only there); TASK_READ picks, and the verifier drops the other way.
+ * - struct folio arrived in 5.16, and the filemap tracepoints switched from
  *   the head struct page * to struct folio * in 5.17. The head page's first
- *   words (flags, mapping, memcg_data) overlay the folio's, so only the size
+ *   words (flags, mapping, memcg) overlay the folio's, so only the size
  *   differs: before folios, page-cache pages were order 0 outside tmpfs THP.
+ * - page->mem_cgroup (a pointer, in a union with obj_cgroups) became
+ *   memcg_data (pointer | flags) in 5.11.
+ * - 7.x: an LRU folio's memcg_data holds an obj_cgroup, not a mem_cgroup
+ *   ("mm: memcontrol: eliminate the problem of dying memory cgroup for LRU
+ *   folios", Muchun Song, the last step of Qi Zheng's "reparent LRU folios"
+ *   series, 2026), so that a dying memcg's folios move to its parent by
+ *   swapping objcg->memcg. The same series added obj_cgroup.is_root, which
+ *   is how that meaning is told from the older one.
  * - folio->flags became memdesc_flags_t in 6.18 (same 8 bytes, new type).
  * - The folio order lived in _folio_order (5.17 .. 6.5), then in the low
  *   byte of _flags_1; 64-bit kernels since 6.9 also keep _nr_pages.
+ * - writeback_dirty_page(page, mapping) became writeback_dirty_folio in 5.17:
+ *   on_dirty_page / on_dirty_folio.
+ * - mm_vmscan_{memcg,direct}_reclaim_begin took (order, gfp) and take
+ *   (gfp, order, memcg) in 7.x: on_*_reclaim_begin / on_*_reclaim_begin_gfp.
+ * - balance_dirty_pages passed ten numbers (thresh, bg_thresh, dirty, ...)
+ *   up to 6.12 and the dirty_throttle_control pointer in their place later
+ *   (6.18 has it): on_balance_dirty_pages_thresh / on_balance_dirty_pages.
+ * - mm_filemap_get_pages/_fault/_map_pages arrived in 6.12 (one patch; not in
+ *   6.1, nor 6.6 .. 6.11). Before, lookups come from the read and fault
+ *   functions, by fentry or else kprobe (see "Lookups before 6.12").
  * - kernfs_node.parent became __parent (6.15); this program never walks
  *   parents (user space maps ids to paths), so it is unaffected.
- * - mm_filemap_get_pages/_fault/_map_pages do not exist before 6.6 (not in
- *   6.1): the loader leaves those programs unloaded and reports that
- *   lookups and hit ratio are unavailable.
  */
+#define HAVE_TASK_BTF bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
+#define TASK_READ(task, field) (HAVE_TASK_BTF ? (task)->field : BPF_CORE_READ(task, field))
+
+static __always_inline struct task_struct *current_task(void)
+{
+	if (HAVE_TASK_BTF)
+		return bpf_get_current_task_btf();
+	return (struct task_struct *)bpf_get_current_task();
+}
+
+/* The page-cache event's page or folio: a struct folio * from 5.17, the
+ * head struct page * before. */
+static __always_inline struct address_space *folio_mapping(void *folio)
+{
+	if (bpf_core_type_exists(struct folio))
+		return BPF_CORE_READ((struct folio *)folio, mapping);
+	return BPF_CORE_READ((struct page *)folio, mapping);
+}
+
 static __always_inline unsigned long folio_flags(struct folio *folio)
 {
 	if (bpf_core_type_exists(memdesc_flags_t))
@@ -126,9 +190,10 @@ static __always_inline unsigned long folio_flags(struct folio *folio)
 	return BPF_CORE_READ((struct folio___ulong_flags *)folio, flags);
 }
 
-static __always_inline __u64 folio_pages(struct folio *folio)
+static __always_inline __u64 folio_pages(void *page_or_folio)
 {
 	unsigned long head = 1UL << bpf_core_enum_value(enum pageflags___local, PG_head);
+	struct folio *folio = page_or_folio;
 
 	if (!bpf_core_type_exists(struct folio))
 		return 1;
@@ -141,18 +206,43 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
 }
 
-/* ---- Memcg ids ------------------------------------------------------------ */
-
-/* The memcg a folio is charged to, or 0 if none (not charged, or slab). */
-static __always_inline __u64 folio_memcg_id(struct folio *folio)
+/* The memcg a page or folio is charged to, or 0 if none (not charged, or slab). */
+static __always_inline __u64 folio_memcg_id(void *folio)
 {
-	unsigned long data = BPF_CORE_READ(folio, memcg_data);
+	unsigned long data;
 	struct mem_cgroup *memcg;
 
+	if (bpf_core_field_exists(struct folio, memcg_data))
+		data = BPF_CORE_READ((struct folio *)folio, memcg_data);
+	else if (bpf_core_field_exists(struct page, memcg_data))
+		data = BPF_CORE_READ((struct page *)folio, memcg_data);
+	else
+		data = (unsigned long)BPF_CORE_READ((struct page___mem_cgroup *)folio, mem_cgroup);
 	if (!data || (data & MEMCG_DATA_OBJEXTS))
 		return 0;
 	memcg = (struct mem_cgroup *)(data & ~MEMCG_DATA_FLAGS_MASK);
+	if (bpf_core_field_exists(struct obj_cgroup, is_root))
+		memcg = BPF_CORE_READ((struct obj_cgroup *)memcg, memcg);
 	return BPF_CORE_READ(memcg, css.cgroup, kn, id);
+}
+
+/* ---- The engine's side of pagecache_bookkeeping.h ------------------------- */
+
+#define TASK_T struct task_struct *
+
+static __always_inline __u32 task_tid(struct task_struct *task)
+{
+	return TASK_READ(task, pid);
+}
+
+static __always_inline __u32 task_process_id(struct task_struct *task)
+{
+	return TASK_READ(task, tgid);
+}
+
+static __always_inline __u64 task_cset(struct task_struct *task)
+{
+	return (__u64)TASK_READ(task, cgroups);
 }
 
 /*
@@ -160,46 +250,103 @@ static __always_inline __u64 folio_memcg_id(struct folio *folio)
  * and v2 alike (bpf_get_current_cgroup_id() is the v2 cgroup, which on a v1
  * host is not where memory is accounted).
  *
- * bpf_get_current_task_btf() gives a trusted pointer, so this is a chain of
- * plain loads the verifier turns into faulting-safe reads: no helper calls,
- * which is what keeps the lookup path near the cost of an empty program.
+ * With bpf_get_current_task_btf()'s trusted pointer this is a chain of plain
+ * loads the verifier turns into faulting-safe reads: no helper calls, which
+ * is what keeps the lookup path near the cost of an empty program.
  */
 static __always_inline __u64 task_memcg_id(struct task_struct *task)
 {
-	struct cgroup_subsys_state *css;
+	int memory = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct cgroup_subsys_state *css = 0;
+	struct css_set *cset;
 
-	css = task->cgroups->subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)];
+	if (HAVE_TASK_BTF) {
+		css = task->cgroups->subsys[memory];
+		if (!css)
+			return 0;
+		return css->cgroup->kn->id;
+	}
+	cset = BPF_CORE_READ(task, cgroups);
+	bpf_core_read(&css, sizeof(css), &cset->subsys[memory]);
 	if (!css)
 		return 0;
-	return css->cgroup->kn->id;
+	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
-
-/* ---- Misses -------------------------------------------------------------
- *
- * A miss is a page inserted on the read or fault path. Readahead (which
- * serves nearly every read and fault miss) inserts with PF_MEMALLOC_NOFS set
- * on the task (memalloc_nofs_save in page_cache_ra_unbounded/_order): those
- * count at once. Other insertions are held in a per-CPU slot until the same
- * thread's next event says what they were: dirtying the same mapping means a
- * write filling new pages (not a miss); anything else means a read.
- */
-
-static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
+static __always_inline void count_misses(__u64 *memcg, __u64 n)
 {
-	if (slot->pages && miss)
-		count(&pagecache_misses, &slot->memcg, slot->pages);
-	slot->pages = 0;
-	slot->mapping = 0;
-	slot->tid = 0;
+	count(&pagecache_misses, memcg, n);
 }
+
+static __always_inline void count_lookups_map(__u64 *memcg, __u64 n)
+{
+	count(&pagecache_lookups, memcg, n);
+}
+
+/* A task's id in its innermost PID namespace (what getpid()/gettid() return
+ * inside a container): thread_pid->numbers[thread_pid->level].nr. */
+static __always_inline __u32 task_ns_tid(struct task_struct *task)
+{
+	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid upid = {};
+
+	if (level > 32)
+		return 0;
+	bpf_probe_read_kernel(&upid, sizeof(upid),
+			      (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+				      level * bpf_core_type_size(struct upid));
+	return upid.nr;
+}
+
+static __always_inline int stall_start_save(__u32 *tid, struct stall_start *start)
+{
+	return bpf_map_update_elem(&stall_starts, tid, start, BPF_ANY);
+}
+
+static __always_inline struct stall_start *stall_start_find(__u32 *tid)
+{
+	return bpf_map_lookup_elem(&stall_starts, tid);
+}
+
+static __always_inline void stall_start_drop(__u32 *tid)
+{
+	bpf_map_delete_elem(&stall_starts, tid);
+}
+
+static __always_inline struct stall_event *stall_event_reserve(void)
+{
+	return bpf_ringbuf_reserve(&stall_events, sizeof(struct stall_event), 0);
+}
+
+static __always_inline void stall_event_submit(struct stall_event *event)
+{
+	bpf_ringbuf_submit(event, 0);
+}
+
+static __always_inline struct span_slot_base *span_base_find(__u32 *tgid)
+{
+	return bpf_map_lookup_elem(&span_slot_bases, tgid);
+}
+
+static __always_inline void stall_event_task(struct stall_event *event, struct task_struct *task)
+{
+	event->pid = task_process_id(task);
+	event->tid = task_tid(task);
+	event->ns_tid = task_ns_tid(task);
+	event->ns_pid = task_ns_tid(BPF_CORE_READ(task, group_leader));
+	bpf_get_current_comm(event->comm, sizeof(event->comm));
+}
+
+#define PAGECACHE_STALLS
+#include "pagecache_bookkeeping.h"
 
 /* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
 
-static __always_inline void file_pages_add(__u64 memcg, struct folio *folio, __s64 delta,
-					   bool create)
+static __always_inline void file_pages_add(__u64 memcg, struct address_space *mapping,
+					   __s64 delta, bool create)
 {
-	struct inode *host = BPF_CORE_READ(folio, mapping, host);
+	struct inode *host = BPF_CORE_READ(mapping, host);
 	struct file_key key = {
 		.memcg = memcg,
 		.ino = BPF_CORE_READ(host, i_ino),
@@ -224,374 +371,228 @@ static __always_inline void file_pages_add(__u64 memcg, struct folio *folio, __s
 		lost(LOST_FILE_MAP_FULL);
 }
 
+/* tp_btf arguments: struct folio * from 5.17, struct page * before (see the
+ * drift block); every read of them goes through the helpers above. */
 SEC("tp_btf/mm_filemap_add_to_page_cache")
-int BPF_PROG(on_add_to_page_cache, struct folio *folio)
+int BPF_PROG(on_add_to_page_cache, void *folio)
 {
 	__u64 owner = folio_memcg_id(folio);
 	__u64 nr = folio_pages(folio);
-	__u64 mapping = (__u64)BPF_CORE_READ(folio, mapping);
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tid = task->pid;
-	struct cpu_slots *slots;
-	struct insert_slot *slot;
+	struct address_space *mapping = folio_mapping(folio);
+	struct task_struct *task = current_task();
 
 	count(&pagecache_insertions, &owner, nr);
-	file_pages_add(owner, folio, nr, true);
+	file_pages_add(owner, mapping, nr, true);
+	note_insertion(task, TASK_READ(task, flags), (__u64)mapping, nr);
+	return 0;
+}
 
-	if (task->flags & PF_MEMALLOC_NOFS) {
-		__u64 accessor = task_memcg_id(task);
+static __always_inline int dirtied(void *folio, struct address_space *mapping)
+{
+	__u64 owner = folio_memcg_id(folio);
 
-		count(&pagecache_misses, &accessor, nr);
-		return 0;
-	}
-	slots = cpu_slots_get();
-	if (!slots)
-		return 0;
-	slot = &slots->insert;
-	if (slot->tid == tid && slot->mapping == mapping) {
-		slot->pages += nr;
-		return 0;
-	}
-	resolve_pending(slot, true);
-	slot->tid = tid;
-	slot->mapping = mapping;
-	slot->memcg = task_memcg_id(task);
-	slot->pages = nr;
+	count(&pagecache_dirtied, &owner, folio_pages(folio));
+	note_dirtying(current_task(), (__u64)mapping);
 	return 0;
 }
 
 SEC("tp_btf/writeback_dirty_folio")
-int BPF_PROG(on_dirty_folio, struct folio *folio, struct address_space *mapping)
+int BPF_PROG(on_dirty_folio, void *folio, struct address_space *mapping)
 {
-	__u64 owner = folio_memcg_id(folio);
-	__u32 tid = bpf_get_current_task_btf()->pid;
-	struct cpu_slots *slots = cpu_slots_get();
+	return dirtied(folio, mapping);
+}
 
-	count(&pagecache_dirtied, &owner, folio_pages(folio));
-	/* The same thread inserting then dirtying the same mapping is a write
-	 * filling new pages: those insertions were not read misses. */
-	if (slots && slots->insert.tid == tid && slots->insert.mapping == (__u64)mapping)
-		resolve_pending(&slots->insert, false);
-	return 0;
+SEC("tp_btf/writeback_dirty_page")
+int BPF_PROG(on_dirty_page, void *page, struct address_space *mapping)
+{
+	return dirtied(page, mapping);
 }
 
 SEC("tp_btf/mm_filemap_delete_from_page_cache")
-int BPF_PROG(on_delete_from_page_cache, struct folio *folio)
+int BPF_PROG(on_delete_from_page_cache, void *folio)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	struct removal_key key = { .memcg = folio_memcg_id(folio) };
 	__u64 nr = folio_pages(folio);
 
 	/* Reclaim runs in kswapd, or in a task in direct/memcg reclaim, which
 	 * sets PF_MEMALLOC and a reclaim_state; anything else removing a folio
 	 * (truncate, fadvise, invalidation) is not an eviction. */
-	if ((task->flags & (PF_KSWAPD | PF_MEMALLOC)) || task->reclaim_state)
+	if ((TASK_READ(task, flags) & (PF_KSWAPD | PF_MEMALLOC)) || TASK_READ(task, reclaim_state))
 		key.reason = REMOVAL_EVICTION;
 	else
 		key.reason = REMOVAL_INVALIDATION;
 	count(&pagecache_removals, &key, nr);
-	file_pages_add(key.memcg, folio, -(__s64)nr, false);
+	file_pages_add(key.memcg, folio_mapping(folio), -(__s64)nr, false);
 	return 0;
 }
 
-/* ---- Lookups (by accessor): the hot path --------------------------------- */
+/* ---- Lookups (by accessor): the hot path, from 6.12's tracepoints --------- */
 
-/* Count pages looked up; the slot holds a running count for one memcg and is
- * flushed into pagecache_lookups only when another memcg reads on this CPU. */
-static __always_inline void count_lookups(struct cpu_slots *slots, __u64 pages,
-					  struct task_struct *task)
-{
-	struct lookup_slot *slot = &slots->lookup;
-	__u64 cset = (__u64)task->cgroups;
-	__u64 memcg;
-
-	/* A lookup ends any pending insertions as misses (see insert_slot). */
-	if (slots->insert.pages)
-		resolve_pending(&slots->insert, true);
-	/* Tasks sharing a css_set share every css, the memory one included: one
-	 * load instead of walking to the memcg id. (Should a css_set be freed and
-	 * its memory reused for another while this CPU's slot still names it,
-	 * lookups would go to the old memcg until another memcg reads here.) */
-	if (cset == slot->cset) {
-		slot->lookups += pages;
-		return;
-	}
-	memcg = task_memcg_id(task);
-	slot->cset = cset;
-	if (slot->memcg == memcg) {
-		slot->lookups += pages;
-		return;
-	}
-	if (slot->lookups)
-		count(&pagecache_lookups, &slot->memcg, slot->lookups);
-	slot->memcg = memcg;
-	slot->lookups = pages;
-}
-
-/*
- * One read() reports its whole remaining range on every batch:
- * [pos, end], [pos + batch, end], ... Count the range once, on its first
- * event; a later event of the same thread with the same mapping and end and
- * a higher start is the same read continuing.
- */
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t last_index)
 {
-	struct cpu_slots *slots = cpu_slots_get();
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tid = task->pid;
-	struct lookup_slot *slot;
-
-	if (!slots)
-		return 0;
-	slot = &slots->lookup;
-	if (slot->tid == tid && slot->mapping == (__u64)mapping && slot->last == last_index &&
-	    index > slot->index) {
-		slot->index = index;
-		/* The read continuing still ends pending insertions: its misses. */
-		if (slots->insert.pages)
-			resolve_pending(&slots->insert, true);
-		return 0;
-	}
-	slot->tid = tid;
-	slot->mapping = (__u64)mapping;
-	slot->index = index;
-	slot->last = last_index;
-	count_lookups(slots, last_index - index + 1, task);
+	lookup_read(bpf_get_current_task_btf(), (__u64)mapping, index, last_index);
 	return 0;
 }
 
-/* A page fault that found no mapped page: one page looked up. */
 SEC("tp_btf/mm_filemap_fault")
 int BPF_PROG(on_fault, struct address_space *mapping, pgoff_t index)
 {
-	struct cpu_slots *slots = cpu_slots_get();
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	if (!slots)
-		return 0;
-	slots->lookup.fault_tid = task->pid;
-	slots->lookup.fault_mapping = (__u64)mapping;
-	slots->lookup.fault_index = index;
-	count_lookups(slots, 1, task);
+	lookup_fault(bpf_get_current_task_btf(), (__u64)mapping, index);
 	return 0;
 }
 
-/*
- * Fault-around mapped the cached pages [start, last] of a mapping: counted
- * as looked up, except the page a fault of the same thread just counted
- * (that page is mapped again as part of the next fault-around range).
- */
 SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t last)
 {
-	struct cpu_slots *slots = cpu_slots_get();
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 pages = last - start + 1;
-	struct lookup_slot *slot;
-
-	if (!slots)
-		return 0;
-	slot = &slots->lookup;
-	if (slot->fault_tid == task->pid &&
-	    slot->fault_mapping == (__u64)mapping && slot->fault_index >= start &&
-	    slot->fault_index <= last) {
-		pages -= 1;
-		slot->fault_mapping = 0;
-	}
-	count_lookups(slots, pages, task);
+	lookup_fault_around(bpf_get_current_task_btf(), (__u64)mapping, start, last);
 	return 0;
 }
 
-/* ---- Stalls ------------------------------------------------------------------
+/* ---- Lookups before 6.12: the read and fault functions --------------------
  *
- * A thread's stall starts at a *_begin tracepoint and ends at the matching
- * *_end of the same thread: the start waits in stall_starts (bounded, keyed
- * by thread id) and the finished stall goes to user space through the ring
- * buffer, which applies the threshold and the rate limit. Stalls are rare
- * next to lookups, so every one is sent.
+ * Entered once per read() (generic_file_buffered_read, up to 5.11) or once
+ * per batch of it (filemap_get_pages, 5.12 .. 6.11, whose second argument
+ * was the iov_iter until 6.x made it the byte count), and once per fault
+ * (filemap_fault) and fault-around (filemap_map_pages). The range is what
+ * the tracepoints report: from ki_pos, count bytes, clamped to i_size. The
+ * loader attaches one fentry or, where fentry is refused, one kprobe per
+ * function, whichever this kernel's BTF says exists.
  */
-extern unsigned long CONFIG_HZ __kconfig __weak;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PAGECACHE_MAX_STALLING_THREADS);
-	__type(key, __u32);
-	__type(value, struct stall_start);
-} stall_starts SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, PAGECACHE_STALL_RINGBUF_BYTES);
-} stall_events SEC(".maps");
-
-/* Keeps struct stall_event in the object's BTF (ring buffers have no value
- * type), so tests/test_bpf_layout.py can check the Python mirror. */
-const volatile struct stall_event *unused_stall_event __attribute__((unused));
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, PAGECACHE_MAX_TRACED_PROCESSES);
-	__type(key, __u32); /* tgid */
-	__type(value, struct span_slot_base);
-} span_slot_bases SEC(".maps");
-
-/* A task's id in its innermost PID namespace (what getpid()/gettid() return
- * inside a container): thread_pid->numbers[thread_pid->level].nr. */
-static __always_inline __u32 ns_id(struct task_struct *task)
+static __always_inline void read_at_entry(struct kiocb *iocb, __u64 count)
 {
-	struct pid *pid = BPF_CORE_READ(task, thread_pid);
-	unsigned int level = BPF_CORE_READ(pid, level);
-	struct upid upid = {};
+	struct address_space *mapping = BPF_CORE_READ(iocb, ki_filp, f_mapping);
+	__s64 pos = BPF_CORE_READ(iocb, ki_pos);
+	__s64 end = pos + (__s64)count;
+	__s64 size = BPF_CORE_READ(mapping, host, i_size);
 
-	if (level > 32)
-		return 0;
-	bpf_probe_read_kernel(&upid, sizeof(upid),
-			      (void *)pid + bpf_core_field_offset(struct pid, numbers) +
-				      level * bpf_core_type_size(struct upid));
-	return upid.nr;
+	if (end > size)
+		end = size;
+	if (pos < 0 || pos >= end)
+		return; /* at or past the end of the file: nothing looked up */
+	lookup_read(current_task(), (__u64)mapping, pos >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT);
 }
 
-/* The application span the current thread is running, if its process
- * published span slots; slot->tid is 0 otherwise. The slots are indexed and
- * tagged by the thread id the application sees. */
-static __always_inline void current_span(struct task_struct *task, struct span_slot *slot)
+static __always_inline void fault_at_entry(struct vm_fault *vmf)
 {
-	__u32 tgid = task->tgid, tid = ns_id(task);
-	struct span_slot_base *base = bpf_map_lookup_elem(&span_slot_bases, &tgid);
-	__u64 address;
+	lookup_fault(current_task(), (__u64)BPF_CORE_READ(vmf, vma, vm_file, f_mapping),
+		     BPF_CORE_READ(vmf, pgoff));
+}
 
-	slot->tid = 0;
-	if (!base || !base->count || base->size < sizeof(*slot))
+static __always_inline void fault_around_at_entry(struct vm_fault *vmf, __u64 start, __u64 end)
+{
+	struct address_space *mapping = BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
+	__s64 size = BPF_CORE_READ(mapping, host, i_size);
+	__u64 last_in_file;
+
+	if (size <= 0)
 		return;
-	address = base->address + (__u64)(tid % base->count) * base->size;
-	if (bpf_probe_read_user(slot, sizeof(*slot), (void *)address) || slot->tid != tid)
-		slot->tid = 0; /* unreadable, or another thread's: no link rather than a wrong one */
-}
-
-static __always_inline void stall_begin(__u32 kind, int order, __u64 gfp)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tid = task->pid;
-	struct stall_start start = {
-		.start_ns = bpf_ktime_get_boot_ns(),
-		.memcg = task_memcg_id(task),
-		.gfp = gfp,
-		.order = order,
-		.kind = kind,
-	};
-
-	current_span(task, &start.span);
-	if (bpf_map_update_elem(&stall_starts, &tid, &start, BPF_ANY))
-		lost(LOST_STALL_STARTS_FULL);
-}
-
-static __always_inline struct stall_event *stall_reserve(struct task_struct *task)
-{
-	struct stall_event *event = bpf_ringbuf_reserve(&stall_events, sizeof(*event), 0);
-
-	if (!event) {
-		lost(LOST_STALL_RINGBUF_FULL);
-		return NULL;
-	}
-	event->pid = task->tgid;
-	event->tid = task->pid;
-	event->ns_tid = ns_id(task);
-	event->ns_pid = ns_id(BPF_CORE_READ(task, group_leader));
-	event->pad = 0;
-	bpf_get_current_comm(event->comm, sizeof(event->comm));
-	return event;
-}
-
-static __always_inline void stall_end(__u32 kind, __u64 nr_reclaimed)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tid = task->pid;
-	struct stall_start *start = bpf_map_lookup_elem(&stall_starts, &tid);
-	struct stall_event *event;
-	__u64 now = bpf_ktime_get_boot_ns();
-
-	if (!start)
-		return; /* began before we attached */
-	if (start->kind != kind) {
-		bpf_map_delete_elem(&stall_starts, &tid);
+	last_in_file = (__u64)(size - 1) >> PAGE_SHIFT;
+	if (end > last_in_file)
+		end = last_in_file;
+	if (start > end)
 		return;
-	}
-	event = stall_reserve(task);
-	if (event) {
-		event->start_ns = start->start_ns;
-		event->duration_ns = now - start->start_ns;
-		event->memcg = start->memcg;
-		event->pages = nr_reclaimed;
-		event->gfp = start->gfp;
-		event->ratelimit = 0;
-		event->order = start->order;
-		event->kind = kind;
-		event->planned = 0;
-		event->span = start->span;
-		bpf_ringbuf_submit(event, 0);
-	}
-	bpf_map_delete_elem(&stall_starts, &tid);
+	lookup_fault_around(current_task(), (__u64)mapping, start, end);
 }
+
+/* A read function taking (iocb, iter): the byte count is iter->count. */
+#define ITER_READ_HOOK(kind, PROG, function, name)                                         \
+	SEC(#kind "/" #function)                                                           \
+	int PROG(kind##_##name, struct kiocb *iocb, struct iov_iter *iter)                 \
+	{                                                                                  \
+		read_at_entry(iocb, BPF_CORE_READ(iter, count));                           \
+		return 0;                                                                  \
+	}
+
+#define LOOKUP_HOOKS(kind, PROG)                                                           \
+	ITER_READ_HOOK(kind, PROG, generic_file_buffered_read, buffered_read)              \
+	ITER_READ_HOOK(kind, PROG, filemap_get_pages, get_pages_iter)                      \
+	SEC(#kind "/filemap_get_pages")                                                    \
+	int PROG(kind##_get_pages_count, struct kiocb *iocb, __u64 count)                  \
+	{                                                                                  \
+		read_at_entry(iocb, count);                                                \
+		return 0;                                                                  \
+	}                                                                                  \
+	SEC(#kind "/filemap_fault")                                                        \
+	int PROG(kind##_fault, struct vm_fault *vmf)                                       \
+	{                                                                                  \
+		fault_at_entry(vmf);                                                       \
+		return 0;                                                                  \
+	}                                                                                  \
+	SEC(#kind "/filemap_map_pages")                                                    \
+	int PROG(kind##_map_pages, struct vm_fault *vmf, __u64 start, __u64 end)           \
+	{                                                                                  \
+		fault_around_at_entry(vmf, start, end);                                    \
+		return 0;                                                                  \
+	}
+
+LOOKUP_HOOKS(fentry, BPF_PROG)
+LOOKUP_HOOKS(kprobe, BPF_KPROBE)
+
+/* ---- Stalls (the logic: pagecache_bookkeeping.h) --------------------------- */
 
 SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
 int BPF_PROG(on_memcg_reclaim_begin, int order, unsigned int gfp_flags)
 {
-	stall_begin(STALL_MEMCG_RECLAIM, order, gfp_flags);
+	stall_begin(current_task(), STALL_MEMCG_RECLAIM, order, gfp_flags);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
+int BPF_PROG(on_memcg_reclaim_begin_gfp, unsigned int gfp_flags, int order)
+{
+	stall_begin(current_task(), STALL_MEMCG_RECLAIM, order, gfp_flags);
 	return 0;
 }
 
 SEC("tp_btf/mm_vmscan_memcg_reclaim_end")
 int BPF_PROG(on_memcg_reclaim_end, unsigned long nr_reclaimed)
 {
-	stall_end(STALL_MEMCG_RECLAIM, nr_reclaimed);
+	stall_end(current_task(), STALL_MEMCG_RECLAIM, nr_reclaimed);
 	return 0;
 }
 
 SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
 int BPF_PROG(on_direct_reclaim_begin, int order, unsigned int gfp_flags)
 {
-	stall_begin(STALL_DIRECT_RECLAIM, order, gfp_flags);
+	stall_begin(current_task(), STALL_DIRECT_RECLAIM, order, gfp_flags);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
+int BPF_PROG(on_direct_reclaim_begin_gfp, unsigned int gfp_flags, int order)
+{
+	stall_begin(current_task(), STALL_DIRECT_RECLAIM, order, gfp_flags);
 	return 0;
 }
 
 SEC("tp_btf/mm_vmscan_direct_reclaim_end")
 int BPF_PROG(on_direct_reclaim_end, unsigned long nr_reclaimed)
 {
-	stall_end(STALL_DIRECT_RECLAIM, nr_reclaimed);
+	stall_end(current_task(), STALL_DIRECT_RECLAIM, nr_reclaimed);
 	return 0;
 }
 
-/*
- * The writer is about to sleep for `pause` jiffies so writeback can catch up.
- * The sleep itself has no end event short of tracing the scheduler, so the
- * span is the planned pause, marked as such (pagecache.stall.planned).
- */
+/* balance_dirty_pages(wb, dtc, dirty_ratelimit, task_ratelimit, dirtied,
+ * period, pause, start_time): the planned pause. */
 SEC("tp_btf/balance_dirty_pages")
 int BPF_PROG(on_balance_dirty_pages, void *wb, void *dtc, unsigned long dirty_ratelimit,
 	     unsigned long task_ratelimit, unsigned long dirtied, unsigned long period,
-	     long pause, unsigned long start_time)
+	     long pause)
 {
-	struct task_struct *task;
-	struct stall_event *event;
-	unsigned long hz = CONFIG_HZ;
+	stall_dirty_throttle(current_task(), pause, CONFIG_HZ, dirtied, task_ratelimit);
+	return 0;
+}
 
-	if (pause <= 0 || !hz)
-		return 0;
-	task = bpf_get_current_task_btf();
-	event = stall_reserve(task);
-	if (!event)
-		return 0;
-	event->start_ns = bpf_ktime_get_boot_ns();
-	event->duration_ns = (__u64)pause * (1000000000UL / hz);
-	event->memcg = task_memcg_id(task);
-	event->pages = dirtied;
-	event->gfp = 0;
-	event->ratelimit = task_ratelimit;
-	event->order = 0;
-	event->kind = STALL_DIRTY_THROTTLE;
-	event->planned = 1;
-	current_span(task, &event->span);
-	bpf_ringbuf_submit(event, 0);
+/* Up to 6.12: (wb, thresh, bg_thresh, dirty, bdi_thresh, bdi_dirty,
+ * dirty_ratelimit, task_ratelimit, dirtied, period, pause, start_time). */
+SEC("tp_btf/balance_dirty_pages")
+int BPF_PROG(on_balance_dirty_pages_thresh, void *wb, unsigned long thresh,
+	     unsigned long bg_thresh, unsigned long dirty, unsigned long bdi_thresh,
+	     unsigned long bdi_dirty, unsigned long dirty_ratelimit, unsigned long task_ratelimit,
+	     unsigned long dirtied, unsigned long period, long pause)
+{
+	stall_dirty_throttle(current_task(), pause, CONFIG_HZ, dirtied, task_ratelimit);
 	return 0;
 }

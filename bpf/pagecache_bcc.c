@@ -6,11 +6,16 @@
  * controller's subsystem id and PG_head come from the running kernel's BTF
  * (otel_pagecache/probes/btf_offsets.py) as -D definitions, and structs are
  * read with bpf_probe_read_kernel at those offsets. Raw tracepoints carry the
- * tracepoint's arguments in ctx->args. pagecache.h is prepended by the loader.
+ * tracepoint's arguments in ctx->args. The kernel drift (the why of each:
+ * pagecache.bpf.c) arrives as -D flags chosen from BTF by the loader:
+ *   HAS_FOLIO            struct folio exists (else order-0 struct page)
+ *   MEMCG_DATA_IS_OBJCG  memcg_data holds an obj_cgroup (7.x)
+ *   DIRTY_PAGE_TRACEPOINT  writeback_dirty_page, before writeback_dirty_folio
+ *   RECLAIM_BEGIN_GFP_FIRST  *_reclaim_begin(gfp, order, memcg) (7.x)
+ *   THROTTLE_THRESH_ARGS balance_dirty_pages with ten numbers (up to 6.12)
  */
-#define PF_MEMALLOC 0x00000800
-#define PF_KSWAPD 0x00020000
-#define PF_MEMALLOC_NOFS 0x00040000
+#include "pagecache.h"
+#include "pagecache_bcc_common.h"
 
 static __always_inline u64 rd64(const void *p)
 {
@@ -26,8 +31,6 @@ static __always_inline u32 rd32(const void *p)
 	return v;
 }
 
-BCC_COMMON
-
 static __always_inline u64 kn_id_of_css(void *css)
 {
 	void *cgroup = (void *)rd64(css + OFF_CSS_CGROUP);
@@ -35,30 +38,34 @@ static __always_inline u64 kn_id_of_css(void *css)
 	return rd64(kn + OFF_KN_ID);
 }
 
+/* OFF_FOLIO_* are struct page's offsets where the kernel has no folio. */
 static __always_inline u64 folio_memcg_id(void *folio)
 {
 	u64 data = rd64(folio + OFF_FOLIO_MEMCG_DATA);
 
 	if (!data || (data & 1))
 		return 0;
+#ifdef MEMCG_DATA_IS_OBJCG
+	data = rd64((void *)(data & ~7UL) + OFF_OBJCG_MEMCG);
+	if (!data)
+		return 0;
+#endif
 	return kn_id_of_css((void *)(data & ~7UL) + OFF_MEMCG_CSS);
-}
-
-static __always_inline u64 task_memcg_id(void *task)
-{
-	void *cset = (void *)rd64(task + OFF_TASK_CGROUPS);
-	void *css = (void *)rd64(cset + OFF_CSS_SET_SUBSYS + MEMORY_CGRP_ID * 8);
-
-	return css ? kn_id_of_css(css) : 0;
 }
 
 static __always_inline u64 folio_pages(void *folio)
 {
+#ifdef HAS_FOLIO
 	if (!(rd64(folio + OFF_FOLIO_FLAGS) & (1UL << PG_HEAD)))
 		return 1;
 	if (OFF_FOLIO_NR_PAGES >= 0)
 		return rd32(folio + OFF_FOLIO_NR_PAGES);
+	if (OFF_FOLIO_ORDER >= 0)
+		return 1UL << (rd32(folio + OFF_FOLIO_ORDER) & 0xff);
 	return 1UL << (rd64(folio + OFF_FOLIO_FLAGS_1) & 0xff);
+#else
+	return 1;
+#endif
 }
 
 static __always_inline void file_pages_add(u64 memcg, void *folio, s64 delta, bool create)
@@ -69,50 +76,91 @@ static __always_inline void file_pages_add(u64 memcg, void *folio, s64 delta, bo
 		     rd32((void *)rd64(host + OFF_INODE_SB) + OFF_SB_DEV), delta, create);
 }
 
+/* ---- The engine's side of pagecache_bookkeeping.h ------------------------- */
+
+#define TASK_T void *
+
+static __always_inline u32 task_tid(void *task)
+{
+	return (u32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline u32 task_process_id(void *task)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+static __always_inline u64 task_cset(void *task)
+{
+	return rd64(task + OFF_TASK_CGROUPS);
+}
+
+static __always_inline u64 task_memcg_id(void *task)
+{
+	void *cset = (void *)rd64(task + OFF_TASK_CGROUPS);
+	void *css = (void *)rd64(cset + OFF_CSS_SET_SUBSYS + MEMORY_CGRP_ID * 8);
+
+	return css ? kn_id_of_css(css) : 0;
+}
+
+#ifdef WITH_STALLS
+#define PAGECACHE_STALLS
+static __always_inline u32 task_ns_tid(void *task)
+{
+	void *pid = (void *)rd64(task + OFF_TASK_THREAD_PID);
+	u32 level = rd32(pid + OFF_PID_LEVEL);
+
+	if (level > 32)
+		return 0;
+	return rd32(pid + OFF_PID_NUMBERS + level * SIZE_UPID);
+}
+
+static __always_inline void stall_event_task(struct stall_event *event, void *task)
+{
+	event->pid = task_process_id(task);
+	event->tid = task_tid(task);
+	event->ns_tid = task_ns_tid(task);
+	event->ns_pid = task_ns_tid((void *)rd64(task + OFF_TASK_GROUP_LEADER));
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+}
+#endif
+
+#include "pagecache_bookkeeping.h"
+
+/* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
+
 RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
 {
 	void *folio = (void *)ctx->args[0];
 	void *task = (void *)bpf_get_current_task();
 	u64 owner = folio_memcg_id(folio), nr = folio_pages(folio);
-	u64 mapping = rd64(folio + OFF_FOLIO_MAPPING);
-	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
-	struct cpu_slots *slots;
 
 	count_insertions(&owner, nr);
 	file_pages_add(owner, folio, nr, true);
-	if (rd32(task + OFF_TASK_FLAGS) & PF_MEMALLOC_NOFS) {
-		u64 accessor = task_memcg_id(task);
-		count_misses(&accessor, nr);
-		return 0;
-	}
-	slots = cpu_slots.lookup(&zero);
-	if (!slots)
-		return 0;
-	if (slots->insert.tid == tid && slots->insert.mapping == mapping) {
-		slots->insert.pages += nr;
-		return 0;
-	}
-	resolve_pending(&slots->insert, true);
-	slots->insert.tid = tid;
-	slots->insert.mapping = mapping;
-	slots->insert.memcg = task_memcg_id(task);
-	slots->insert.pages = nr;
+	note_insertion(task, rd32(task + OFF_TASK_FLAGS), rd64(folio + OFF_FOLIO_MAPPING), nr);
 	return 0;
 }
 
+static __always_inline int dirtied(struct bpf_raw_tracepoint_args *ctx)
+{
+	u64 owner = folio_memcg_id((void *)ctx->args[0]);
+
+	count_dirtied(&owner, folio_pages((void *)ctx->args[0]));
+	note_dirtying((void *)bpf_get_current_task(), ctx->args[1]);
+	return 0;
+}
+
+#ifdef DIRTY_PAGE_TRACEPOINT
+RAW_TRACEPOINT_PROBE(writeback_dirty_page)
+{
+	return dirtied(ctx);
+}
+#else
 RAW_TRACEPOINT_PROBE(writeback_dirty_folio)
 {
-	void *folio = (void *)ctx->args[0];
-	u64 mapping = ctx->args[1];
-	u64 owner = folio_memcg_id(folio);
-	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-
-	count_dirtied(&owner, folio_pages(folio));
-	if (slots && slots->insert.tid == tid && slots->insert.mapping == mapping)
-		resolve_pending(&slots->insert, false);
-	return 0;
+	return dirtied(ctx);
 }
+#endif
 
 RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
 {
@@ -133,214 +181,75 @@ RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
 }
 
 #ifdef WITH_LOOKUPS
-static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages)
-{
-	struct lookup_slot *slot = &slots->lookup;
-	void *task = (void *)bpf_get_current_task();
-	u64 cset = rd64(task + OFF_TASK_CGROUPS), memcg;
-
-	if (slots->insert.pages)
-		resolve_pending(&slots->insert, true);
-	if (cset == slot->cset) {
-		slot->lookups += pages;
-		return;
-	}
-	memcg = task_memcg_id(task);
-	slot->cset = cset;
-	if (slot->memcg == memcg) {
-		slot->lookups += pages;
-		return;
-	}
-	if (slot->lookups) {
-		u64 old = slot->memcg;
-		count_lookups_map(&old, slot->lookups);
-	}
-	slot->memcg = memcg;
-	slot->lookups = pages;
-}
-
 RAW_TRACEPOINT_PROBE(mm_filemap_get_pages)
 {
-	u32 zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-	u64 pages;
-
-	if (!slots)
-		return 0;
-	pages = read_pages(slots, ctx->args[0], ctx->args[1], ctx->args[2]);
-	if (pages)
-		count_lookups(slots, pages);
+	lookup_read((void *)bpf_get_current_task(), ctx->args[0], ctx->args[1], ctx->args[2]);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_filemap_fault)
 {
-	u32 zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-
-	if (!slots)
-		return 0;
-	note_fault(&slots->lookup, ctx->args[0], ctx->args[1]);
-	count_lookups(slots, 1);
+	lookup_fault((void *)bpf_get_current_task(), ctx->args[0], ctx->args[1]);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_filemap_map_pages)
 {
-	u32 zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-
-	if (!slots)
-		return 0;
-	count_lookups(slots, fault_around_pages(&slots->lookup, ctx->args[0], ctx->args[1], ctx->args[2]));
+	lookup_fault_around((void *)bpf_get_current_task(), ctx->args[0], ctx->args[1],
+			    ctx->args[2]);
 	return 0;
 }
 #endif
 
 #ifdef WITH_STALLS
-/* ---- Stalls (see pagecache.bpf.c for the why of each step) ------------- */
-BPF_HASH(stall_starts, u32, struct stall_start, PAGECACHE_MAX_STALLING_THREADS);
-BPF_RINGBUF_OUTPUT(stall_events, PAGECACHE_STALL_RINGBUF_BYTES / 4096);
-BPF_HASH(span_slot_bases, u32, struct span_slot_base, PAGECACHE_MAX_TRACED_PROCESSES);
-
-static __always_inline u32 ns_id(void *task)
-{
-	void *pid = (void *)rd64(task + OFF_TASK_THREAD_PID);
-	u32 level = rd32(pid + OFF_PID_LEVEL);
-
-	if (level > 32)
-		return 0;
-	return rd32(pid + OFF_PID_NUMBERS + level * SIZE_UPID);
-}
-
-static __always_inline void current_span(void *task, struct span_slot *slot)
-{
-	u32 tgid = rd32(task + OFF_TASK_TGID), tid = ns_id(task);
-	struct span_slot_base *base = span_slot_bases.lookup(&tgid);
-	u64 address;
-
-	slot->tid = 0;
-	if (!base || !base->count || base->size < sizeof(*slot))
-		return;
-	address = base->address + (u64)(tid % base->count) * base->size;
-	if (bpf_probe_read_user(slot, sizeof(*slot), (void *)address) || slot->tid != tid)
-		slot->tid = 0;
-}
-
-static __always_inline void stall_begin(u32 kind, int order, u64 gfp)
-{
-	void *task = (void *)bpf_get_current_task();
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct stall_start start = {};
-
-	start.start_ns = bpf_ktime_get_boot_ns();
-	start.memcg = task_memcg_id(task);
-	start.gfp = gfp;
-	start.order = order;
-	start.kind = kind;
-	current_span(task, &start.span);
-	if (stall_starts.update(&tid, &start))
-		lost(LOST_STALL_STARTS_FULL);
-}
-
-static __always_inline struct stall_event *stall_reserve(void *task)
-{
-	struct stall_event *event = stall_events.ringbuf_reserve(sizeof(struct stall_event));
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	if (!event) {
-		lost(LOST_STALL_RINGBUF_FULL);
-		return NULL;
-	}
-	event->pid = pid_tgid >> 32;
-	event->tid = (u32)pid_tgid;
-	event->ns_tid = ns_id(task);
-	event->ns_pid = ns_id((void *)rd64(task + OFF_TASK_GROUP_LEADER));
-	event->pad = 0;
-	bpf_get_current_comm(&event->comm, sizeof(event->comm));
-	return event;
-}
-
-static __always_inline void stall_end(u32 kind, u64 nr_reclaimed)
-{
-	void *task = (void *)bpf_get_current_task();
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct stall_start *start = stall_starts.lookup(&tid);
-	struct stall_event *event;
-	u64 now = bpf_ktime_get_boot_ns();
-
-	if (!start)
-		return;
-	if (start->kind != kind) {
-		stall_starts.delete(&tid);
-		return;
-	}
-	event = stall_reserve(task);
-	if (event) {
-		event->start_ns = start->start_ns;
-		event->duration_ns = now - start->start_ns;
-		event->memcg = start->memcg;
-		event->pages = nr_reclaimed;
-		event->gfp = start->gfp;
-		event->ratelimit = 0;
-		event->order = start->order;
-		event->kind = kind;
-		event->planned = 0;
-		__builtin_memcpy(&event->span, &start->span, sizeof(event->span));
-		stall_events.ringbuf_submit(event, 0);
-	}
-	stall_starts.delete(&tid);
-}
+/* ---- Stalls (the logic: pagecache_bookkeeping.h) --------------------------- */
+#ifdef RECLAIM_BEGIN_GFP_FIRST
+#define BEGIN_ORDER 1
+#define BEGIN_GFP 0
+#else
+#define BEGIN_ORDER 0
+#define BEGIN_GFP 1
+#endif
 
 RAW_TRACEPOINT_PROBE(mm_vmscan_memcg_reclaim_begin)
 {
-	stall_begin(STALL_MEMCG_RECLAIM, (int)ctx->args[0], ctx->args[1]);
+	stall_begin((void *)bpf_get_current_task(), STALL_MEMCG_RECLAIM,
+		    (int)ctx->args[BEGIN_ORDER], ctx->args[BEGIN_GFP]);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_vmscan_memcg_reclaim_end)
 {
-	stall_end(STALL_MEMCG_RECLAIM, ctx->args[0]);
+	stall_end((void *)bpf_get_current_task(), STALL_MEMCG_RECLAIM, ctx->args[0]);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_vmscan_direct_reclaim_begin)
 {
-	stall_begin(STALL_DIRECT_RECLAIM, (int)ctx->args[0], ctx->args[1]);
+	stall_begin((void *)bpf_get_current_task(), STALL_DIRECT_RECLAIM,
+		    (int)ctx->args[BEGIN_ORDER], ctx->args[BEGIN_GFP]);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_vmscan_direct_reclaim_end)
 {
-	stall_end(STALL_DIRECT_RECLAIM, ctx->args[0]);
+	stall_end((void *)bpf_get_current_task(), STALL_DIRECT_RECLAIM, ctx->args[0]);
 	return 0;
 }
 
 /* balance_dirty_pages(wb, dtc, dirty_ratelimit, task_ratelimit, dirtied,
- * period, pause, start_time): the planned pause, as in pagecache.bpf.c. */
+ * period, pause, start_time); up to 6.12 ten numbers stood for dtc:
+ * (wb, thresh, bg_thresh, dirty, bdi_thresh, bdi_dirty, dirty_ratelimit,
+ * task_ratelimit, dirtied, period, pause, start_time). */
+#ifdef THROTTLE_THRESH_ARGS
+#define THROTTLE_ARG(n) ctx->args[(n) + 4]
+#else
+#define THROTTLE_ARG(n) ctx->args[n]
+#endif
 RAW_TRACEPOINT_PROBE(balance_dirty_pages)
 {
-	long pause = (long)ctx->args[6];
-	void *task;
-	struct stall_event *event;
-
-	if (pause <= 0 || !KERNEL_HZ)
-		return 0;
-	task = (void *)bpf_get_current_task();
-	event = stall_reserve(task);
-	if (!event)
-		return 0;
-	event->start_ns = bpf_ktime_get_boot_ns();
-	event->duration_ns = (u64)pause * (1000000000UL / KERNEL_HZ);
-	event->memcg = task_memcg_id(task);
-	event->pages = ctx->args[4];
-	event->gfp = 0;
-	event->ratelimit = ctx->args[3];
-	event->order = 0;
-	event->kind = STALL_DIRTY_THROTTLE;
-	event->planned = 1;
-	current_span(task, &event->span);
-	stall_events.ringbuf_submit(event, 0);
+	stall_dirty_throttle((void *)bpf_get_current_task(), (long)THROTTLE_ARG(6), KERNEL_HZ,
+			     THROTTLE_ARG(4), THROTTLE_ARG(3));
 	return 0;
 }
 #endif

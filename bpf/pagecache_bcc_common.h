@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * What both BCC programs (pagecache_bcc.c, pagecache_bcc_tp.c) share: the
- * maps, named after the metrics they feed, and the code that updates them.
- * BCC compiles one text and its map calls only work in that text, so the
- * loader pastes this in place of BCC_COMMON rather than #including it.
+ * maps, named after the metrics they feed, and the map side of
+ * pagecache_bookkeeping.h. BCC compiles one text and its map calls only work
+ * in that text, so the loader pastes each #include "..." of ours in place
+ * (probes/bcc.py) rather than letting the preprocessor include it.
  */
 BPF_PERCPU_HASH(pagecache_lookups, u64, u64, PAGECACHE_MAX_MEMCGS);
 BPF_PERCPU_HASH(pagecache_misses, u64, u64, PAGECACHE_MAX_MEMCGS);
@@ -14,6 +15,13 @@ BPF_HASH(pagecache_file_pages, struct file_key, s64, PAGECACHE_MAX_FILES);
 BPF_PERCPU_ARRAY(pagecache_lost, u64, LOST_REASONS);
 BPF_PERCPU_ARRAY(cpu_slots, struct cpu_slots, 1);
 
+static __always_inline struct cpu_slots *cpu_slots_get(void)
+{
+	u32 zero = 0;
+
+	return cpu_slots.lookup(&zero);
+}
+
 static __always_inline void lost(u32 reason)
 {
 	u64 *n = pagecache_lost.lookup(&reason);
@@ -21,9 +29,6 @@ static __always_inline void lost(u32 reason)
 		*n += 1;
 }
 
-/* Shared by the BCC programs; substituted for BCC_COMMON by the loader
- * (probes/bcc.py: BCC compiles one text, so its map functions cannot come
- * from #include). */
 /* Add n to a per-CPU counter map, creating the entry if needed. BCC's map
  * calls cannot sit in a macro, so one function per map. */
 static __always_inline void count_lookups_map(u64 *key, u64 n)
@@ -137,63 +142,38 @@ static __always_inline void file_key_add(u64 memcg, u64 ino, u32 dev, s64 delta,
 		lost(LOST_FILE_MAP_FULL);
 }
 
-static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
+#ifdef WITH_STALLS
+BPF_HASH(stall_starts, u32, struct stall_start, PAGECACHE_MAX_STALLING_THREADS);
+BPF_RINGBUF_OUTPUT(stall_events, PAGECACHE_STALL_RINGBUF_BYTES / 4096);
+BPF_HASH(span_slot_bases, u32, struct span_slot_base, PAGECACHE_MAX_TRACED_PROCESSES);
+
+static __always_inline int stall_start_save(u32 *tid, struct stall_start *start)
 {
-	if (slot->pages && miss) {
-		u64 memcg = slot->memcg;
-		count_misses(&memcg, slot->pages);
-	}
-	slot->pages = 0;
-	slot->mapping = 0;
-	slot->tid = 0;
+	return stall_starts.update(tid, start);
 }
 
-/*
- * The lookup path's bookkeeping (why: see pagecache.bpf.c). "mapping" is
- * whatever the program can see that names the file: an address_space
- * pointer, or the inode number in the tracepoint-only program.
- */
-
-/* Pages a get_pages event adds: its whole range on a read's first batch,
- * 0 on the same read continuing (same thread, mapping and end, later start).
- * A continuing read still ends pending insertions: they were its misses. */
-static __always_inline u64 read_pages(struct cpu_slots *slots, u64 mapping, u64 index, u64 last)
+static __always_inline struct stall_start *stall_start_find(u32 *tid)
 {
-	struct lookup_slot *slot = &slots->lookup;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-
-	if (slot->tid == tid && slot->mapping == mapping && slot->last == last &&
-	    index > slot->index) {
-		slot->index = index;
-		if (slots->insert.pages)
-			resolve_pending(&slots->insert, true);
-		return 0;
-	}
-	slot->tid = tid;
-	slot->mapping = mapping;
-	slot->index = index;
-	slot->last = last;
-	return last - index + 1;
+	return stall_starts.lookup(tid);
 }
 
-/* A fault counts its page; the next fault-around of the thread maps it again. */
-static __always_inline void note_fault(struct lookup_slot *slot, u64 mapping, u64 index)
+static __always_inline void stall_start_drop(u32 *tid)
 {
-	slot->fault_tid = (u32)bpf_get_current_pid_tgid();
-	slot->fault_mapping = mapping;
-	slot->fault_index = index;
+	stall_starts.delete(tid);
 }
 
-/* Pages a fault-around maps, less the page a fault of the same thread counted. */
-static __always_inline u64 fault_around_pages(struct lookup_slot *slot, u64 mapping, u64 start,
-					       u64 last)
+static __always_inline struct stall_event *stall_event_reserve(void)
 {
-	u64 pages = last - start + 1;
-
-	if (slot->fault_tid == (u32)bpf_get_current_pid_tgid() && slot->fault_mapping == mapping &&
-	    slot->fault_index >= start && slot->fault_index <= last) {
-		pages -= 1;
-		slot->fault_mapping = 0;
-	}
-	return pages;
+	return stall_events.ringbuf_reserve(sizeof(struct stall_event));
 }
+
+static __always_inline void stall_event_submit(struct stall_event *event)
+{
+	stall_events.ringbuf_submit(event, 0);
+}
+
+static __always_inline struct span_slot_base *span_base_find(u32 *tgid)
+{
+	return span_slot_bases.lookup(tgid);
+}
+#endif

@@ -13,16 +13,35 @@
 #include <linux/sched.h>
 #include <linux/pid.h>
 
+/* struct folio arrived in 5.16; before it the head struct page stands in
+ * (order 0), and named its memcg by pointer until 5.11 (see pagecache.bpf.c). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
+#define HAS_FOLIO 1
 #define OFF_FOLIO_FLAGS offsetof(struct folio, flags)
 #define OFF_FOLIO_MAPPING offsetof(struct folio, mapping)
 #define OFF_FOLIO_MEMCG_DATA offsetof(struct folio, memcg_data)
 #define OFF_FOLIO_FLAGS_1 offsetof(struct folio, _flags_1)
+#define OFF_FOLIO_ORDER -1
 /* 6.9 renamed _folio_nr_pages to _nr_pages (64-bit kernels keep both forms' meaning). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
 #define OFF_FOLIO_NR_PAGES offsetof(struct folio, _nr_pages)
 #else
 #define OFF_FOLIO_NR_PAGES offsetof(struct folio, _folio_nr_pages)
 #endif
+#else
+#define OFF_FOLIO_FLAGS offsetof(struct page, flags)
+#define OFF_FOLIO_MAPPING offsetof(struct page, mapping)
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 11, 0)
+#define OFF_FOLIO_MEMCG_DATA offsetof(struct page, memcg_data)
+#else
+#define OFF_FOLIO_MEMCG_DATA offsetof(struct page, mem_cgroup)
+#endif
+#define OFF_FOLIO_FLAGS_1 -1
+#define OFF_FOLIO_ORDER -1
+#define OFF_FOLIO_NR_PAGES -1
+#endif
+/* Only read with MEMCG_DATA_IS_OBJCG, which needs BTF to be told (7.x). */
+#define OFF_OBJCG_MEMCG -1
 #define OFF_CSS_CGROUP offsetof(struct cgroup_subsys_state, cgroup)
 #define OFF_MEMCG_CSS offsetof(struct mem_cgroup, css)
 #define OFF_CGROUP_KN offsetof(struct cgroup, kn)

@@ -10,52 +10,72 @@
  *     the page's owner; on a cgroup v1 host that is not the memory cgroup;
  *   - removals are not split into evictions and invalidations (the task's
  *     reclaim flags are a struct read): one reason, "unknown";
- *   - writeback_dirty_folio carries no folio size: dirtied counts folios.
- * pagecache.h is prepended by the loader.
+ *   - readahead's insertions are not told apart (PF_MEMALLOC_NOFS is a task
+ *     flag): each waits for the thread's next event to say read or write;
+ *   - writeback_dirty_folio carries no folio size: dirtied counts folios;
+ *   - before 5.17 the filemap records have no order (TP_HAS_ORDER unset):
+ *     every insertion and removal is one page, as page-cache pages then were
+ *     outside tmpfs THP; writeback_dirty_page is the dirtying tracepoint.
+ * "mapping" in the bookkeeping is the inode number here.
  */
-BCC_COMMON
+#include "pagecache.h"
+#include "pagecache_bcc_common.h"
 
-/* Insertions are misses unless the same thread dirties the same inode next
- * (the "mapping" of the slots holds the inode number here). */
+/* The engine's side of pagecache_bookkeeping.h: the task is only ever the
+ * current one, and its cgroup id stands for both its css_set and its memcg. */
+#define TASK_T int
+#define CURRENT 0
+
+static __always_inline u32 task_tid(int task)
+{
+	return (u32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline u64 task_cset(int task)
+{
+	return bpf_get_current_cgroup_id();
+}
+
+static __always_inline u64 task_memcg_id(int task)
+{
+	return bpf_get_current_cgroup_id();
+}
+
+#include "pagecache_bookkeeping.h"
+
+#ifdef TP_HAS_ORDER
+#define RECORD_PAGES(args) (1ULL << (args)->order)
+#else
+#define RECORD_PAGES(args) 1ULL
+#endif
+
 TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
 {
-	u64 memcg = bpf_get_current_cgroup_id(), nr = 1ULL << args->order;
-	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
-	struct cpu_slots *slots;
+	u64 memcg = bpf_get_current_cgroup_id(), nr = RECORD_PAGES(args);
 
 	count_insertions(&memcg, nr);
 	file_key_add(memcg, args->i_ino, args->s_dev, nr, true);
-	slots = cpu_slots.lookup(&zero);
-	if (!slots)
-		return 0;
-	if (slots->insert.tid == tid && slots->insert.mapping == args->i_ino) {
-		slots->insert.pages += nr;
-		return 0;
-	}
-	resolve_pending(&slots->insert, true);
-	slots->insert.tid = tid;
-	slots->insert.mapping = args->i_ino;
-	slots->insert.memcg = memcg;
-	slots->insert.pages = nr;
+	note_insertion(CURRENT, 0, args->i_ino, nr);
 	return 0;
 }
 
+#ifdef DIRTY_PAGE_TRACEPOINT
+TRACEPOINT_PROBE(writeback, writeback_dirty_page)
+#else
 TRACEPOINT_PROBE(writeback, writeback_dirty_folio)
+#endif
 {
 	u64 memcg = bpf_get_current_cgroup_id();
-	u32 tid = (u32)bpf_get_current_pid_tgid(), zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
 
 	count_dirtied(&memcg, 1);
-	if (slots && slots->insert.tid == tid && slots->insert.mapping == args->ino)
-		resolve_pending(&slots->insert, false);
+	note_dirtying(CURRENT, args->ino);
 	return 0;
 }
 
 TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
 {
 	struct removal_key key = {};
-	u64 nr = 1ULL << args->order;
+	u64 nr = RECORD_PAGES(args);
 
 	key.memcg = bpf_get_current_cgroup_id();
 	key.reason = REMOVAL_UNKNOWN;
@@ -65,59 +85,21 @@ TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
 }
 
 #ifdef WITH_LOOKUPS
-static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages)
-{
-	struct lookup_slot *slot = &slots->lookup;
-	u64 memcg = bpf_get_current_cgroup_id();
-
-	if (slots->insert.pages)
-		resolve_pending(&slots->insert, true);
-	if (slot->memcg == memcg) {
-		slot->lookups += pages;
-		return;
-	}
-	if (slot->lookups) {
-		u64 old = slot->memcg;
-		count_lookups_map(&old, slot->lookups);
-	}
-	slot->memcg = memcg;
-	slot->lookups = pages;
-}
-
 TRACEPOINT_PROBE(filemap, mm_filemap_get_pages)
 {
-	u32 zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-	u64 pages;
-
-	if (!slots)
-		return 0;
-	pages = read_pages(slots, args->i_ino, args->index, args->last_index);
-	if (pages)
-		count_lookups(slots, pages);
+	lookup_read(CURRENT, args->i_ino, args->index, args->last_index);
 	return 0;
 }
 
 TRACEPOINT_PROBE(filemap, mm_filemap_fault)
 {
-	u32 zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-
-	if (!slots)
-		return 0;
-	note_fault(&slots->lookup, args->i_ino, args->index);
-	count_lookups(slots, 1);
+	lookup_fault(CURRENT, args->i_ino, args->index);
 	return 0;
 }
 
 TRACEPOINT_PROBE(filemap, mm_filemap_map_pages)
 {
-	u32 zero = 0;
-	struct cpu_slots *slots = cpu_slots.lookup(&zero);
-
-	if (!slots)
-		return 0;
-	count_lookups(slots, fault_around_pages(&slots->lookup, args->i_ino, args->index, args->last_index));
+	lookup_fault_around(CURRENT, args->i_ino, args->index, args->last_index);
 	return 0;
 }
 #endif

@@ -32,6 +32,13 @@ enum { false = 0, true = 1 };
 typedef long unsigned int pgoff_t;
 typedef __u32 dev_t;
 typedef long unsigned int ino_t;
+typedef long long int loff_t;
+
+/* Only to ask, by CO-RE enum relocation, whether the running kernel has
+ * this helper (5.11+). */
+enum bpf_func_id {
+	BPF_FUNC_get_current_task_btf = 158,
+};
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
@@ -80,6 +87,12 @@ struct mem_cgroup {
 	struct cgroup_subsys_state css;
 };
 
+/* 7.x: an LRU folio's memcg_data points here (is_root came with that). */
+struct obj_cgroup {
+	struct mem_cgroup *memcg;
+	bool is_root;
+};
+
 struct reclaim_state;
 struct pid_namespace;
 
@@ -110,10 +123,48 @@ struct super_block {
 struct inode {
 	long unsigned int i_ino;
 	struct super_block *i_sb;
+	loff_t i_size;
 };
 
 struct address_space {
 	struct inode *host;
+};
+
+/* The read and fault functions hooked before 6.12 (mm_filemap_get_pages). */
+struct file {
+	struct address_space *f_mapping;
+};
+
+struct kiocb {
+	struct file *ki_filp;
+	loff_t ki_pos;
+};
+
+struct iov_iter {
+	long unsigned int count;
+};
+
+struct vm_area_struct {
+	struct file *vm_file;
+};
+
+struct vm_fault {
+	struct vm_area_struct *vma;
+	pgoff_t pgoff;
+};
+
+/* x86-64 argument registers, for BPF_KPROBE (bpf_tracing.h). */
+struct pt_regs {
+	long unsigned int di;
+	long unsigned int si;
+	long unsigned int dx;
+	long unsigned int cx;
+	long unsigned int r8;
+	long unsigned int r9;
+	long unsigned int sp;
+	long unsigned int bp;
+	long unsigned int ax;
+	long unsigned int ip;
 };
 
 /* Linux 6.18: folio->flags is a memdesc_flags_t. */
@@ -144,6 +195,11 @@ struct page {
 	long unsigned int flags;
 	struct address_space *mapping;
 	long unsigned int memcg_data;
+};
+
+/* Before 5.11 a page named its memcg by pointer. */
+struct page___mem_cgroup {
+	struct mem_cgroup *mem_cgroup;
 };
 
 #ifndef BPF_NO_PRESERVE_ACCESS_INDEX

@@ -253,12 +253,14 @@ class Agent:
         self._start_stalls(meter, resource)
         engine = self.activity.probe.engine if self.activity is not None else None
         attribution = getattr(self.activity.probe, "attribution", "owner") if self.activity else ""
+        lookup_hook = getattr(self.activity.probe, "lookup_hook", "") if self.activity else ""
         self.metrics = AgentMetrics(
             meter,
             self.source,
             engine=engine or "none",
             engine_reason=engine_reason_code(settings, engine),
             attribution=attribution,
+            lookup_hook=lookup_hook,
         )
         self._stopped = threading.Event()
         self.last_export_delivered: bool | None = None

@@ -152,9 +152,13 @@ def _check_bcc() -> Check:
             "otel-pagecache --log-level debug doctor shows BCC's own output; "
             "the CO-RE engine (engine.core) does not need BCC",
         )
-    layout, attribution = probe.layout, probe.attribution
+    layout, attribution, hook = probe.layout, probe.attribution, probe.lookup_hook
     probe.close()
     detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
+    if hook == "none":
+        # BCC takes lookups from the 6.12 tracepoints only; CO-RE has the
+        # fentry/kprobe hooks of older kernels.
+        detail += "; no lookups with BCC on this kernel (before 6.12: use the CO-RE engine)"
     return Check("engine.bcc", OK, detail)
 
 
@@ -322,7 +326,7 @@ def _check_cgroups(settings: Settings) -> list[Check]:
 
 def _check_engines(settings: Settings) -> list[Check]:
     from .probes import ProbeUnavailable
-    from .probes.core import PROGRAMS, CoreProbe
+    from .probes.core import LOOKUP_PROGRAMS, PROGRAMS, CoreProbe
 
     out = []
     try:
@@ -341,24 +345,51 @@ def _check_engines(settings: Settings) -> list[Check]:
     try:
         attached = set(probe.attached)
         missing = set(probe.missing_tracepoints)
+        hook, refused = probe.lookup_hook, probe.lookup_hooks_refused
     finally:
         probe.close()
     out.append(Check("engine.core", OK, f"loads and attaches {len(attached)} programs"))
-    for program, tracepoint in PROGRAMS.items():
-        if program in attached:
-            out.append(Check(f"tracepoint.{tracepoint}", OK, FEEDS[tracepoint]))
-        else:
+    # A tracepoint is served when any of its programs (the variant this
+    # kernel's arguments fit) is attached; writeback_dirty_page is the name of
+    # writeback_dirty_folio before 5.17.
+    served = {PROGRAMS[p] for p in attached if p in PROGRAMS}
+    if "writeback:writeback_dirty_page" in served:
+        served.add("writeback:writeback_dirty_folio")
+    lookup_tracepoints = {PROGRAMS[p] for p in LOOKUP_PROGRAMS}
+    for tracepoint in TRACEPOINTS:
+        name = f"tracepoint.{tracepoint}"
+        if tracepoint in served:
+            out.append(Check(name, OK, FEEDS[tracepoint]))
+        elif tracepoint in lookup_tracepoints and hook != "none":
+            out.append(Check(name, INFO, f"missing from this kernel; lookups served by {hook}"))
+        elif tracepoint in missing:
             out.append(
                 Check(
-                    f"tracepoint.{tracepoint}",
+                    name,
                     FAIL,
-                    f"{'missing from this kernel' if tracepoint in missing else 'not attached'}: "
-                    f"no {FEEDS[tracepoint]}",
-                    "a newer kernel (mm_filemap_get_pages/_fault/_map_pages arrived in 6.6)"
-                    if tracepoint in missing
-                    else "see the agent's log",
+                    f"missing from this kernel: no {FEEDS[tracepoint]}",
+                    "a newer kernel (mm_filemap_get_pages/_fault/_map_pages arrived in 6.12)"
+                    if tracepoint in lookup_tracepoints
+                    else "a newer kernel",
                 )
             )
+        else:
+            out.append(Check(name, FAIL, f"not attached: no {FEEDS[tracepoint]}", "see the log"))
+    # Which hook serves lookups: "tracepoint" (6.12+), "fentry:<function>" or
+    # "kprobe:<function>" before, "none".
+    if hook != "none":
+        detail = f"served by {hook}" + (f" (refused: {'; '.join(refused)})" if refused else "")
+        out.append(Check("lookups", OK, detail))
+    else:
+        out.append(
+            Check(
+                "lookups",
+                FAIL,
+                "no hook: " + ("; ".join(refused) or "no lookup tracepoint, no read function"),
+                "Linux 6.12+ (tracepoints), or a kernel allowing fentry or kprobes on "
+                "filemap_get_pages / generic_file_buffered_read",
+            )
+        )
     return out
 
 

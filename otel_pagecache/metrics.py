@@ -53,6 +53,9 @@ BPF_MAP = "pagecache.bpf.map"
 ENGINE = "pagecache.engine"
 ENGINE_REASON = "pagecache.engine.reason"
 ATTRIBUTION = "pagecache.attribution"
+# Which hook serves lookups: "tracepoint" (6.12+), "fentry:<function>" or
+# "kprobe:<function>" before 6.12, "none" (probes/core.py, CoreProbe.lookup_hook).
+LOOKUP_HOOK = "pagecache.lookup_hook"
 FILE_INODE = "file.inode"
 FILE_DEVICE = "pagecache.file.device"
 FILE_PATH = "file.path"
@@ -442,6 +445,7 @@ class AgentMetrics:
         engine: str = "none",
         engine_reason: str = REASON_DISABLED,
         attribution: str = "owner",
+        lookup_hook: str = "",
     ) -> None:
         self._source = source
         # Which activity engine runs (core, bcc, none) and why, as a code.
@@ -450,6 +454,8 @@ class AgentMetrics:
             # "owner" (the page's memcg) or "current_task" (BCC without BTF or
             # matching headers: the cgroup of the task behind each event).
             self._engine_attrs[ATTRIBUTION] = attribution
+            if lookup_hook:
+                self._engine_attrs[LOOKUP_HOOK] = lookup_hook
         self._read_errors_total = 0
         self._vanished_total = 0
         self._counted_snapshot: Snapshot | None = None

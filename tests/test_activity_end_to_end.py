@@ -10,31 +10,35 @@ import time
 import pytest
 
 from otel_pagecache.probes.bcc import bcc_available
+from otel_pagecache.probes.btf_offsets import KernelBtf
+from otel_pagecache.probes.core import PROGRAMS, choose_programs
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
-from tests.kernel_features import skip_unless_lookups
+from tests.kernel_features import LOOKUP_TRACEPOINTS, skip_if_lacking, skip_unless_lookups
 from tests.pace import scaled
 from tests.peers.otlp_receiver import iter_points
 
-PROGRAMS = {
-    "core": {
-        "on_add_to_page_cache",
-        "on_delete_from_page_cache",
-        "on_dirty_folio",
-        "on_get_pages",
-        "on_fault",
-        "on_map_pages",
-    },
-    # BCC names each program after its raw tracepoint.
-    "bcc": {
-        "raw_tracepoint__mm_filemap_add_to_page_cache",
-        "raw_tracepoint__mm_filemap_delete_from_page_cache",
-        "raw_tracepoint__writeback_dirty_folio",
-        "raw_tracepoint__mm_filemap_get_pages",
-        "raw_tracepoint__mm_filemap_fault",
-        "raw_tracepoint__mm_filemap_map_pages",
-    },
-}
+
+def _expected_programs() -> dict[str, set[str]]:
+    """The activity programs each engine attaches on this kernel (its BTF
+    decides: probes/core.py choose_programs), stall programs aside."""
+    with KernelBtf() as btf:
+        choice = choose_programs(btf.params)
+    counters = {
+        p
+        for p in choice.tracepoint_programs
+        if p in ("on_add_to_page_cache", "on_delete_from_page_cache") or p.startswith("on_dirty_")
+    }
+    hook = choice.lookup_hooks[0] if choice.lookup_hooks else None
+    core = counters | set(hook.programs if hook else ())
+    # BCC names each program after its raw tracepoint, and serves lookups from
+    # the 6.12 tracepoints only.
+    bcc = {f"raw_tracepoint__{PROGRAMS[p].split(':')[1]}" for p in counters}
+    if hook is not None and hook.code == "tracepoint":
+        bcc |= {f"raw_tracepoint__{PROGRAMS[p].split(':')[1]}" for p in hook.programs}
+    return {"core": core, "bcc": bcc}
+
+
 MIB = 1 << 20
 
 
@@ -43,7 +47,8 @@ def _program_ids(engine: str) -> set[int]:
         ["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True
     ).stdout
     # Older bpftool shows names cut to 15 characters (BPF_OBJ_NAME_LEN - 1).
-    names = PROGRAMS[engine] | {name[:15] for name in PROGRAMS[engine]}
+    expected = _expected_programs()[engine]
+    names = expected | {name[:15] for name in expected}
     return {p["id"] for p in json.loads(out) if p.get("name") in names}
 
 
@@ -54,8 +59,10 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    if engine == "bcc":  # BCC serves lookups from the 6.12 tracepoints only
+        skip_if_lacking(LOOKUP_TRACEPOINTS, "BCC lookups")
     skip_unless_lookups()  # it waits for the lookups of a read
-    our_programs = PROGRAMS[engine]
+    our_programs = _expected_programs()[engine]
     container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-16m", 16 * MIB)
@@ -87,7 +94,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
                 for p in iter_points(requests)
             )
 
-        requests = otlp_receiver.wait_for_metrics(has_lookups, timeout=30)
+        requests = otlp_receiver.wait_for_metrics(has_lookups, timeout=120)
         assert agent.terminate() == 0, agent.log()
 
     # No program of ours is left once the agent has stopped (freeing is
@@ -130,4 +137,6 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     own = [p for p in iter_points(requests) if p.metric == "pagecache.agent.collection.duration"]
     assert own[-1].attributes["pagecache.engine"] == engine
     assert own[-1].attributes["pagecache.attribution"] == "owner"
+    hooks = choose_programs(KernelBtf().params).lookup_hooks
+    assert own[-1].attributes["pagecache.lookup_hook"] in {h.code for h in hooks}
     assert own[-1].attributes["pagecache.engine.reason"] == "requested"

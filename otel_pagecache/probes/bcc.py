@@ -18,6 +18,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -25,11 +26,10 @@ from collections.abc import Iterable
 from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable, missing_bpf_capabilities
-from .btf_offsets import layout_from_btf
-from .core import LOOKUP_PROGRAMS, PROGRAMS, STALL_PROGRAMS, kernel_hz
+from .btf_offsets import KIND_TYPEDEF, KernelBtf, layout_from_btf
+from .core import PROGRAMS, STALL_KINDS, choose_programs, kernel_hz
 from .kheaders import find_headers
 from .layout import LOST_REASONS, REMOVAL_REASONS
-from .libbpf import BTF_KIND_TYPEDEF, vmlinux_btf_has
 
 _log = logging.getLogger(__name__)
 COUNTER_MAPS = (
@@ -48,13 +48,43 @@ def _source(layout: str) -> str:
     """The program text for a layout mode: "btf" (offsets as -D constants),
     "headers" (offsets from matching kernel headers) or "tracepoints"."""
     base = resources.files("otel_pagecache._bpf")
-    parts = [(base / "pagecache.h").read_text()]
-    if layout == "headers":
-        parts.append((base / "pagecache_bcc_layout.h").read_text())
     program = "pagecache_bcc_tp.c" if layout == "tracepoints" else "pagecache_bcc.c"
-    body = (base / program).read_text()
-    parts.append(body.replace("BCC_COMMON", (base / "pagecache_bcc_common.h").read_text()))
-    return "\n".join(parts)
+    text = _inline_includes(base, program)
+    if layout == "headers":
+        text = (base / "pagecache_bcc_layout.h").read_text() + "\n" + text
+    return text
+
+
+# #include "pagecache_bookkeeping.h"
+_LOCAL_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"$', re.MULTILINE)
+
+
+def _inline_includes(base, name: str, seen: set[str] | None = None) -> str:
+    """``name``'s text with each #include "..." of ours pasted in place, once:
+    BCC's map calls only work in the text it was given, not in included files."""
+    seen = set() if seen is None else seen
+    seen.add(name)
+
+    def paste(match: re.Match) -> str:
+        included = match.group(1)
+        if included in seen:
+            return ""
+        return _inline_includes(base, included, seen)
+
+    return _LOCAL_INCLUDE.sub(paste, (base / name).read_text())
+
+
+def _drift_flags(programs: list[str]) -> list[str]:
+    """The -D flags telling pagecache_bcc.c which tracepoint arguments this
+    kernel has, from the CO-RE engine's choice of program variants."""
+    flags = []
+    if "on_dirty_page" in programs:
+        flags.append("-DDIRTY_PAGE_TRACEPOINT")
+    if "on_memcg_reclaim_begin_gfp" in programs or "on_direct_reclaim_begin_gfp" in programs:
+        flags.append("-DRECLAIM_BEGIN_GFP_FIRST")
+    if "on_balance_dirty_pages_thresh" in programs:
+        flags.append("-DTHROTTLE_THRESH_ARGS")
+    return flags
 
 
 class _Printed:
@@ -109,14 +139,32 @@ class _BccRing:
         """The ring goes with the BPF object (BccProbe.close)."""
 
 
-def _tracepoints_in_tracefs() -> dict[str, bool]:
-    """btf_trace_<name> -> present, from tracefs when the kernel has no BTF."""
-    roots = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-    out = {}
+_TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def _tracefs_params(name: str, kind: int) -> list[tuple[str, str]] | None:
+    """KernelBtf.params's answer for a tracepoint, from tracefs when the kernel
+    has no BTF: present or not (its arguments are unknown: an empty list)."""
+    if kind != KIND_TYPEDEF or not name.startswith("btf_trace_"):
+        return None
+    event = name.removeprefix("btf_trace_")
     for tracepoint in PROGRAMS.values():
-        group, name = tracepoint.split(":")
-        out[f"btf_trace_{name}"] = any(os.path.isdir(f"{r}/events/{group}/{name}") for r in roots)
-    return out
+        group, tp = tracepoint.split(":")
+        if tp == event and any(os.path.isdir(f"{r}/events/{group}/{tp}") for r in _TRACEFS_ROOTS):
+            return []
+    return None
+
+
+def _record_has_order() -> bool:
+    """Whether mm_filemap_add_to_page_cache's record has an order field (5.17+)."""
+    for root in _TRACEFS_ROOTS:
+        try:
+            with open(f"{root}/events/filemap/mm_filemap_add_to_page_cache/format") as f:
+                # \tfield:unsigned char order;\toffset:32;\tsize:1;\tsigned:0;
+                return any(" order;" in line for line in f)
+        except OSError:
+            continue
+    return False
 
 
 class BccProbe:
@@ -133,6 +181,7 @@ class BccProbe:
         # by the cgroup of the task that caused the event (tracepoints mode).
         self.attribution = "owner"
         self.has_lookups = False
+        self.lookup_hook = "none"  # "tracepoint" or "none" (see CoreProbe.lookup_hook)
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self.attached: list[str] = []
@@ -162,12 +211,16 @@ class BccProbe:
         if self.layout == "btf":
             try:
                 cflags = [f"-D{k}={v}" for k, v in layout_from_btf().items()]
+                with KernelBtf() as btf:
+                    choice = choose_programs(btf.params)
             except (KeyError, OSError) as e:
                 headers.cleanup()
                 raise ProbeUnavailable(f"kernel BTF lacks {e}: activity metrics are off") from e
-        elif self.layout == "headers":
-            _log.info("no kernel BTF: BCC takes layouts from headers matching %s", headers.version)
         else:
+            choice = choose_programs(_tracefs_params)
+        if self.layout == "headers":
+            _log.info("no kernel BTF: BCC takes layouts from headers matching %s", headers.version)
+        elif self.layout == "tracepoints":
             if not _tracefs_mounted():
                 headers.cleanup()
                 raise ProbeUnavailable(
@@ -176,30 +229,28 @@ class BccProbe:
                 )
             self.attribution = "current_task"
             self.want_stalls = False  # their programs read kernel structs
+            if _record_has_order():
+                cflags.append("-DTP_HAS_ORDER")
             _log.warning(
                 "no kernel BTF and headers for %s only: BCC counts by the current task's cgroup, "
                 "not the page's owner (pagecache.attribution=current_task)",
                 headers.version,
             )
+        cflags += _drift_flags(choice.tracepoint_programs)
         # BCC attaches every probe in the program: one on a tracepoint this
         # kernel lacks would fail the whole load, so those are compiled out.
-        present = (
-            vmlinux_btf_has(
-                [(f"btf_trace_{tp.split(':')[1]}", BTF_KIND_TYPEDEF) for tp in PROGRAMS.values()]
-            )
-            if has_btf
-            else _tracepoints_in_tracefs()
+        # Lookups come from the 6.12 tracepoints only: the fentry/kprobe hooks
+        # of older kernels are the CO-RE engine's.
+        self.missing_tracepoints = choice.missing_tracepoints
+        tracepoint_lookups = bool(choice.lookup_hooks) and choice.lookup_hooks[0].code == (
+            "tracepoint"
         )
-        self.missing_tracepoints = [
-            tp for tp in PROGRAMS.values() if not present[f"btf_trace_{tp.split(':')[1]}"]
-        ]
-        lookup_tps = [PROGRAMS[p] for p in LOOKUP_PROGRAMS]
-        if self.want_lookups and not set(lookup_tps) & set(self.missing_tracepoints):
+        if self.want_lookups and tracepoint_lookups:
             cflags.append("-DWITH_LOOKUPS")
         else:
             self.want_lookups = False
-        stall_tps = [PROGRAMS[p] for p in STALL_PROGRAMS]
-        if set(stall_tps) & set(self.missing_tracepoints):
+        stall_tps = {tp for tps in STALL_KINDS.values() for tp in tps}
+        if stall_tps & set(self.missing_tracepoints):
             self.want_stalls = False
         if self.want_stalls:
             cflags += ["-DWITH_STALLS", f"-DKERNEL_HZ={kernel_hz() or 0}"]
@@ -227,12 +278,15 @@ class BccProbe:
                 os.environ["BCC_KERNEL_SOURCE"] = previous
         self._headers = headers
         self.has_lookups = self.want_lookups
+        self.lookup_hook = "tracepoint" if self.has_lookups else "none"
         if self.want_stalls:
             self.stall_kinds = ["memcg_reclaim", "direct_reclaim", "dirty_throttle"]
         self.attached = [
             "mm_filemap_add_to_page_cache",
             "mm_filemap_delete_from_page_cache",
-            "writeback_dirty_folio",
+            "writeback_dirty_page"
+            if "on_dirty_page" in choice.tracepoint_programs
+            else "writeback_dirty_folio",
         ]
         if self.has_lookups:
             self.attached += ["mm_filemap_get_pages", "mm_filemap_fault", "mm_filemap_map_pages"]

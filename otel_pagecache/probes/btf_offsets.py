@@ -13,7 +13,8 @@ import ctypes
 
 from .libbpf import Libbpf
 
-KIND_STRUCT, KIND_UNION, KIND_ENUM = 4, 5, 6
+KIND_PTR, KIND_STRUCT, KIND_UNION, KIND_ENUM = 2, 4, 5, 6
+KIND_TYPEDEF, KIND_FUNC, KIND_FUNC_PROTO = 8, 12, 13
 _MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag
 
 
@@ -33,6 +34,10 @@ class _BtfMember(ctypes.Structure):
     )
 
 
+class _BtfParam(ctypes.Structure):
+    _fields_ = (("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32))
+
+
 class _BtfEnum(ctypes.Structure):
     _fields_ = (("name_off", ctypes.c_uint32), ("val", ctypes.c_int32))
 
@@ -43,6 +48,12 @@ class KernelBtf:
         self._btf = self._lib.btf__load_vmlinux_btf()
         if not self._btf:
             raise OSError("no kernel BTF")
+
+    def __enter__(self) -> KernelBtf:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._btf:
@@ -97,6 +108,31 @@ class KernelBtf:
                     return bits // 8 + inner
         return None
 
+    def params(self, name: str, kind: int = KIND_FUNC) -> list[tuple[str, str]] | None:
+        """(name, type) of each parameter of function ``name`` (KIND_FUNC) or of
+        the function pointer typedef ``name`` (a tracepoint's btf_trace_<tp>);
+        None when the kernel has no such function. A type is named as BTF has
+        it: "gfp_t", "int", "*" for any pointer."""
+        try:
+            type_id = self._find(name, kind)
+            t, _ = self._type(type_id)
+            type_id = t.size_type
+            if kind == KIND_TYPEDEF:  # typedef -> pointer -> prototype
+                type_id = self._type(type_id)[0].size_type
+            t, ptr = self._type(type_id)
+        except KeyError:
+            return None
+        if (t.info >> 24) & 0x1F != KIND_FUNC_PROTO:
+            return None
+        out = []
+        for p in (_BtfParam * (t.info & 0xFFFF)).from_address(ptr + ctypes.sizeof(_BtfType)):
+            if p.type == 0:  # "..." of a variadic function
+                continue
+            pt, _ = self._type(p.type)
+            pointer = (pt.info >> 24) & 0x1F == KIND_PTR
+            out.append((self._name(p.name_off), "*" if pointer else self._name(pt.name_off)))
+        return out
+
     def struct_size(self, struct: str) -> int:
         t, _ = self._type(self._find(struct, KIND_STRUCT))
         return t.size_type
@@ -114,47 +150,71 @@ class KernelBtf:
         return None
 
 
-# Every layout fact the BCC program needs: macro name -> (struct, member).
+# Every layout fact the BCC program needs: macro name -> (struct, member),
+# with the older spellings to try after it (the why: pagecache.bpf.c's drift
+# block). A struct page stands in for the folio before 5.16.
 MEMBERS = {
-    "OFF_FOLIO_FLAGS": ("folio", "flags"),
-    "OFF_FOLIO_MAPPING": ("folio", "mapping"),
-    "OFF_FOLIO_MEMCG_DATA": ("folio", "memcg_data"),
-    "OFF_FOLIO_FLAGS_1": ("folio", "_flags_1"),
-    "OFF_FOLIO_NR_PAGES": ("folio", "_nr_pages"),
-    "OFF_CSS_CGROUP": ("cgroup_subsys_state", "cgroup"),
-    "OFF_MEMCG_CSS": ("mem_cgroup", "css"),
-    "OFF_CGROUP_KN": ("cgroup", "kn"),
-    "OFF_KN_ID": ("kernfs_node", "id"),
-    "OFF_MAPPING_HOST": ("address_space", "host"),
-    "OFF_INODE_INO": ("inode", "i_ino"),
-    "OFF_INODE_SB": ("inode", "i_sb"),
-    "OFF_SB_DEV": ("super_block", "s_dev"),
-    "OFF_TASK_FLAGS": ("task_struct", "flags"),
-    "OFF_TASK_PID": ("task_struct", "pid"),
-    "OFF_TASK_RECLAIM_STATE": ("task_struct", "reclaim_state"),
-    "OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
-    "OFF_CSS_SET_SUBSYS": ("css_set", "subsys"),
-    "OFF_TASK_TGID": ("task_struct", "tgid"),
-    "OFF_TASK_GROUP_LEADER": ("task_struct", "group_leader"),
-    "OFF_TASK_THREAD_PID": ("task_struct", "thread_pid"),
-    "OFF_PID_LEVEL": ("pid", "level"),
-    "OFF_PID_NUMBERS": ("pid", "numbers"),
+    "OFF_FOLIO_FLAGS": (("folio", "flags"), ("page", "flags")),
+    "OFF_FOLIO_MAPPING": (("folio", "mapping"), ("page", "mapping")),
+    "OFF_FOLIO_MEMCG_DATA": (
+        ("folio", "memcg_data"),
+        ("page", "memcg_data"),  # 5.11 .. 5.15
+        ("page", "mem_cgroup"),  # up to 5.10
+    ),
+    "OFF_CSS_CGROUP": (("cgroup_subsys_state", "cgroup"),),
+    "OFF_MEMCG_CSS": (("mem_cgroup", "css"),),
+    "OFF_CGROUP_KN": (("cgroup", "kn"),),
+    "OFF_KN_ID": (("kernfs_node", "id"),),
+    "OFF_MAPPING_HOST": (("address_space", "host"),),
+    "OFF_INODE_INO": (("inode", "i_ino"),),
+    "OFF_INODE_SB": (("inode", "i_sb"),),
+    "OFF_SB_DEV": (("super_block", "s_dev"),),
+    "OFF_TASK_FLAGS": (("task_struct", "flags"),),
+    "OFF_TASK_PID": (("task_struct", "pid"),),
+    "OFF_TASK_RECLAIM_STATE": (("task_struct", "reclaim_state"),),
+    "OFF_TASK_CGROUPS": (("task_struct", "cgroups"),),
+    "OFF_CSS_SET_SUBSYS": (("css_set", "subsys"),),
+    "OFF_TASK_TGID": (("task_struct", "tgid"),),
+    "OFF_TASK_GROUP_LEADER": (("task_struct", "group_leader"),),
+    "OFF_TASK_THREAD_PID": (("task_struct", "thread_pid"),),
+    "OFF_PID_LEVEL": (("pid", "level"),),
+    "OFF_PID_NUMBERS": (("pid", "numbers"),),
+}
+# Folio size: -1 where the kernel has no such member.
+OPTIONAL_MEMBERS = {
+    "OFF_FOLIO_NR_PAGES": (("folio", "_nr_pages"), ("folio", "_folio_nr_pages")),
+    "OFF_FOLIO_ORDER": (("folio", "_folio_order"),),  # 5.17 .. 6.5
+    "OFF_FOLIO_FLAGS_1": (("folio", "_flags_1"),),
+    "OFF_OBJCG_MEMCG": (("obj_cgroup", "memcg"),),
 }
 
 
+def _first_offset(btf: KernelBtf, spellings) -> int | None:
+    for struct, member in spellings:
+        offset = btf.member_offset(struct, member)
+        if offset is not None:
+            return offset
+    return None
+
+
 def layout_from_btf() -> dict[str, int]:
-    """The constants for the BCC program; raises KeyError naming what is missing."""
+    """The constants for the BCC program; raises KeyError naming what is missing.
+    HAS_FOLIO and MEMCG_DATA_IS_OBJCG are present only when true (#ifdef)."""
     btf = KernelBtf()
     try:
         out = {}
-        for macro, (struct, member) in MEMBERS.items():
-            offset = btf.member_offset(struct, member)
+        for macro, spellings in MEMBERS.items():
+            offset = _first_offset(btf, spellings)
             if offset is None:
-                if macro == "OFF_FOLIO_NR_PAGES":  # only 64-bit kernels since 6.9
-                    out[macro] = -1
-                    continue
-                raise KeyError(f"{struct}.{member}")
+                raise KeyError(" or ".join(f"{s}.{m}" for s, m in spellings))
             out[macro] = offset
+        for macro, spellings in OPTIONAL_MEMBERS.items():
+            offset = _first_offset(btf, spellings)
+            out[macro] = -1 if offset is None else offset
+        if btf.member_offset("folio", "flags") is not None:
+            out["HAS_FOLIO"] = 1
+        if btf.member_offset("obj_cgroup", "is_root") is not None:  # 7.x: see the drift block
+            out["MEMCG_DATA_IS_OBJCG"] = 1
         memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
         head = btf.enum_value("pageflags", "PG_head")
         if memory_id is None or head is None:

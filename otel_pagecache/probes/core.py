@@ -9,9 +9,11 @@ import os
 import struct
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable
+from .btf_offsets import KIND_FUNC, KIND_TYPEDEF, KernelBtf
 from .layout import (
     LOST_REASONS,
     REMOVAL_REASONS,
@@ -20,45 +22,144 @@ from .layout import (
     RemovalKey,
     SpanSlotBase,
 )
-from .libbpf import (
-    BTF_KIND_TYPEDEF,
-    BpfObject,
-    LibbpfError,
-    LibbpfMissing,
-    RingBuffer,
-    vmlinux_btf_has,
-)
+from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer
 
 _log = logging.getLogger(__name__)
 
-# program -> tracepoint (group:name); the tracepoint's BTF typedef is
-# btf_trace_<name>, which tells whether this kernel has it.
+# Tracepoint program -> tracepoint (group:name). Where a tracepoint's
+# arguments changed, two programs serve it and choose_programs() autoloads the
+# one this kernel's BTF fits (the why of each: the drift block of
+# bpf/pagecache.bpf.c).
 PROGRAMS = {
     "on_add_to_page_cache": "filemap:mm_filemap_add_to_page_cache",
     "on_delete_from_page_cache": "filemap:mm_filemap_delete_from_page_cache",
     "on_dirty_folio": "writeback:writeback_dirty_folio",
+    "on_dirty_page": "writeback:writeback_dirty_page",
     "on_get_pages": "filemap:mm_filemap_get_pages",
     "on_fault": "filemap:mm_filemap_fault",
     "on_map_pages": "filemap:mm_filemap_map_pages",
     "on_memcg_reclaim_begin": "vmscan:mm_vmscan_memcg_reclaim_begin",
+    "on_memcg_reclaim_begin_gfp": "vmscan:mm_vmscan_memcg_reclaim_begin",
     "on_memcg_reclaim_end": "vmscan:mm_vmscan_memcg_reclaim_end",
     "on_direct_reclaim_begin": "vmscan:mm_vmscan_direct_reclaim_begin",
+    "on_direct_reclaim_begin_gfp": "vmscan:mm_vmscan_direct_reclaim_begin",
     "on_direct_reclaim_end": "vmscan:mm_vmscan_direct_reclaim_end",
     "on_balance_dirty_pages": "writeback:balance_dirty_pages",
+    "on_balance_dirty_pages_thresh": "writeback:balance_dirty_pages",
 }
-# The hot path: every read() and page fault on a cached file goes through these.
+# The hot path from 6.12: every read() and page fault on a cached file.
 LOOKUP_PROGRAMS = frozenset({"on_get_pages", "on_fault", "on_map_pages"})
 REQUIRED_PROGRAMS = frozenset({"on_add_to_page_cache", "on_delete_from_page_cache"})
 # Stall timing (begin/end pairs and the dirty throttle), attached unless asked not to.
-STALL_PROGRAMS = frozenset(
-    {
-        "on_memcg_reclaim_begin",
-        "on_memcg_reclaim_end",
-        "on_direct_reclaim_begin",
-        "on_direct_reclaim_end",
-        "on_balance_dirty_pages",
-    }
+STALL_KINDS = {
+    "memcg_reclaim": ("vmscan:mm_vmscan_memcg_reclaim_begin", "vmscan:mm_vmscan_memcg_reclaim_end"),
+    "direct_reclaim": (
+        "vmscan:mm_vmscan_direct_reclaim_begin",
+        "vmscan:mm_vmscan_direct_reclaim_end",
+    ),
+    "dirty_throttle": ("writeback:balance_dirty_pages",),
+}
+STALL_PROGRAMS = frozenset(p for p, tp in PROGRAMS.items() if tp.startswith("vmscan:")) | {
+    "on_balance_dirty_pages",
+    "on_balance_dirty_pages_thresh",
+}
+# Lookups before 6.12 (no mm_filemap_get_pages): the read and fault functions,
+# by fentry or, where fentry is refused, by kprobe. Read function -> program
+# suffix, first match in this kernel's BTF wins.
+READ_FUNCTIONS = (
+    ("filemap_get_pages", "get_pages"),  # 5.12 .. 6.11; suffix _iter or _count
+    ("generic_file_buffered_read", "buffered_read"),  # up to 5.11, once per read()
 )
+FAULT_FUNCTIONS = (("filemap_fault", "fault"), ("filemap_map_pages", "map_pages"))
+
+
+@dataclass(frozen=True)
+class LookupHook:
+    """One way to serve lookups: a short stable code for doctor and the
+    agent's own metrics (``tracepoint``, ``fentry:filemap_get_pages``,
+    ``kprobe:generic_file_buffered_read``) and its programs."""
+
+    code: str
+    programs: tuple[str, ...]
+
+
+@dataclass
+class ProgramChoice:
+    tracepoint_programs: list[str] = field(default_factory=list)
+    lookup_hooks: list[LookupHook] = field(default_factory=list)  # tried in order
+    missing_tracepoints: list[str] = field(default_factory=list)
+
+
+def choose_programs(params) -> ProgramChoice:
+    """The programs that fit this kernel, from its BTF only (never its version).
+
+    ``params(name, kind)`` is KernelBtf.params: the parameters of a function
+    (KIND_FUNC) or of a tracepoint's btf_trace_<name> typedef (KIND_TYPEDEF),
+    None when absent.
+    """
+    choice = ProgramChoice()
+    tp_params = {
+        tp: params(f"btf_trace_{tp.split(':')[1]}", KIND_TYPEDEF)
+        for tp in dict.fromkeys(PROGRAMS.values())
+    }
+
+    def want(program: str) -> None:
+        choice.tracepoint_programs.append(program)
+
+    for program in ("on_add_to_page_cache", "on_delete_from_page_cache"):
+        if tp_params[PROGRAMS[program]] is not None:
+            want(program)
+    if tp_params["writeback:writeback_dirty_folio"] is not None:
+        want("on_dirty_folio")
+    elif tp_params["writeback:writeback_dirty_page"] is not None:
+        want("on_dirty_page")
+    for kind in ("memcg", "direct"):
+        begin = tp_params[f"vmscan:mm_vmscan_{kind}_reclaim_begin"]
+        if begin is not None:
+            # (void *, int order, gfp_t) until 7.x made it (void *, gfp_t, int, memcg)
+            gfp_first = len(begin) > 1 and begin[1][1] == "gfp_t"
+            want(f"on_{kind}_reclaim_begin" + ("_gfp" if gfp_first else ""))
+        if tp_params[f"vmscan:mm_vmscan_{kind}_reclaim_end"] is not None:
+            want(f"on_{kind}_reclaim_end")
+    throttle = tp_params["writeback:balance_dirty_pages"]
+    if throttle is not None:
+        # 1 + 12 arguments up to 6.12, 1 + 8 (with the dtc pointer) later
+        want("on_balance_dirty_pages" + ("_thresh" if len(throttle) >= 13 else ""))
+    lookup_tps = [PROGRAMS[p] for p in sorted(LOOKUP_PROGRAMS)]
+    if all(tp_params[tp] is not None for tp in lookup_tps):
+        choice.lookup_hooks.append(LookupHook("tracepoint", tuple(sorted(LOOKUP_PROGRAMS))))
+    else:
+        choice.lookup_hooks += _function_hooks(params)
+    # writeback_dirty_page is only the old name of writeback_dirty_folio.
+    old_dirty = "on_dirty_page" in choice.tracepoint_programs
+    choice.missing_tracepoints = [
+        tp
+        for tp, found in tp_params.items()
+        if found is None
+        and tp != "writeback:writeback_dirty_page"
+        and not (old_dirty and tp == "writeback:writeback_dirty_folio")
+    ]
+    return choice
+
+
+def _function_hooks(params) -> list[LookupHook]:
+    """fentry then kprobe on the read and fault functions this kernel has."""
+    read = None
+    for function, suffix in READ_FUNCTIONS:
+        found = params(function, KIND_FUNC)
+        if found is not None:
+            if suffix == "get_pages":  # (iocb, iter, batch) until the count replaced iter
+                suffix += "_count" if len(found) > 1 and found[1][0] == "count" else "_iter"
+            read = (function, suffix)
+            break
+    if read is None:
+        return []
+    suffixes = [read[1]] + [s for f, s in FAULT_FUNCTIONS if params(f, KIND_FUNC) is not None]
+    return [
+        LookupHook(f"{kind}:{read[0]}", tuple(f"{kind}_{s}" for s in suffixes))
+        for kind in ("fentry", "kprobe")
+    ]
+
 
 COUNTER_MAPS = (
     "pagecache_lookups",
@@ -110,13 +211,21 @@ class CoreProbe:
         lookups: bool = True,
         stalls: bool = True,
         max_memcgs: int = 0,
+        hook_kinds: Iterable[str] = ("tracepoint", "fentry", "kprobe"),
     ) -> None:
         self.object_path = object_path or default_object_path()
         # Entries of each per-memcg map; 0 keeps the object's PAGECACHE_MAX_MEMCGS.
         self.max_memcgs = max_memcgs
         self.want_lookups = lookups
+        # Which kinds of lookup hook may be tried (bench/lookup_hooks.py
+        # measures each alone); the kernel's BTF decides which exist.
+        self.hook_kinds = tuple(hook_kinds)
         self.want_stalls = stalls
         self.has_lookups = False
+        # Which hook serves lookups: "tracepoint", "fentry:<function>",
+        # "kprobe:<function>" or "none"; and the ones tried and refused.
+        self.lookup_hook = "none"
+        self.lookup_hooks_refused: list[str] = []
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self._lock = threading.Lock()
@@ -134,70 +243,92 @@ class CoreProbe:
                 "CONFIG_DEBUG_INFO_BTF=y; activity metrics are off"
             )
         try:
-            present = vmlinux_btf_has(
-                [(f"btf_trace_{tp.split(':')[1]}", BTF_KIND_TYPEDEF) for tp in PROGRAMS.values()]
-            )
-            hz = kernel_hz()
-            if hz is None:
-                _log.warning(
-                    "kernel config not found (/proc/config.gz, /boot/config-%s): dirty-throttle "
-                    "spans are off (their pause is in jiffies); mount /boot read-only to fix",
-                    os.uname().release,
-                )
-            obj = BpfObject(self.object_path, kconfig=f"CONFIG_HZ={hz or 0}\n")
-        except (LibbpfMissing, LibbpfError) as e:
+            with KernelBtf() as btf:
+                choice = choose_programs(btf.params)
+        except (LibbpfMissing, LibbpfError, OSError) as e:
             raise ProbeUnavailable(str(e)) from e
-        wanted = []
-        for program, tracepoint in PROGRAMS.items():
-            exists = present[f"btf_trace_{tracepoint.split(':')[1]}"]
-            enabled = (
-                exists
-                and (self.want_lookups or program not in LOOKUP_PROGRAMS)
-                and (self.want_stalls or program not in STALL_PROGRAMS)
+        hz = kernel_hz()
+        if hz is None:
+            _log.warning(
+                "kernel config not found (/proc/config.gz, /boot/config-%s): dirty-throttle "
+                "spans are off (their pause is in jiffies); mount /boot read-only to fix",
+                os.uname().release,
             )
-            if not exists:
-                self.missing_tracepoints.append(tracepoint)
-            obj.set_autoload(program, enabled)
-            if enabled:
-                wanted.append(program)
-        missing_required = [p for p in REQUIRED_PROGRAMS if p not in wanted]
+        self.missing_tracepoints = choice.missing_tracepoints
+        base = [
+            p for p in choice.tracepoint_programs if self.want_stalls or p not in STALL_PROGRAMS
+        ]
+        missing_required = sorted(REQUIRED_PROGRAMS - set(base))
         if missing_required:
-            obj.close()
             raise ProbeUnavailable(
                 "this kernel lacks the filemap tracepoints "
                 f"{', '.join(PROGRAMS[p] for p in missing_required)}: activity metrics are off"
             )
+        # Each way to serve lookups in turn (fentry is refused on some hosts,
+        # kprobes are not built into others), then none: the rest still works.
+        hooks: list[LookupHook | None] = (
+            [h for h in choice.lookup_hooks if h.code.split(":")[0] in self.hook_kinds]
+            if self.want_lookups
+            else []
+        )
+        for hook in [*hooks, None]:
+            try:
+                self._obj = self._load(base + list(hook.programs if hook else ()), hz)
+            except (LibbpfMissing, LibbpfError) as e:
+                if hook is None:
+                    raise ProbeUnavailable(
+                        _explain(e) if isinstance(e, LibbpfError) else str(e)
+                    ) from e
+                self.lookup_hooks_refused.append(f"{hook.code} ({_short(e)})")
+                continue
+            self.lookup_hook = hook.code if hook else "none"
+            self.has_lookups = hook is not None
+            break
+        attached = set(self._obj.attached)
+        self.stall_kinds = [
+            kind
+            for kind, tracepoints in STALL_KINDS.items()
+            if set(tracepoints) <= {PROGRAMS[p] for p in attached if p in PROGRAMS}
+        ]
+        if not self.want_lookups:
+            _log.info("lookup path left unattached (no lookups, no hit ratio), as asked")
+        elif not self.has_lookups:
+            _log.warning(
+                "no way to count lookups on this kernel (%s): running without lookups and "
+                "hit ratio",
+                "; ".join(self.lookup_hooks_refused)
+                or (
+                    f"only {', '.join(self.hook_kinds)} hooks allowed"
+                    if choice.lookup_hooks
+                    else "no mm_filemap_get_pages tracepoint, no read function in BTF"
+                ),
+            )
+        elif self.lookup_hooks_refused:
+            _log.info(
+                "lookups served by %s (refused: %s)",
+                self.lookup_hook,
+                "; ".join(self.lookup_hooks_refused),
+            )
+        if self.missing_tracepoints:
+            _log.warning("kernel lacks %s", ", ".join(self.missing_tracepoints))
+        return self
+
+    def _load(self, programs: list[str], hz: int | None) -> BpfObject:
+        """Open, load and attach exactly ``programs``; closes what it opened on failure."""
+        obj = BpfObject(self.object_path, kconfig=f"CONFIG_HZ={hz or 0}\n")
         try:
+            for program in obj.programs:
+                obj.set_autoload(program, program in programs)
             if self.max_memcgs:
                 for name in (*COUNTER_MAPS, "pagecache_removals"):
                     obj.set_max_entries(name, self.max_memcgs)
             obj.load()
-            for program in wanted:
+            for program in programs:
                 obj.attach(program)
-        except LibbpfError as e:
+        except BaseException:
             obj.close()
-            raise ProbeUnavailable(_explain(e)) from e
-        self._obj = obj
-        attached = set(obj.attached)
-        self.has_lookups = attached >= LOOKUP_PROGRAMS
-        self.stall_kinds = [
-            kind
-            for kind, programs in (
-                ("memcg_reclaim", {"on_memcg_reclaim_begin", "on_memcg_reclaim_end"}),
-                ("direct_reclaim", {"on_direct_reclaim_begin", "on_direct_reclaim_end"}),
-                ("dirty_throttle", {"on_balance_dirty_pages"}),
-            )
-            if attached >= programs
-        ]
-        if self.missing_tracepoints:
-            _log.warning(
-                "kernel lacks %s: running without %s",
-                ", ".join(self.missing_tracepoints),
-                "lookups and hit ratio" if not self.has_lookups else "some lookup events",
-            )
-        elif not self.want_lookups:
-            _log.info("lookup path left unattached (no lookups, no hit ratio), as asked")
-        return self
+            raise
+        return obj
 
     @property
     def attached(self) -> list[str]:
@@ -328,6 +459,11 @@ class CoreProbe:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
+
+
+def _short(error: Exception) -> str:
+    """The first line of a libbpf error, for one-line log messages."""
+    return str(error).splitlines()[0][:160] if str(error) else type(error).__name__
 
 
 def _explain(error: LibbpfError) -> str:

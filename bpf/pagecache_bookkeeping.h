@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The bookkeeping every attachment shares, in one copy: lookup ranges, read
+ * continuation, pending insertions (misses), fault-around, and stall
+ * begin/end. Included by the CO-RE program (pagecache.bpf.c: tracepoints,
+ * and the fentry/kprobe hooks of kernels before 6.12) and by both BCC
+ * programs (pagecache_bcc.c, pagecache_bcc_tp.c).
+ *
+ * Nothing here reads a kernel struct or names a map: each engine defines,
+ * before including this file, how it does that (CO-RE relocations, BTF
+ * offsets for BCC, or tracepoint fields only):
+ *
+ *   TASK_T                        a handle on the current task
+ *   u32 task_tid(TASK_T)          its thread id (global PID namespace)
+ *   u64 task_cset(TASK_T)         a cheap value equal for tasks of one memcg
+ *                                 (the css_set pointer; BCC's tracepoint-only
+ *                                 program uses the cgroup id itself)
+ *   u64 task_memcg_id(TASK_T)     the memcg id the task is charged to
+ *   struct cpu_slots *cpu_slots_get(void)
+ *   void count_misses(u64 *memcg, u64 n), count_lookups_map(u64 *memcg, u64 n)
+ * and, for stalls (PAGECACHE_STALLS defined):
+ *   int stall_start_save(u32 *tid, struct stall_start *)    0 on success
+ *   struct stall_start *stall_start_find(u32 *tid)
+ *   void stall_start_drop(u32 *tid)
+ *   struct stall_event *stall_event_reserve(void)
+ *   void stall_event_submit(struct stall_event *)
+ *   struct span_slot_base *span_base_find(u32 *tgid)
+ *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
+ *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
+ *   void lost(u32 reason)
+ *
+ * "mapping" is whatever the program sees that names the file: an
+ * address_space pointer, or the inode number in the tracepoint-only program.
+ */
+#ifndef __PAGECACHE_BOOKKEEPING_H__
+#define __PAGECACHE_BOOKKEEPING_H__
+
+/* ---- Misses ------------------------------------------------------------------
+ *
+ * A miss is a page inserted on the read or fault path. Readahead (which
+ * serves nearly every read and fault miss) inserts with PF_MEMALLOC_NOFS set
+ * on the task (memalloc_nofs_save in page_cache_ra_unbounded/_order): those
+ * count at once. Other insertions are held in a per-CPU slot until the same
+ * thread's next event says what they were: dirtying the same mapping means a
+ * write filling new pages (not a miss); anything else means a read.
+ */
+#define PF_MEMALLOC 0x00000800      /* in reclaim, or allocating on its behalf */
+#define PF_KSWAPD 0x00020000        /* the kswapd thread */
+#define PF_MEMALLOC_NOFS 0x00040000 /* set by readahead around its insertions */
+
+static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
+{
+	if (slot->pages && miss) {
+		u64 memcg = slot->memcg;
+
+		count_misses(&memcg, slot->pages);
+	}
+	slot->pages = 0;
+	slot->mapping = 0;
+	slot->tid = 0;
+}
+
+/* nr pages were inserted into mapping by the current task; readahead says so
+ * with task_flags & PF_MEMALLOC_NOFS (0 where the flags cannot be read). */
+static __always_inline void note_insertion(TASK_T task, u32 task_flags, u64 mapping, u64 nr)
+{
+	u32 tid = task_tid(task);
+	struct cpu_slots *slots;
+	struct insert_slot *slot;
+
+	if (task_flags & PF_MEMALLOC_NOFS) {
+		u64 accessor = task_memcg_id(task);
+
+		count_misses(&accessor, nr);
+		return;
+	}
+	slots = cpu_slots_get();
+	if (!slots)
+		return;
+	slot = &slots->insert;
+	if (slot->tid == tid && slot->mapping == mapping) {
+		slot->pages += nr;
+		return;
+	}
+	resolve_pending(slot, true);
+	slot->tid = tid;
+	slot->mapping = mapping;
+	slot->memcg = task_memcg_id(task);
+	slot->pages = nr;
+}
+
+/* The same thread inserting then dirtying the same mapping is a write
+ * filling new pages: those insertions were not read misses. */
+static __always_inline void note_dirtying(TASK_T task, u64 mapping)
+{
+	struct cpu_slots *slots = cpu_slots_get();
+
+	if (slots && slots->insert.tid == task_tid(task) && slots->insert.mapping == mapping)
+		resolve_pending(&slots->insert, false);
+}
+
+/* ---- Lookups (by accessor): the hot path ----------------------------------- */
+
+/* Count pages looked up; the slot holds a running count for one memcg and is
+ * flushed into pagecache_lookups only when another memcg reads on this CPU. */
+static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages, TASK_T task)
+{
+	struct lookup_slot *slot = &slots->lookup;
+	u64 cset = task_cset(task);
+	u64 memcg;
+
+	/* A lookup ends any pending insertions as misses (see insert_slot). */
+	if (slots->insert.pages)
+		resolve_pending(&slots->insert, true);
+	/* Tasks sharing a css_set share every css, the memory one included: one
+	 * load instead of walking to the memcg id. (Should a css_set be freed and
+	 * its memory reused for another while this CPU's slot still names it,
+	 * lookups would go to the old memcg until another memcg reads here.) */
+	if (cset == slot->cset) {
+		slot->lookups += pages;
+		return;
+	}
+	memcg = task_memcg_id(task);
+	slot->cset = cset;
+	if (slot->memcg == memcg) {
+		slot->lookups += pages;
+		return;
+	}
+	if (slot->lookups) {
+		u64 old = slot->memcg;
+
+		count_lookups_map(&old, slot->lookups);
+	}
+	slot->memcg = memcg;
+	slot->lookups = pages;
+}
+
+/*
+ * A read looks up pages [index, last] of mapping. The mm_filemap_get_pages
+ * tracepoint and filemap_get_pages() see one read() once per batch, each time
+ * with its whole remaining range: [pos, end], [pos + batch, end], ... Count
+ * the range once, on its first event; a later event of the same thread with
+ * the same mapping and end and a higher start is the same read continuing,
+ * which still ends pending insertions: they were its misses.
+ */
+static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64 last)
+{
+	struct cpu_slots *slots = cpu_slots_get();
+	u32 tid = task_tid(task);
+	struct lookup_slot *slot;
+
+	if (!slots)
+		return;
+	slot = &slots->lookup;
+	if (slot->tid == tid && slot->mapping == mapping && slot->last == last &&
+	    index > slot->index) {
+		slot->index = index;
+		if (slots->insert.pages)
+			resolve_pending(&slots->insert, true);
+		return;
+	}
+	slot->tid = tid;
+	slot->mapping = mapping;
+	slot->index = index;
+	slot->last = last;
+	count_lookups(slots, last - index + 1, task);
+}
+
+/* A page fault that found no mapped page: one page looked up. Fault-around
+ * maps that page again in its range, so the fault is remembered. */
+static __always_inline void lookup_fault(TASK_T task, u64 mapping, u64 index)
+{
+	struct cpu_slots *slots = cpu_slots_get();
+
+	if (!slots)
+		return;
+	slots->lookup.fault_tid = task_tid(task);
+	slots->lookup.fault_mapping = mapping;
+	slots->lookup.fault_index = index;
+	count_lookups(slots, 1, task);
+}
+
+/* Fault-around mapped the cached pages [start, last] of a mapping: counted as
+ * looked up, less the page a fault of the same thread just counted. */
+static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 start, u64 last)
+{
+	struct cpu_slots *slots = cpu_slots_get();
+	u64 pages = last - start + 1;
+	struct lookup_slot *slot;
+
+	if (!slots)
+		return;
+	slot = &slots->lookup;
+	if (slot->fault_tid == task_tid(task) && slot->fault_mapping == mapping &&
+	    slot->fault_index >= start && slot->fault_index <= last) {
+		pages -= 1;
+		slot->fault_mapping = 0;
+	}
+	count_lookups(slots, pages, task);
+}
+
+/* ---- Stalls ------------------------------------------------------------------
+ *
+ * A thread's stall starts at a *_begin tracepoint and ends at the matching
+ * *_end of the same thread: the start waits in stall_starts (bounded, keyed
+ * by thread id) and the finished stall goes to user space through the ring
+ * buffer, which applies the threshold and the rate limit. Stalls are rare
+ * next to lookups, so every one is sent.
+ */
+#ifdef PAGECACHE_STALLS
+
+/* The application span the current thread is running, if its process
+ * published span slots (see struct span_slot); slot->tid is 0 otherwise. The
+ * slots are indexed and tagged by the thread id the application sees. */
+static __always_inline void current_span(TASK_T task, struct span_slot *slot)
+{
+	u32 tgid = task_process_id(task), tid = task_ns_tid(task);
+	struct span_slot_base *base = span_base_find(&tgid);
+	u64 address;
+
+	slot->tid = 0;
+	if (!base || !base->count || base->size < sizeof(*slot))
+		return;
+	address = base->address + (u64)(tid % base->count) * base->size;
+	if (bpf_probe_read_user(slot, sizeof(*slot), (void *)address) || slot->tid != tid)
+		slot->tid = 0; /* unreadable, or another thread's: no link rather than a wrong one */
+}
+
+static __always_inline void stall_begin(TASK_T task, u32 kind, int order, u64 gfp)
+{
+	u32 tid = task_tid(task);
+	struct stall_start start = {};
+
+	start.start_ns = bpf_ktime_get_boot_ns();
+	start.memcg = task_memcg_id(task);
+	start.gfp = gfp;
+	start.order = order;
+	start.kind = kind;
+	current_span(task, &start.span);
+	if (stall_start_save(&tid, &start))
+		lost(LOST_STALL_STARTS_FULL);
+}
+
+static __always_inline struct stall_event *stall_reserve(TASK_T task)
+{
+	struct stall_event *event = stall_event_reserve();
+
+	if (!event) {
+		lost(LOST_STALL_RINGBUF_FULL);
+		return 0;
+	}
+	event->pad = 0;
+	stall_event_task(event, task);
+	return event;
+}
+
+static __always_inline void stall_end(TASK_T task, u32 kind, u64 nr_reclaimed)
+{
+	u32 tid = task_tid(task);
+	struct stall_start *start = stall_start_find(&tid);
+	struct stall_event *event;
+	u64 now = bpf_ktime_get_boot_ns();
+
+	if (!start)
+		return; /* began before we attached */
+	if (start->kind != kind) {
+		stall_start_drop(&tid);
+		return;
+	}
+	event = stall_reserve(task);
+	if (event) {
+		event->start_ns = start->start_ns;
+		event->duration_ns = now - start->start_ns;
+		event->memcg = start->memcg;
+		event->pages = nr_reclaimed;
+		event->gfp = start->gfp;
+		event->ratelimit = 0;
+		event->order = start->order;
+		event->kind = kind;
+		event->planned = 0;
+		__builtin_memcpy(&event->span, &start->span, sizeof(event->span));
+		stall_event_submit(event);
+	}
+	stall_start_drop(&tid);
+}
+
+/*
+ * The writer is about to sleep for `pause` jiffies so writeback can catch up.
+ * The sleep itself has no end event short of tracing the scheduler, so the
+ * span is the planned pause, marked as such (pagecache.stall.planned).
+ */
+static __always_inline void stall_dirty_throttle(TASK_T task, long pause, u64 hz, u64 dirtied,
+						 u64 task_ratelimit)
+{
+	struct stall_event *event;
+
+	if (pause <= 0 || !hz)
+		return;
+	event = stall_reserve(task);
+	if (!event)
+		return;
+	event->start_ns = bpf_ktime_get_boot_ns();
+	event->duration_ns = (u64)pause * (1000000000UL / hz);
+	event->memcg = task_memcg_id(task);
+	event->pages = dirtied;
+	event->gfp = 0;
+	event->ratelimit = task_ratelimit;
+	event->order = 0;
+	event->kind = STALL_DIRTY_THROTTLE;
+	event->planned = 1;
+	current_span(task, &event->span);
+	stall_event_submit(event);
+}
+#endif /* PAGECACHE_STALLS */
+
+#endif /* __PAGECACHE_BOOKKEEPING_H__ */
