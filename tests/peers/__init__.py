@@ -169,6 +169,7 @@ class GoPeer:
         self.workdir = workdir
         self.startup_timeout = startup_timeout
         self.log_path = workdir / f"{self.name}.log"
+        self.env: dict[str, str] | None = None  # None: ours
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _prepare(self) -> tuple[list[str], str]:
@@ -187,7 +188,11 @@ class GoPeer:
                 log.write(f"$ {' '.join(argv)}\n".encode())
                 log.flush()
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
                 )
             try:
                 wait_for_http_ok(ready_url, self.startup_timeout, self._proc)
