@@ -30,6 +30,7 @@ __all__ = [
     "port_accepts",
     "stop_process",
     "tail",
+    "wait_for_http_ok",
     "wait_for_port",
 ]
 
@@ -73,6 +74,25 @@ def wait_for_port(
             return
         time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not accept connections within {timeout:.1f}s")
+
+
+def wait_for_http_ok(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Poll ``url`` until it answers 200 (a peer's readiness endpoint).
+
+    Raises RuntimeError if ``proc`` exits first and TimeoutError on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not 200 within {timeout:.0f}s")
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
@@ -149,6 +169,7 @@ class GoPeer:
         self.workdir = workdir
         self.startup_timeout = startup_timeout
         self.log_path = workdir / f"{self.name}.log"
+        self.env: dict[str, str] | None = None  # None: ours
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _prepare(self) -> tuple[list[str], str]:
@@ -167,10 +188,14 @@ class GoPeer:
                 log.write(f"$ {' '.join(argv)}\n".encode())
                 log.flush()
                 self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
                 )
             try:
-                self._wait_ready(ready_url)
+                wait_for_http_ok(ready_url, self.startup_timeout, self._proc)
                 return self
             except (RuntimeError, TimeoutError) as exc:
                 error = str(exc)
@@ -178,21 +203,6 @@ class GoPeer:
                 if "address already in use" not in self.log_tail(20):
                     break
         raise RuntimeError(f"{self.name} did not start: {error}\n--- log ---\n{self.log_tail()}")
-
-    def _wait_ready(self, url: str) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"exited with code {self._proc.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{url} not 200 within {self.startup_timeout:.0f}s")
 
     def stop(self) -> None:
         """SIGTERM our own PID (the collector flushes its queues), SIGKILL after 10s."""

@@ -11,6 +11,8 @@ endpoints, a processor list without what needs a Kubernetes API).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +23,18 @@ from tests.peers import GoPeer, free_port
 __all__ = ["Collector", "validate"]
 
 
+def node_env() -> dict[str, str]:
+    """Our environment plus what a DaemonSet's downward API gives the collector:
+    agent.yaml's k8sattributes filter reads K8S_NODE_NAME (validate refuses it unset)."""
+    return {**os.environ, "K8S_NODE_NAME": socket.gethostname()}
+
+
 def validate(binary: Path, *configs: Path) -> subprocess.CompletedProcess[str]:
     """``otelcol validate`` of the configs (merged in order); the caller checks the result."""
     argv = [str(binary), "validate", *(f"--config=file:{c}" for c in configs)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, check=False, env=node_env()
+    )
 
 
 class Collector(GoPeer):
@@ -43,6 +53,7 @@ class Collector(GoPeer):
         super().__init__(binary, workdir, startup_timeout)
         self.configs = list(configs)
         self.overlay = overlay
+        self.env = node_env()
         self.grpc_port = 0
 
     @property

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.peers import free_port, stop_process, tail
+from tests.peers import free_port, stop_process, tail, wait_for_http_ok
 
 __all__ = [
     "PROMETHEUS_PACKAGE",
@@ -191,18 +191,10 @@ class PrometheusServer:
     def _wait_ready(self) -> None:
         # /-/ready turns 200 only after the TSDB is open and the config is loaded.
         assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise PrometheusError(f"prometheus exited with code {self._proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise PrometheusError(f"{self.url}/-/ready not 200 within {self.startup_timeout:.0f}s")
+        try:
+            wait_for_http_ok(f"{self.url}/-/ready", self.startup_timeout, self._proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise PrometheusError(f"prometheus: {exc}") from exc
 
     def stop(self) -> None:
         """SIGTERM our own PID (Prometheus shuts down cleanly), SIGKILL after 10s."""

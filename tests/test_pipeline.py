@@ -1,0 +1,249 @@
+"""The shipped pipeline end to end: agent and app -> OpenTelemetry Collector -> Jaeger, Prometheus.
+
+The collector is the one of collector-config/builder.yaml, running
+collector-config/agent.yaml with an overlay that changes only the endpoints and
+drops k8sattributes from the processor lists: that processor needs a Kubernetes
+API, and there is none here, so pod association is NOT exercised (the config is
+only validated, by tests/test_collector_config.py). Jaeger v2 (in-memory) holds
+the traces and is asked through its API v3; Debian's Prometheus takes the
+collector's remote write and is asked through PromQL.
+
+The container is a memcg the test makes, named as Docker's systemd driver names
+a container's (tests/conftest.py); real Docker and podman containers are tested
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.agent_process import (
+    AgentProcess,
+    limit_memcg,
+    run_instrumented_app,
+    stall_agent_env,
+    wait_for_log,
+)
+from tests.conftest import make_cold_file
+from tests.peers import go_peer_binary
+from tests.peers.jaeger import Jaeger, spans_from_api_v3
+from tests.peers.otelcol import Collector
+from tests.peers.otlp_receiver import SpanRecord
+from tests.peers.prometheus import PrometheusServer
+
+CONFIG = Path(__file__).resolve().parent.parent / "collector-config"
+STALL_APP = Path(__file__).with_name("apps") / "stall_app.py"
+MIB = 1 << 20
+AGENT_SERVICE = "otel-pagecache"
+APP_SERVICE = "stalling-app"
+STALL = "pagecache.stall.memcg_reclaim"
+# Set by scripts/trace-example: where to write the traces as Jaeger returned them.
+TRACE_EXAMPLE = os.environ.get("OTEL_PAGECACHE_TRACE_EXAMPLE")
+
+
+@dataclass
+class Pipeline:
+    jaeger: Jaeger
+    prometheus: PrometheusServer
+    collector: Collector
+
+
+def _overlay(jaeger: Jaeger, prometheus: PrometheusServer) -> dict:
+    """agent.yaml's changes: its exporters' endpoints, and no k8sattributes."""
+    with open(CONFIG / "agent.yaml") as f:
+        pipelines = yaml.safe_load(f)["service"]["pipelines"]
+    return {
+        "exporters": {
+            "otlp/traces": {"endpoint": jaeger.otlp_endpoint},
+            "prometheusremotewrite": {"endpoint": f"{prometheus.url}/api/v1/write"},
+        },
+        "service": {
+            "pipelines": {
+                name: {"processors": [p for p in pipeline["processors"] if p != "k8sattributes"]}
+                for name, pipeline in pipelines.items()
+            }
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    workdir = tmp_path_factory.mktemp("pipeline")
+    remote_write = ["--web.enable-remote-write-receiver"]
+    jaeger = Jaeger(go_peer_binary("jaeger"), workdir / "jaeger")
+    prometheus = PrometheusServer([], workdir=workdir / "prometheus", extra_args=remote_write)
+    with jaeger, prometheus:
+        overlay = _overlay(jaeger, prometheus)
+        agent_yaml = [CONFIG / "agent.yaml"]
+        with Collector(go_peer_binary("otelcol"), workdir / "otelcol", agent_yaml, overlay) as c:
+            yield Pipeline(jaeger, prometheus, c)
+
+
+def _stalls_of(spans: list[SpanRecord], container_id: str) -> list[SpanRecord]:
+    return [s for s in spans if s.name == STALL and s.resource.get("container.id") == container_id]
+
+
+def test_stall_spans_reach_jaeger_linked_to_the_app_span(pipeline, memcgs, data_dir, tmp_path):
+    jaeger, collector = pipeline.jaeger, pipeline.collector
+    container_id, path, directory = memcgs.create_container()
+    limit_memcg(directory, 48 * MIB)
+    cold = make_cold_file(data_dir / "cold-128m", 128 * MIB)
+    since = time.time()
+    env = stall_agent_env(collector, OTEL_METRICS_EXPORTER="none")
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        wait_for_log(agent, "stall spans:")
+        # Reads the cold file inside span "read-big": in 48 MiB, it stalls in reclaim.
+        run_instrumented_app(
+            STALL_APP,
+            cold,
+            3,
+            endpoint=collector.grpc_endpoint,
+            service=APP_SERVICE,
+            cgroup=directory,
+            OTEL_METRICS_EXPORTER="none",
+        )
+        # The collector's batch processor (agent.yaml: 5 s) holds spans a while.
+        stall_spans = jaeger.wait_for_spans(
+            AGENT_SERVICE,
+            since,
+            lambda spans: any(s.links for s in _stalls_of(spans, container_id)),
+        )
+        assert agent.terminate() == 0, agent.log()
+
+    app_spans = jaeger.wait_for_spans(
+        APP_SERVICE, since, lambda spans: any(s.name == "read-big" for s in spans)
+    )
+    (app_span,) = [s for s in app_spans if s.name == "read-big"]
+    # The app's trace, fetched by its id.
+    app_trace = jaeger.trace(app_span.trace_id)
+    assert [s.span_id for s in spans_from_api_v3(app_trace)] == [app_span.span_id]
+    assert app_span.resource["service.name"] == APP_SERVICE
+
+    stalls = _stalls_of(stall_spans, container_id)
+    linked = [s for s in stalls if s.links]
+    assert linked
+    for stall in stalls:
+        # The container's identity on the span's Resource, the thread's pid on the span.
+        assert stall.resource["container.runtime.name"] == "docker"
+        assert stall.resource["pagecache.cgroup.path"] == path
+        assert stall.resource["service.name"] == AGENT_SERVICE
+        assert stall.attributes["process.pid"] == app_span.attributes["process.pid"]
+        on_app_span = stall.attributes["thread.id"] == app_span.attributes["thread.id"] and (
+            app_span.start_time_unix_nano <= stall.start_time_unix_nano
+            and stall.end_time_unix_nano <= app_span.end_time_unix_nano
+        )
+        # Every stall of the span's thread while it ran carries the link; the
+        # others (start-up imports in 48 MiB, the exporter's thread) carry none.
+        assert bool(stall.links) == on_app_span, stall
+        if stall.links:
+            (link,) = stall.links
+            assert (link.trace_id, link.span_id) == (app_span.trace_id, app_span.span_id)
+            assert link.attributes == {"pagecache.link.reason": "running_on_thread"}
+            assert stall.trace_id != app_span.trace_id  # linked, not a child
+    if TRACE_EXAMPLE:
+        example = {
+            "app_trace": app_trace,
+            "stall_trace": jaeger.trace(linked[0].trace_id),
+        }
+        Path(TRACE_EXAMPLE).write_text(json.dumps(example, indent=2) + "\n")
+
+
+def _file_lru(directory: Path) -> int:
+    """The memcg's own active_file + inactive_file from memory.stat (v1 or v2 names)."""
+    stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+    return int(stat["active_file"]) + int(stat["inactive_file"])
+
+
+def test_page_cache_series_reach_prometheus_by_remote_write(pipeline, memcgs, data_dir, tmp_path):
+    prometheus, collector = pipeline.prometheus, pipeline.collector
+    container_id, path, directory = memcgs.create_container()
+    worker = memcgs.worker(directory)
+    worker.do("read", make_cold_file(data_dir / "cold-64m", 64 * MIB))
+    # The container's I/O is over: its file LRU stays put from here on.
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    selector = f'pagecache_usage_bytes{{container_id="{container_id}"}}'
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        series = prometheus.wait_for_series(selector, timeout=60)
+        # Both LRU states of the same sample (the batch carries them together).
+        deadline = time.monotonic() + 30
+        while len(series) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            series = prometheus.query(selector)
+        exported = sum(float(s["value"][1]) for s in series)
+        truth = _file_lru(directory)
+        assert agent.terminate() == 0, agent.log()
+    assert {s["metric"]["pagecache_state"] for s in series} == {"active", "inactive"}
+    for s in series:
+        labels = s["metric"]
+        assert labels["container_runtime_name"] == "docker"
+        assert labels["pagecache_cgroup_path"] == path
+        assert labels["service_name"] == AGENT_SERVICE
+    assert truth > 32 * MIB  # the read file is (mostly) still cached
+    assert abs(exported - truth) <= 0.1 * truth, (exported, truth)
+
+
+def test_api_v3_otlp_json_parses_with_hex_ids_and_link_attributes():
+    # The shape Jaeger's /api/v3/traces answers (cmd/query/app/apiv3 snapshots):
+    # OTLP JSON with hex ids and enum numbers; parsed by the OTLP protobuf schema.
+    document = {
+        "result": {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "container.id", "value": {"stringValue": "c1"}}]
+                    },
+                    "scopeSpans": [
+                        {
+                            "scope": {"name": "otel_pagecache"},
+                            "spans": [
+                                {
+                                    "traceId": "00000000000000000000000000000001",
+                                    "spanId": "0000000000000002",
+                                    "name": STALL,
+                                    "kind": 1,
+                                    "startTimeUnixNano": "10",
+                                    "endTimeUnixNano": "20",
+                                    "attributes": [
+                                        {"key": "process.pid", "value": {"intValue": "42"}}
+                                    ],
+                                    "links": [
+                                        {
+                                            "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                            "spanId": "b7ad6b7169203331",
+                                            "attributes": [
+                                                {
+                                                    "key": "pagecache.link.reason",
+                                                    "value": {"stringValue": "running_on_thread"},
+                                                }
+                                            ],
+                                        }
+                                    ],
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+    (span,) = spans_from_api_v3(document)
+    assert span.resource == {"container.id": "c1"}
+    assert (span.trace_id, span.span_id) == ("0" * 31 + "1", "0" * 15 + "2")
+    assert span.attributes == {"process.pid": 42}
+    assert span.end_time_unix_nano == 20
+    (link,) = span.links
+    assert (link.trace_id, link.span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert link.attributes == {"pagecache.link.reason": "running_on_thread"}
