@@ -25,6 +25,13 @@ from otel_pagecache import cgroupfs, containers, memstat
 from otel_pagecache.containers import Enricher, Identity, identify, identify_process
 from otel_pagecache.correlation import parse_registry
 from otel_pagecache.doctor import cgroup_mounts
+from otel_pagecache.runtime_metadata import (
+    MetadataFiles,
+    containerd_meta,
+    crio_meta,
+    docker_meta,
+    storage_index,
+)
 
 FUZZ_EXAMPLES = int(os.environ.get("OTEL_PAGECACHE_FUZZ_EXAMPLES", "250"))
 # Bounded time per input: generous for a contended machine (a load of 35 on
@@ -323,25 +330,45 @@ def test_cgroup_paths_never_raise(path: str) -> None:
 @FUZZ
 @given(_METADATA)
 def test_runtime_metadata_never_raises(document: bytes) -> None:
+    """Each runtime's parser, through the change-aware file cache the agent uses."""
     with tempfile.TemporaryDirectory() as root:
         path = os.path.join(root, "config.json")
         Path(path).write_bytes(document)
-        for parse in containers._METADATA_PARSERS.values():
-            meta = parse(path)
+        # One cache per parser: a cache keys by path, one parser per file.
+        for parse in (docker_meta, containerd_meta, crio_meta):
+            meta = MetadataFiles(refresh_seconds=0).get(path, parse, 0.0)
             if meta is not None:
-                for value in (meta.container_name, meta.namespace, meta.pod_name, meta.pod_uid):
+                for value in (
+                    meta.name,
+                    meta.image_name,
+                    meta.image_id,
+                    meta.k8s_container_name,
+                    meta.namespace,
+                    meta.pod_name,
+                    meta.pod_uid,
+                ):
                     assert value is None or isinstance(value, str)
+                assert all(isinstance(tag, str) for tag in meta.image_tags)
+        index = MetadataFiles(refresh_seconds=0).get(path, storage_index, 0.0)
+        assert index is None or isinstance(index, dict)
 
 
 @FUZZ
-@given(_METADATA, st.sampled_from(["docker", "containerd", "cri-o"]))
+@given(_METADATA, st.sampled_from(["docker", "containerd", "cri-o", "podman"]))
 def test_enricher_with_garbage_metadata_never_raises(document: bytes, runtime: str) -> None:
     """Through the Enricher, as the agent calls it, for each runtime's file."""
     with tempfile.TemporaryDirectory() as root:
         paths = {
-            "docker": (f"docker/{CID}/config.v2.json", f"/docker-{CID}.scope"),
-            "containerd": (f"containerd/k8s.io/{CID}/config.json", f"/cri-containerd-{CID}.scope"),
-            "cri-o": (f"crio/{CID}/userdata/config.json", f"/crio-{CID}.scope"),
+            "docker": (f"docker/containers/{CID}/config.v2.json", f"/docker-{CID}.scope"),
+            "containerd": (
+                f"containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/config.json",
+                f"/cri-containerd-{CID}.scope",
+            ),
+            "cri-o": (
+                f"crio/overlay-containers/{CID}/userdata/config.json",
+                f"/crio-{CID}.scope",
+            ),
+            "podman": ("storage/overlay-containers/containers.json", f"/libpod-{CID}.scope"),
         }
         relative, cgroup = paths[runtime]
         target = Path(root, relative)
@@ -352,6 +379,7 @@ def test_enricher_with_garbage_metadata_never_raises(document: bytes, runtime: s
             containerd_state_root=os.path.join(root, "containerd"),
             crio_state_root=os.path.join(root, "crio"),
             docker_root=os.path.join(root, "docker"),
+            storage_root=os.path.join(root, "storage"),
         )
         assert isinstance(enricher.enrich(identify(cgroup)), Identity)
 

@@ -134,7 +134,9 @@ def test_host_root_moves_every_host_path_unless_set_explicitly():
     )
     assert s.cgroup_root == "/host/sys/fs/cgroup" and s.proc_root == "/elsewhere/proc"
     assert s.pod_log_root == "/host/var/log/pods"
-    assert s.docker_root == "/host/var/lib/docker/containers"
+    assert s.docker_root == "/host/var/lib/docker"
+    assert s.storage_root == "/host/var/lib/containers/storage"
+    assert s.containerd_state_root == "/host/run/containerd"
 
 
 def test_help_says_which_interval_is_seconds_and_which_milliseconds():

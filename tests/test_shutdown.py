@@ -121,19 +121,21 @@ def test_sigint_with_a_dead_collector_exits_0(memcgs, tmp_path):
         _assert_clean_stop(*_stop(agent, signal.SIGINT))
 
 
-def test_invalid_exporter_setting_exits_2_with_one_line(tmp_path):
+def test_invalid_setting_exits_2_with_one_line(tmp_path):
+    # A standard OTEL_* variable warns and falls back (the specification); one of
+    # this project's own is strict.
     result = subprocess.run(
         [sys.executable, "-m", "otel_pagecache.cli", "run"],
         env={
             **os.environ,
             **_env("http://127.0.0.1:9", "grpc"),
-            "OTEL_METRICS_EXPORTER": "carrier-pigeon",
+            "OTEL_PAGECACHE_ENGINE": "carrier-pigeon",
         },
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2, result.stderr
-    assert "OTEL_METRICS_EXPORTER='carrier-pigeon'" in result.stderr
+    assert "OTEL_PAGECACHE_ENGINE='carrier-pigeon'" in result.stderr
     assert "Traceback" not in result.stderr
     assert "activity engine" not in result.stderr, "checked before any BPF program loads"
