@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 __all__ = [
@@ -130,6 +129,19 @@ _REPO = Path(__file__).resolve().parents[2]
 _Peer = TypeVar("_Peer", bound="GoPeer")
 
 
+class Managed:
+    """A peer used as a context manager: start() on entering, stop() on leaving."""
+
+    def __enter__(self: _Managed) -> _Managed:
+        return self.start()  # type: ignore[attr-defined]
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()  # type: ignore[attr-defined]
+
+
+_Managed = TypeVar("_Managed", bound=Managed)
+
+
 class GoPeerBuildError(RuntimeError):
     """scripts/build-peers failed; the message holds its output."""
 
@@ -153,7 +165,7 @@ def go_peer_binary(name: str) -> Path:
     return Path(path)
 
 
-class GoPeer:
+class GoPeer(Managed):
     """A Go-built peer subprocess with its config and log in ``workdir``.
 
     Subclasses write their config in :meth:`_prepare` with ports picked there
@@ -212,13 +224,3 @@ class GoPeer:
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
 
-    def __enter__(self: _Peer) -> _Peer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -36,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from tests.pace import scaled
+from tests.peers import Managed
 
 ExportMetricsServiceRequest = metrics_service_pb2.ExportMetricsServiceRequest
 ExportTraceServiceRequest = trace_service_pb2.ExportTraceServiceRequest
@@ -430,7 +430,7 @@ class _HttpServer(ThreadingHTTPServer):
 # --------------------------------------------------------------------------- receiver
 
 
-class OtlpReceiver:
+class OtlpReceiver(Managed):
     """OTLP gRPC + HTTP receiver storing every export request (thread-safe).
 
     Ports default to 0 (ephemeral, chosen by the kernel at bind time, so there is
@@ -511,16 +511,6 @@ class OtlpReceiver:
             self._grpc_server.stop(grace=0.5).wait(timeout=5)
             self._grpc_server = None
 
-    def __enter__(self) -> OtlpReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- endpoints
 

@@ -18,10 +18,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tests.peers import free_port, stop_process, tail, wait_for_http_ok
+from tests.peers import Managed, free_port, stop_process, tail, wait_for_http_ok
 
 __all__ = [
     "PROMETHEUS_PACKAGE",
@@ -92,7 +91,7 @@ def _render_config(targets: Sequence[str], scrape_interval: str, job_name: str) 
     return json.dumps(config, indent=2) + "\n"
 
 
-class PrometheusServer:
+class PrometheusServer(Managed):
     """A Prometheus subprocess on ``127.0.0.1:<free port>`` scraping ``targets``."""
 
     def __init__(
@@ -204,16 +203,6 @@ class PrometheusServer:
             shutil.rmtree(self._own_workdir, ignore_errors=True)
             self._own_workdir = None
 
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- HTTP API
 

@@ -19,9 +19,8 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.peers import free_port, stop_process, tail, wait_for_port
+from tests.peers import Managed, free_port, stop_process, tail, wait_for_port
 
 __all__ = ["RotelAgent", "RotelError", "rotel_binary"]
 
@@ -43,7 +42,7 @@ def rotel_binary() -> Path:
     return path
 
 
-class RotelAgent:
+class RotelAgent(Managed):
     """A rotel-agent subprocess with OTLP receivers on loopback ephemeral ports.
 
     ``exporter_endpoint`` is where rotel forwards everything, e.g.
@@ -186,16 +185,6 @@ class RotelAgent:
             shutil.rmtree(self._own_workdir, ignore_errors=True)
             self._own_workdir = None
 
-    def __enter__(self) -> RotelAgent:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- introspection
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import Managed
+
 BUSYBOX = Path("/bin/busybox")
 # The applets the tests' workloads use, linked as in a busybox image.
 APPLETS = ("sh", "dd", "sleep", "cat", "taskset", "true")
@@ -145,7 +147,7 @@ def unmount_below(directory: Path) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
-class RuntimeCli:
+class RuntimeCli(Managed):
     """A runtime's command line (``docker``/``podman`` share these verbs and flags)."""
 
     run_flags: tuple[str, ...] = ()
@@ -187,11 +189,6 @@ class RuntimeCli:
     def stop_daemon(self) -> None:
         pass
 
-    def __enter__(self) -> RuntimeCli:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def attempt(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
