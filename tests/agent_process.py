@@ -62,18 +62,25 @@ class AgentProcess:
             self.terminate()
 
 
-def stall_agent_env(receiver, **overrides: str) -> dict[str, str]:
-    """The agent exporting to ``receiver`` with every stall spanned (threshold 0)."""
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+def agent_env(grpc_endpoint: str, **overrides: str) -> dict[str, str]:
+    """The agent exporting over plaintext OTLP/gRPC to ``grpc_endpoint`` every 500 ms."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": grpc_endpoint,
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
-        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
+        **overrides,
     }
-    env.update(overrides)
-    return env
+
+
+def stall_agent_env(receiver, **overrides: str) -> dict[str, str]:
+    """The agent exporting to ``receiver`` with every stall spanned (threshold 0)."""
+    return agent_env(
+        receiver.grpc_endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_PAGECACHE_STALL_THRESHOLD_MS="0",
+        OTEL_PAGECACHE_STALL_SPANS_PER_SECOND="1000",
+        **overrides,
+    )
 
 
 def wait_for_log(agent: AgentProcess, text: str, timeout: float = 30) -> None:

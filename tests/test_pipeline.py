@@ -27,6 +27,7 @@ import yaml
 
 from tests.agent_process import (
     AgentProcess,
+    agent_env,
     limit_memcg,
     run_instrumented_app,
     stall_agent_env,
@@ -168,12 +169,7 @@ def test_page_cache_series_reach_prometheus_by_remote_write(pipeline, memcgs, da
     worker = memcgs.worker(directory)
     worker.do("read", make_cold_file(data_dir / "cold-64m", 64 * MIB))
     # The container's I/O is over: its file LRU stays put from here on.
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_TRACES_EXPORTER": "none",
-    }
+    env = agent_env(collector.grpc_endpoint, OTEL_TRACES_EXPORTER="none")
     selector = f'pagecache_usage_bytes{{container_id="{container_id}"}}'
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
         series = prometheus.wait_for_series(selector, timeout=60)

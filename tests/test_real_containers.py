@@ -21,7 +21,7 @@ import pytest
 
 from otel_pagecache.cgroupfs import MemoryHierarchy, own_cgroup_path
 from otel_pagecache.containers import Enricher, identify
-from tests.agent_process import AgentProcess
+from tests.agent_process import AgentProcess, agent_env
 from tests.conftest import make_cold_file
 from tests.peers.docker import DockerDaemon
 from tests.peers.otlp_receiver import iter_points
@@ -122,13 +122,9 @@ def test_real_container_is_named_and_counted_exactly(
     cid = runtime.cli.run(
         f"{IMAGE}:{TAG}", "sleep", "100000", name=container_name, volume=f"{data_dir}:/data:ro"
     )
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_PAGECACHE_STALLS": "false",
-        **runtime.agent_env,
-    }
+    env = agent_env(
+        otlp_receiver.grpc_endpoint, OTEL_PAGECACHE_STALLS="false", **runtime.agent_env
+    )
     include = f"{runtime.parent.top}/*"
     with AgentProcess(["run", "--engine", "core", "--include", include], env, tmp_path) as agent:
 

@@ -511,7 +511,6 @@ class OtlpReceiver(Managed):
             self._grpc_server.stop(grace=0.5).wait(timeout=5)
             self._grpc_server = None
 
-
     # -- endpoints
 
     @property

@@ -203,7 +203,6 @@ class PrometheusServer(Managed):
             shutil.rmtree(self._own_workdir, ignore_errors=True)
             self._own_workdir = None
 
-
     # -- HTTP API
 
     def _api(self, path: str, params: dict[str, str] | None = None) -> Any:

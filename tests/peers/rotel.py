@@ -185,7 +185,6 @@ class RotelAgent(Managed):
             shutil.rmtree(self._own_workdir, ignore_errors=True)
             self._own_workdir = None
 
-
     # -- introspection
 
     @property

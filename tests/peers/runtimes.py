@@ -189,7 +189,6 @@ class RuntimeCli(Managed):
     def stop_daemon(self) -> None:
         pass
 
-
     def attempt(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.argv(*args), capture_output=True, text=True, timeout=120, check=False
