@@ -66,6 +66,14 @@ struct {
 	__type(value, struct cpu_slots);
 } cpu_slots SEC(".maps");
 
+/* Multi-page reads in progress, by thread (see struct read_progress). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, PAGECACHE_MAX_READING_THREADS);
+	__type(key, __u32);
+	__type(value, struct read_progress);
+} reads_in_progress SEC(".maps");
+
 /* Stalls: a thread's start waits here, keyed by thread id, until its end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -97,6 +105,16 @@ static __always_inline struct cpu_slots *cpu_slots_get(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&cpu_slots, &zero);
+}
+
+static __always_inline struct read_progress *read_progress_find(__u32 *tid)
+{
+	return bpf_map_lookup_elem(&reads_in_progress, tid);
+}
+
+static __always_inline void read_progress_save(__u32 *tid, struct read_progress *progress)
+{
+	bpf_map_update_elem(&reads_in_progress, tid, progress, BPF_ANY);
 }
 
 static __always_inline void lost(__u32 reason)

@@ -47,7 +47,8 @@ enum lost_reason {
  * Per-CPU slot on the lookup path (mm_filemap_get_pages and the fault
  * events): remembers the last read seen on this CPU, to tell a new read from
  * the next batch of the same read, and the memcg whose lookups it is
- * counting, so the hot path touches no hash map until the memcg changes.
+ * counting, so a one-page read touches no hash map until the memcg or the
+ * thread on this CPU changes (multi-page reads: see struct read_progress).
  */
 struct lookup_slot {
 	__u64 memcg;   /* accessor memcg whose count this slot holds */
@@ -58,6 +59,8 @@ struct lookup_slot {
 	__u64 fault_mapping; /* last filemap_fault: its page is in the next map_pages range */
 	__u64 fault_index;
 	__u64 cset;    /* css_set of the last task counted: same css_set, same memcg */
+	__u64 flushes; /* times lookups went to pagecache_lookups: a reader that sees it
+			* unchanged around its read of that map has a consistent sum */
 	__u32 tid;
 	__u32 fault_tid;
 };
@@ -73,6 +76,22 @@ struct insert_slot {
 	__u64 pages;
 	__u32 tid;
 	__u32 pad;
+};
+
+/*
+ * reads_in_progress value, keyed by thread id: a read() of more than one
+ * page, so that its next batch is still known as the same read when it comes
+ * after another thread's lookups took this CPU's slot (the reader slept on a
+ * cold page) or on another CPU (the reader woke up there). Written when such
+ * a read starts and when another thread takes the slot from it; read only
+ * when the slot names another thread, so a lone reader never touches it.
+ */
+#define PAGECACHE_MAX_READING_THREADS 16384
+
+struct read_progress {
+	__u64 mapping;
+	__u64 index; /* first page of its latest batch seen */
+	__u64 last;
 };
 
 /* Both slots in one per-CPU value: one map look-up per event, not two. */

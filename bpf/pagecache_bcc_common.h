@@ -14,12 +14,23 @@ BPF_PERCPU_HASH(pagecache_removals, struct removal_key, u64, PAGECACHE_MAX_MEMCG
 BPF_HASH(pagecache_file_pages, struct file_key, s64, PAGECACHE_MAX_FILES);
 BPF_PERCPU_ARRAY(pagecache_lost, u64, LOST_REASONS);
 BPF_PERCPU_ARRAY(cpu_slots, struct cpu_slots, 1);
+BPF_TABLE("lru_hash", u32, struct read_progress, reads_in_progress, PAGECACHE_MAX_READING_THREADS);
 
 static __always_inline struct cpu_slots *cpu_slots_get(void)
 {
 	u32 zero = 0;
 
 	return cpu_slots.lookup(&zero);
+}
+
+static __always_inline struct read_progress *read_progress_find(u32 *tid)
+{
+	return reads_in_progress.lookup(tid);
+}
+
+static __always_inline void read_progress_save(u32 *tid, struct read_progress *progress)
+{
+	reads_in_progress.update(tid, progress);
 }
 
 static __always_inline void lost(u32 reason)

@@ -17,6 +17,8 @@
  *                                 program uses the cgroup id itself)
  *   u64 task_memcg_id(TASK_T)     the memcg id the task is charged to
  *   struct cpu_slots *cpu_slots_get(void)
+ *   struct read_progress *read_progress_find(u32 *tid)
+ *   void read_progress_save(u32 *tid, struct read_progress *)
  *   void count_misses(u64 *memcg, u64 n), count_lookups_map(u64 *memcg, u64 n)
  * and, for stalls (PAGECACHE_STALLS defined):
  *   int stall_start_save(u32 *tid, struct stall_start *)    0 on success
@@ -130,6 +132,7 @@ static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages, TA
 		u64 old = slot->memcg;
 
 		count_lookups_map(&old, slot->lookups);
+		slot->flushes++;
 	}
 	slot->memcg = memcg;
 	slot->lookups = pages;
@@ -141,28 +144,62 @@ static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages, TA
  * with its whole remaining range: [pos, end], [pos + batch, end], ... Count
  * the range once, on its first event; a later event of the same thread with
  * the same mapping and end and a higher start is the same read continuing,
- * which still ends pending insertions: they were its misses.
+ * which still ends pending insertions: they were its misses. The read in
+ * progress is this CPU's slot while the thread keeps the CPU, and its
+ * reads_in_progress entry when it comes back after another thread's lookups
+ * or from another CPU (a cold read sleeps between batches: both happen).
  */
+static __always_inline bool continues(u64 mapping, u64 index, u64 last, u64 prev_mapping,
+				      u64 prev_index, u64 prev_last)
+{
+	return mapping == prev_mapping && last == prev_last && index > prev_index;
+}
+
 static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64 last)
 {
 	struct cpu_slots *slots = cpu_slots_get();
 	u32 tid = task_tid(task);
 	struct lookup_slot *slot;
+	struct read_progress *progress = NULL;
+	bool continued;
 
 	if (!slots)
 		return;
 	slot = &slots->lookup;
-	if (slot->tid == tid && slot->mapping == mapping && slot->last == last &&
-	    index > slot->index) {
-		slot->index = index;
+	if (slot->tid == tid) {
+		continued = continues(mapping, index, last, slot->mapping, slot->index, slot->last);
+	} else {
+		if (slot->tid && slot->last > slot->index) {
+			/* Another thread takes the slot: keep its read's progress. */
+			struct read_progress left = {
+				.mapping = slot->mapping, .index = slot->index, .last = slot->last};
+			u32 left_tid = slot->tid;
+
+			read_progress_save(&left_tid, &left);
+		}
+		progress = read_progress_find(&tid);
+		continued = progress && continues(mapping, index, last, progress->mapping,
+						  progress->index, progress->last);
+		slot->tid = tid;
+		slot->mapping = mapping;
+		slot->last = last;
+	}
+	slot->index = index;
+	if (continued) {
+		if (progress)
+			progress->index = index;
 		if (slots->insert.pages)
 			resolve_pending(&slots->insert, true);
 		return;
 	}
-	slot->tid = tid;
 	slot->mapping = mapping;
-	slot->index = index;
 	slot->last = last;
+	if (last > index) {
+		/* More than one page: later batches may come after a switch. */
+		struct read_progress started = {.mapping = mapping, .index = index, .last = last};
+
+		read_progress_save(&tid, &started);
+	}
 	count_lookups(slots, last - index + 1, task);
 }
 

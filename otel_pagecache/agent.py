@@ -340,8 +340,9 @@ class Agent:
         self._stopped.set()
         bound_s = self.settings.shutdown_timeout_s
         deadline = time.monotonic() + bound_s
-        if self.stall_poller is not None:
-            self.stall_poller.stop()
+        # A poller stuck in poll() keeps the BPF object it reads: the kernel
+        # detaches its programs when the process exits.
+        poller_stopped = self.stall_poller is None or self.stall_poller.stop()
         # The span exporter's own retries are not ours to bound: its flush
         # runs in a daemon thread we stop waiting for at the deadline.
         spans = None
@@ -375,8 +376,12 @@ class Agent:
             bound_s,
         )
         self.last_export_delivered = delivered
-        self.close_probes()
-        _log.info("stopped%s", ": BPF programs detached" if self.activity is not None else "")
+        if poller_stopped:
+            self.close_probes()
+        _log.info(
+            "stopped%s",
+            ": BPF programs detached" if self.activity is not None and poller_stopped else "",
+        )
         return True
 
     @staticmethod

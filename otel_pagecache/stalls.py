@@ -276,14 +276,25 @@ class StallPoller:
                 _log.debug("stall ring poll failed", exc_info=True)
                 time.sleep(0.5)
 
-    def stop(self, timeout_s: float = 2.0) -> None:
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """Stop polling; False if the thread is still inside poll(), in which
+        case the ring (and the BPF object it belongs to) must not be freed:
+        freeing it under poll() crashes the process (seen under TCG, where a
+        flood of stalls kept one poll busy for seconds)."""
         self._stop.set()
-        self._thread.join(timeout_s)
+        self._thread.join(timeout_s / 2)
         if self._thread.is_alive():
-            # Still inside poll(): freeing the ring under it would crash the
-            # process; it goes with the process's exit instead.
-            _log.warning("stall poller did not stop within %.1f s", timeout_s)
-            return
+            # Still consuming a flood: make the poll return at its next record.
+            with contextlib.suppress(Exception):
+                self._ring.abandon()
+            self._thread.join(timeout_s / 2)
+        if self._thread.is_alive():
+            _log.warning(
+                "stall poller did not stop within %.1f s; its BPF programs go with the process",
+                timeout_s,
+            )
+            return False
         with contextlib.suppress(Exception):  # what arrived since the last poll, if possible
             self._ring.poll(0)
         self._ring.close()
+        return True

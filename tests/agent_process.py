@@ -74,13 +74,12 @@ def agent_env(grpc_endpoint: str, **overrides: str) -> dict[str, str]:
 
 def stall_agent_env(receiver, **overrides: str) -> dict[str, str]:
     """The agent exporting to ``receiver`` with every stall spanned (threshold 0)."""
-    return agent_env(
-        receiver.grpc_endpoint,
-        OTEL_BSP_SCHEDULE_DELAY="200",
-        OTEL_PAGECACHE_STALL_THRESHOLD_MS="0",
-        OTEL_PAGECACHE_STALL_SPANS_PER_SECOND="1000",
-        **overrides,
-    )
+    defaults = {
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_PAGECACHE_STALL_THRESHOLD_MS": "0",
+        "OTEL_PAGECACHE_STALL_SPANS_PER_SECOND": "1000",
+    }
+    return agent_env(receiver.grpc_endpoint, **{**defaults, **overrides})
 
 
 def wait_for_log(agent: AgentProcess, text: str, timeout: float = 30) -> None:

@@ -130,11 +130,11 @@ class Worker:
             stdout=subprocess.PIPE,
             text=True,
         )
-        # The probes' read-continuation and insertion slots are per CPU: a
-        # reader that migrates mid-read has the rest of that read counted as
-        # a new one and leaves its pending insertions on the CPU it left (a
-        # documented limit, see README "Known limits of the tracepoints").
-        # Pinned, the worker gives the exact figures the tests assert.
+        # The probes' insertion slot is per CPU: a reader that migrates
+        # mid-read leaves its pending insertions on the CPU it left (a
+        # documented limit, see docs/engines.md "Known limits of the
+        # tracepoints"). Pinned, the worker gives the exact figures the tests
+        # assert; test_activity.py puts another reader on its CPU on purpose.
         os.sched_setaffinity(self.proc.pid, {min(os.sched_getaffinity(0))})
 
     def do(self, *command: object, timeout: float = 120) -> None:
@@ -233,6 +233,25 @@ def resident_bytes(path: Path) -> int:
     finally:
         os.close(fd)
     return sum(b & 1 for b in vec) * mmap.PAGESIZE
+
+
+def cached_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache, with one cached past its end.
+
+    Linux 5.10's generic_file_buffered_read (its no_cached_page path) caches
+    a page at the end-of-file index when a read reaches the end of a
+    page-aligned file; 6.1's filemap_read does not (the kernel matrix runs
+    both). mincore cannot see past the end, so the file is grown by one page (the
+    cached page stays: truncate_pagecache only drops pages past the new
+    size), looked at, and shrunk back (which drops that page)."""
+    size = path.stat().st_size
+    if size % mmap.PAGESIZE:
+        return resident_bytes(path) // mmap.PAGESIZE
+    os.truncate(path, size + mmap.PAGESIZE)
+    try:
+        return resident_bytes(path) // mmap.PAGESIZE
+    finally:
+        os.truncate(path, size)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from otel_pagecache.probes.bcc import BccProbe, bcc_available
 from otel_pagecache.probes.btf_offsets import KernelBtf
 from otel_pagecache.probes.core import CoreProbe
 from otel_pagecache.residency import ResidencyReader
-from tests.conftest import make_cold_file, resident_bytes
+from tests.conftest import cached_pages, make_cold_file, resident_bytes
 from tests.kernel_features import skip_unless_lookups
 
 pytestmark = pytest.mark.kernel
@@ -51,7 +51,7 @@ def cache_identity(path: Path) -> tuple[int | None, int | None, int]:
 def reparents_lru_folios() -> bool:
     """7.x: a dead memcg's cached folios move to its parent (their obj_cgroup
     is reparented; pagecache.bpf.c's drift block), so their later removals
-    are the parent's, not a dying memcg's."""
+    are the parent's once that has happened, not a dying memcg's."""
     with KernelBtf() as btf:
         return btf.member_offset("obj_cgroup", "is_root") is not None
 
@@ -138,7 +138,7 @@ def test_cold_read_then_warm_read(memcgs, data_dir, harness, probe):
     assert pages <= first["misses"] <= pages + 64, first
     assert pages <= first["insertions"] <= pages + 64, first
     # The file's own entry: inserted minus removed = what is cached now.
-    assert harness.file_pages(a, cold) == resident_bytes(cold) // PAGE
+    assert harness.file_pages(a, cold) == cached_pages(cold)
     assert first["dirtied"] == 0 and first["invalidations"] == 0
 
     harness.mark()
@@ -155,6 +155,34 @@ def test_cold_read_then_warm_read(memcgs, data_dir, harness, probe):
     if resident_before == pages and delta["misses"] == 0:
         assert second.hit_ratio == 1.0
     assert second.hit_ratio == pytest.approx(max(0.0, 1 - delta["misses"] / delta["lookups"]))
+
+
+def test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once(
+    memcgs, data_dir, harness, probe
+):
+    """While the reader sleeps on its cold pages, another reader's lookups on
+    the same CPU take the per-CPU slot: the read's next batch must still be
+    known as the same read (reads_in_progress), not counted again. Before
+    that map this counted 16,639 lookups for these 16,384 pages."""
+    skip_unless_lookups(probe)
+    a, a_dir = _memcg(memcgs)
+    worker = memcgs.worker(a_dir)
+    cold = make_cold_file(data_dir / "cold-64m", 64 * MIB)
+    small = data_dir / "small"
+    small.write_bytes(b"x" * (16 * PAGE))
+    reader_cpu = min(os.sched_getaffinity(0))  # where Worker pins itself
+    other = subprocess.Popen(
+        ["taskset", "-c", str(reader_cpu), "sh", "-c", f"while :; do cat {small}; done"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        harness.mark()
+        worker.do("read", cold)
+        harness.read()
+    finally:
+        other.kill()
+        other.wait()
+    assert harness.delta(a)["lookups"] == 64 * MIB // PAGE, harness.delta(a)
 
 
 def test_removals_are_attributed_to_the_owner_not_the_evictor(memcgs, data_dir, harness):
@@ -272,19 +300,32 @@ def test_removed_cgroup_counts_go_to_the_dying_bucket(memcgs, data_dir, harness)
     memcgs.created.remove(a_dir)
 
     parent = a_dir.parent.stat().st_ino
-    before = harness.read()
-    dying_before = before.buckets["dying"].invalidations
-    parent_before = before.memcgs[parent].invalidations if parent in before.memcgs else 0
+
+    def invalidations(snapshot) -> dict[str, int]:
+        parent_counters = snapshot.memcgs.get(parent)
+        return {
+            "dying": snapshot.buckets["dying"].invalidations,
+            "parent": parent_counters.invalidations if parent_counters else 0,
+            "unattributed": snapshot.buckets["unattributed"].invalidations,
+        }
+
+    before = invalidations(harness.read())
     cached = resident_bytes(cold) // PAGE
     fd = os.open(cold, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
     snapshot = harness.read()
     assert a not in snapshot.memcgs
+    after = invalidations(snapshot)
+    delta = {k: after[k] - before[k] for k in after}
     if reparents_lru_folios():
-        assert snapshot.memcgs[parent].invalidations - parent_before >= cached > 0
+        # The kernel moves the dead memcg's folios to its parent in the
+        # offline work, racing with our DONTNEED: each removal goes to the
+        # memcg owning the folio at that moment (on 7.3 under TCG: 936 to
+        # the dying memcg, 1,112 to the parent, of 2,048), none elsewhere.
+        assert delta["dying"] + delta["parent"] >= cached > 0, (delta, cached)
     else:
-        assert snapshot.buckets["dying"].invalidations - dying_before >= cached > 0
+        assert delta["dying"] >= cached > 0, (delta, cached)
 
 
 def test_missing_object_names_the_cause_and_the_fix(tmp_path):

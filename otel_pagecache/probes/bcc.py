@@ -30,6 +30,7 @@ from .btf_offsets import KIND_TYPEDEF, KernelBtf, layout_from_btf
 from .core import PROGRAMS, STALL_KINDS, choose_programs, kernel_hz
 from .kheaders import find_headers
 from .layout import LOST_REASONS, REMOVAL_REASONS
+from .lookup_slots import read_lookups
 
 _log = logging.getLogger(__name__)
 COUNTER_MAPS = (
@@ -121,7 +122,11 @@ class _BccRing:
     """BCC's ring-buffer API behind the poll()/close() the stall poller expects."""
 
     def __init__(self, bpf, callback) -> None:
+        self._abandoned = False
+
         def sample(_ctx, data, size) -> int:
+            if self._abandoned:
+                return -1  # libbpf (under BCC) ends the poll at a negative return
             try:
                 callback(ctypes.string_at(data, size))
             except Exception:  # noqa: BLE001 - an exception must not cross into C
@@ -134,6 +139,10 @@ class _BccRing:
 
     def poll(self, timeout_ms: int) -> None:
         self._bpf.ring_buffer_poll(timeout_ms)
+
+    def abandon(self) -> None:
+        """Make a poll in progress return at its next record (see RingBuffer.abandon)."""
+        self._abandoned = True
 
     def close(self) -> None:
         """The ring goes with the BPF object (BccProbe.close)."""
@@ -312,11 +321,22 @@ class BccProbe:
             reading = ActivityReading()
             if b is None:
                 return reading
-            for name in COUNTER_MAPS:
+
+            def read_counter_map(name: str) -> dict[int, int]:
                 table = b[name.encode()]
                 values = {k.value: sum(v) for k, v in table.items()}
-                setattr(reading, name.removeprefix("pagecache_"), values)
                 reading.map_entries[name] = (len(values), table.max_entries)
+                return values
+
+            def read_slots() -> list:
+                return [cpu.lookup for cpu in b[b"cpu_slots"][0]]
+
+            for name in COUNTER_MAPS:
+                if name != "pagecache_lookups":
+                    setattr(reading, name.removeprefix("pagecache_"), read_counter_map(name))
+            reading.lookups, reading.lookups_in_slots = read_lookups(
+                lambda: read_counter_map("pagecache_lookups"), read_slots
+            )
             removals = b[b"pagecache_removals"]
             for k, v in removals.items():
                 reading.removals[(k.memcg, REMOVAL_REASONS.get(k.reason, "unknown"))] = sum(v)
@@ -332,16 +352,6 @@ class BccProbe:
             for index, reason in LOST_REASONS.items():
                 if index < lost.max_entries:
                     reading.lost[reason] = sum(lost[index])
-            # Lookups still held in the per-CPU slots (see probes/core.py).
-            slots = b[b"cpu_slots"]
-            for cpu in slots[0]:
-                if cpu.lookup.lookups:
-                    memcg = cpu.lookup.memcg
-                    reading.lookups_in_slots[memcg] = (
-                        reading.lookups_in_slots.get(memcg, 0) + cpu.lookup.lookups
-                    )
-            for memcg, pages in reading.lookups_in_slots.items():
-                reading.lookups[memcg] = reading.lookups.get(memcg, 0) + pages
             return reading
 
     def stall_ring(self, callback) -> _BccRing:

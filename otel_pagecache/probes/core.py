@@ -19,10 +19,12 @@ from .layout import (
     REMOVAL_REASONS,
     CpuSlots,
     FileKey,
+    LookupSlot,
     RemovalKey,
     SpanSlotBase,
 )
 from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer
+from .lookup_slots import read_lookups
 
 _log = logging.getLogger(__name__)
 
@@ -344,16 +346,22 @@ class CoreProbe:
             if obj is None:
                 return ActivityReading()
             reading = ActivityReading()
-            # The counters' hash maps are read before the per-CPU slots: a slot
-            # flushed in between is then missed once (and seen next time)
-            # rather than counted twice.
             counters = {}
-            for name in COUNTER_MAPS:
+
+            def read_counter_map(name: str) -> dict[int, int]:
                 bpf_map = obj.map(name)
-                table = counters[name] = {}
+                table = {}
                 for key, value in bpf_map.items():
                     table[_U64.unpack(key)[0]] = _sum_u64(bpf_map.per_cpu(value))
                 reading.map_entries[name] = (len(table), bpf_map.max_entries)
+                return table
+
+            for name in COUNTER_MAPS:
+                if name != "pagecache_lookups":
+                    counters[name] = read_counter_map(name)
+            counters["pagecache_lookups"], reading.lookups_in_slots = read_lookups(
+                lambda: read_counter_map("pagecache_lookups"), lambda: self._slots(obj)
+            )
             removals = obj.map("pagecache_removals")
             for key, value in removals.items():
                 k = RemovalKey.from_buffer_copy(key)
@@ -372,10 +380,6 @@ class CoreProbe:
             for index, reason in LOST_REASONS.items():
                 value = lost.lookup(struct.pack("=I", index))
                 reading.lost[reason] = _sum_u64(lost.per_cpu(value)) if value else 0
-            reading.lookups_in_slots = self._slot_lookups(obj)
-            for memcg, pages in reading.lookups_in_slots.items():
-                lookups = counters["pagecache_lookups"]
-                lookups[memcg] = lookups.get(memcg, 0) + pages
             reading.lookups = counters["pagecache_lookups"]
             reading.misses = counters["pagecache_misses"]
             reading.insertions = counters["pagecache_insertions"]
@@ -383,21 +387,20 @@ class CoreProbe:
             return reading
 
     @staticmethod
-    def _slot_lookups(obj: BpfObject) -> dict[int, int]:
-        """Lookups still held in the per-CPU slots: they belong to their memcg too.
+    def _slots(obj: BpfObject) -> list[LookupSlot]:
+        """Each CPU's lookup slot: the lookups it holds belong to its memcg too.
 
         (Insertions whose fate, read miss or write, is not known yet are not
         counted; they are as soon as the next event on that CPU decides.)
         """
         slots = obj.map("cpu_slots")
         raw = slots.lookup(struct.pack("=I", 0))
-        out: dict[int, int] = {}
-        if raw:
-            for cpu in slots.per_cpu(raw):
-                slot = CpuSlots.from_buffer_copy(cpu[: ctypes.sizeof(CpuSlots)]).lookup
-                if slot.lookups:
-                    out[slot.memcg] = out.get(slot.memcg, 0) + slot.lookups
-        return out
+        if not raw:
+            return []
+        return [
+            CpuSlots.from_buffer_copy(cpu[: ctypes.sizeof(CpuSlots)]).lookup
+            for cpu in slots.per_cpu(raw)
+        ]
 
     def stall_ring(self, callback) -> RingBuffer:
         """A ring buffer on the stall events; ``callback(bytes)`` per record."""

@@ -56,6 +56,7 @@ class LookupSlot(ctypes.Structure):
         ("fault_mapping", ctypes.c_uint64),
         ("fault_index", ctypes.c_uint64),
         ("cset", ctypes.c_uint64),
+        ("flushes", ctypes.c_uint64),
         ("tid", ctypes.c_uint32),
         ("fault_tid", ctypes.c_uint32),
     )

@@ -283,8 +283,11 @@ class RingBuffer:
 
     def __init__(self, lib: Libbpf, bpf_map: BpfMap, callback: Callable[[bytes], None]) -> None:
         self._lib = lib
+        self._abandoned = False
 
         def sample(_ctx: int, data: int, size: int) -> int:
+            if self._abandoned:
+                return -1  # libbpf ends the poll at a negative return
             try:
                 callback(ctypes.string_at(data, size))
             except Exception:  # noqa: BLE001 - an exception must not cross into C
@@ -303,6 +306,11 @@ class RingBuffer:
         if rc < 0 and -rc == errno.EINTR:
             return 0
         return self._lib.check(rc, "ring buffer poll")
+
+    def abandon(self) -> None:
+        """Make a poll in progress return at its next record, leaving the rest:
+        a flood of records must not hold up a stop."""
+        self._abandoned = True
 
     def close(self) -> None:
         if self._rb:
