@@ -124,13 +124,16 @@ def _stop_event_on_signals() -> threading.Event:
 
 
 def _run(settings: Settings) -> int:
+    # First: a stop requested while the programs load is a stop, not a kill
+    # (the default SIGTERM action) or a KeyboardInterrupt traceback.
+    stop = _stop_event_on_signals()
     from .agent import Agent
 
     if "prometheus" in settings.metrics_exporters:
         # Bound before the BPF load: a port in use is one line, with nothing loaded.
         serve_prometheus(settings.prometheus_host, settings.prometheus_port)
+    logging.getLogger("otel_pagecache").info("starting (pid %d)", os.getpid())
     agent = Agent(settings)
-    stop = _stop_event_on_signals()
     try:
         agent.wait(stop)
     finally:
@@ -142,11 +145,11 @@ def _top(settings: Settings, args: argparse.Namespace, own: dict[str, object]) -
     from .agent import build_activity, build_residency_reader, read_snapshot
     from .top import run_top, terminal_keys
 
+    stop = _stop_event_on_signals()
     interval = float(own["top_interval_s"])  # type: ignore[arg-type]
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
     # The table shows counters only: no stall programs (nothing would drain them).
     tracker = build_activity(dataclasses.replace(settings, stalls=False), reader)
-    stop = _stop_event_on_signals()
     count = 1 if args.once else own["top_count"]
     try:
         previous = None

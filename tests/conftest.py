@@ -152,6 +152,7 @@ class Worker:
             self.do(command, warm)
         warm.unlink()
         warm.parent.rmdir()
+        self.do("lock")
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -121,6 +121,21 @@ def test_sigint_with_a_dead_collector_exits_0(memcgs, tmp_path):
         _assert_clean_stop(*_stop(agent, signal.SIGINT))
 
 
+def test_sigterm_while_the_programs_load_exits_0_and_detaches(memcgs, tmp_path):
+    """A stop asked for during start-up (handlers are set first, before the
+    BPF load) is a clean stop, not death by the default SIGTERM action."""
+    path, _ = memcgs.create()
+    env = _env(f"http://127.0.0.1:{free_port()}", "grpc")
+    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+        wait_for_log(agent, "starting (pid")
+        agent.proc.send_signal(signal.SIGTERM)
+        code = agent.proc.wait(60)
+    log = agent.log()
+    assert code == 0, log
+    assert "received SIGTERM, stopping" in log and "Traceback" not in log, log
+    assert re.search(r"stopped(: BPF programs detached)?$", log, re.MULTILINE), log
+
+
 def test_invalid_setting_exits_2_with_one_line(tmp_path):
     # A standard OTEL_* variable warns and falls back (the specification); one of
     # this project's own is strict.
