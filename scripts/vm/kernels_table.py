@@ -27,6 +27,9 @@ CAPABILITIES = [
      "test_doctor::test_root_gets_the_verdict_this_kernel_deserves"),
     ("lookups, misses, hit ratio (read)", ENGINES,
      "test_activity::test_cold_read_then_warm_read[{engine}]"),
+    ("a read sleeping between batches counted once", ENGINES,
+     "test_activity::"
+     "test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once[{engine}]"),
     ("lookups through page faults (mmap)", ENGINES,
      "test_activity::test_mmap_read_counts_lookups_through_faults[{engine}]"),
     ("insertions and dirtied (write)", ENGINES,
