@@ -7,7 +7,7 @@ Results of each run (JUnit XML, the run's log, vmtest.txt with the exact
 kernel version and timings) go to .vmtest-results/<kernel>/, which
 scripts/vm/kernels_table.py turns into docs/kernels.md.
 
-Part of the default run (and CI): about 25 minutes on these 2-core machines
+Part of the default run (and CI): about 15 minutes on these 2-core machines
 with the kernels cached, docs/vmtest.md. ``OTEL_PAGECACHE_KERNEL_MATRIX=0``
 skips it for a quick local run; ``-k 'kernel_subset and 6.12'`` picks one
 kernel.
