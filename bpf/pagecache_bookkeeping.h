@@ -155,44 +155,51 @@ static __always_inline bool continues(u64 mapping, u64 index, u64 last, u64 prev
 	return mapping == prev_mapping && last == prev_last && index > prev_index;
 }
 
+/* The slot names another thread: keep that thread's read, if it spans more
+ * than one page, in reads_in_progress, and say whether this event continues
+ * the current thread's own read kept there (the slot is then this thread's). */
+static __always_inline bool resume_read(struct lookup_slot *slot, u32 tid, u64 mapping, u64 index,
+					u64 last)
+{
+	struct read_progress *progress;
+
+	if (slot->tid && slot->last > slot->index) {
+		struct read_progress left = {
+			.mapping = slot->mapping, .index = slot->index, .last = slot->last};
+		u32 left_tid = slot->tid;
+
+		read_progress_save(&left_tid, &left);
+	}
+	progress = read_progress_find(&tid);
+	if (!progress || !continues(mapping, index, last, progress->mapping, progress->index,
+				    progress->last))
+		return false;
+	progress->index = index;
+	slot->tid = tid;
+	slot->mapping = mapping;
+	slot->last = last;
+	return true;
+}
+
 static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64 last)
 {
 	struct cpu_slots *slots = cpu_slots_get();
 	u32 tid = task_tid(task);
 	struct lookup_slot *slot;
-	struct read_progress *progress = NULL;
-	bool continued;
 
 	if (!slots)
 		return;
 	slot = &slots->lookup;
-	if (slot->tid == tid) {
-		continued = continues(mapping, index, last, slot->mapping, slot->index, slot->last);
-	} else {
-		if (slot->tid && slot->last > slot->index) {
-			/* Another thread takes the slot: keep its read's progress. */
-			struct read_progress left = {
-				.mapping = slot->mapping, .index = slot->index, .last = slot->last};
-			u32 left_tid = slot->tid;
-
-			read_progress_save(&left_tid, &left);
-		}
-		progress = read_progress_find(&tid);
-		continued = progress && continues(mapping, index, last, progress->mapping,
-						  progress->index, progress->last);
-		slot->tid = tid;
-		slot->mapping = mapping;
-		slot->last = last;
-	}
-	slot->index = index;
-	if (continued) {
-		if (progress)
-			progress->index = index;
+	if (slot->tid == tid ? continues(mapping, index, last, slot->mapping, slot->index, slot->last)
+			     : resume_read(slot, tid, mapping, index, last)) {
+		slot->index = index;
 		if (slots->insert.pages)
 			resolve_pending(&slots->insert, true);
 		return;
 	}
+	slot->tid = tid;
 	slot->mapping = mapping;
+	slot->index = index;
 	slot->last = last;
 	if (last > index) {
 		/* More than one page: later batches may come after a switch. */
