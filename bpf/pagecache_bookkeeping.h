@@ -155,22 +155,13 @@ static __always_inline bool continues(u64 mapping, u64 index, u64 last, u64 prev
 	return mapping == prev_mapping && last == prev_last && index > prev_index;
 }
 
-/* The slot names another thread: keep that thread's read, if it spans more
- * than one page, in reads_in_progress, and say whether this event continues
- * the current thread's own read kept there (the slot is then this thread's). */
-static __always_inline bool resume_read(struct lookup_slot *slot, u32 tid, u64 mapping, u64 index,
-					u64 last)
+/* Whether this event continues the thread's read kept in reads_in_progress
+ * (started or left on another CPU); the slot then takes that read over. */
+static __always_inline bool resume_from_map(struct lookup_slot *slot, u32 tid, u64 mapping,
+					    u64 index, u64 last)
 {
-	struct read_progress *progress;
+	struct read_progress *progress = read_progress_find(&tid);
 
-	if (slot->tid && slot->last > slot->index) {
-		struct read_progress left = {
-			.mapping = slot->mapping, .index = slot->index, .last = slot->last};
-		u32 left_tid = slot->tid;
-
-		read_progress_save(&left_tid, &left);
-	}
-	progress = read_progress_find(&tid);
 	if (!progress || !continues(mapping, index, last, progress->mapping, progress->index,
 				    progress->last))
 		return false;
@@ -179,6 +170,38 @@ static __always_inline bool resume_read(struct lookup_slot *slot, u32 tid, u64 m
 	slot->mapping = mapping;
 	slot->last = last;
 	return true;
+}
+
+/* The slot names another thread: keep that thread's read, if it spans more
+ * than one page, in reads_in_progress, then look for this thread's own. */
+static __always_inline bool resume_read(struct lookup_slot *slot, u32 tid, u64 mapping, u64 index,
+					u64 last)
+{
+	if (slot->tid && slot->last > slot->index) {
+		struct read_progress left = {
+			.mapping = slot->mapping, .index = slot->index, .last = slot->last};
+		u32 left_tid = slot->tid;
+
+		read_progress_save(&left_tid, &left);
+	}
+	return resume_from_map(slot, tid, mapping, index, last);
+}
+
+/* Same read continuing? From this CPU's slot when it names this thread; but
+ * the slot may hold an older read of it, from before the thread ran on
+ * another CPU, so a range of more than one page that does not continue the
+ * slot's read is looked for in reads_in_progress too. (A one-page range is
+ * not: the hot path of small reads never touches the map, at the price of
+ * counting a read's last page twice if its one-page last batch comes on a
+ * CPU whose slot is stale.) */
+static __always_inline bool read_continues(struct lookup_slot *slot, u32 tid, u64 mapping,
+					   u64 index, u64 last)
+{
+	if (slot->tid != tid)
+		return resume_read(slot, tid, mapping, index, last);
+	if (continues(mapping, index, last, slot->mapping, slot->index, slot->last))
+		return true;
+	return last > index && resume_from_map(slot, tid, mapping, index, last);
 }
 
 static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64 last)
@@ -190,8 +213,7 @@ static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64
 	if (!slots)
 		return;
 	slot = &slots->lookup;
-	if (slot->tid == tid ? continues(mapping, index, last, slot->mapping, slot->index, slot->last)
-			     : resume_read(slot, tid, mapping, index, last)) {
+	if (read_continues(slot, tid, mapping, index, last)) {
 		slot->index = index;
 		if (slots->insert.pages)
 			resolve_pending(&slots->insert, true);

@@ -9,8 +9,11 @@ VMs shed page cache now and then without memory pressure).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -183,6 +186,43 @@ def test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once(
         other.kill()
         other.wait()
     assert harness.delta(a)["lookups"] == 64 * MIB // PAGE, harness.delta(a)
+
+
+def test_a_cold_read_migrating_between_cpus_is_counted_once(memcgs, data_dir, harness, probe):
+    """The reader is moved between two CPUs all through its cold read, so its
+    batches come on a CPU whose slot holds an older read of the same thread:
+    the read in reads_in_progress decides. Each 1 MiB read may count its last
+    page twice (a one-page last batch on a stale slot, bpf/pagecache_bookkeeping.h);
+    a recounted rest of a read is up to 255 pages."""
+    skip_unless_lookups(probe)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to move the reader between")
+    a, a_dir = _memcg(memcgs)
+    worker = memcgs.worker(a_dir)
+    cold = make_cold_file(data_dir / "cold-64m", 64 * MIB)
+    stop = threading.Event()
+
+    def move_reader() -> None:
+        while not stop.is_set():
+            for cpu in cpus[:2]:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(worker.proc.pid, {cpu})
+                time.sleep(0.0005)
+
+    mover = threading.Thread(target=move_reader, daemon=True)
+    harness.mark()
+    mover.start()
+    try:
+        worker.do("read", cold)
+    finally:
+        stop.set()
+        mover.join()
+        os.sched_setaffinity(worker.proc.pid, {cpus[0]})
+    harness.read()
+    pages = 64 * MIB // PAGE
+    reads = 64
+    assert pages <= harness.delta(a)["lookups"] <= pages + reads, harness.delta(a)
 
 
 def test_removals_are_attributed_to_the_owner_not_the_evictor(memcgs, data_dir, harness):

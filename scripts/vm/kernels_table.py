@@ -30,6 +30,8 @@ CAPABILITIES = [
     ("a read sleeping between batches counted once", ENGINES,
      "test_activity::"
      "test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once[{engine}]"),
+    ("a read moved between CPUs counted once", ENGINES,
+     "test_activity::test_a_cold_read_migrating_between_cpus_is_counted_once[{engine}]"),
     ("lookups through page faults (mmap)", ENGINES,
      "test_activity::test_mmap_read_counts_lookups_through_faults[{engine}]"),
     ("insertions and dirtied (write)", ENGINES,
