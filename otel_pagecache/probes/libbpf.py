@@ -303,8 +303,8 @@ class RingBuffer:
     def poll(self, timeout_ms: int) -> int:
         """Handles ready records; returns how many (0 on timeout)."""
         rc = self._lib.lib.ring_buffer__poll(self._rb, timeout_ms)
-        if rc < 0 and -rc == errno.EINTR:
-            return 0
+        if rc < 0 and (-rc == errno.EINTR or self._abandoned):
+            return 0  # interrupted, or ended by our own callback (abandon)
         return self._lib.check(rc, "ring buffer poll")
 
     def abandon(self) -> None:
