@@ -426,10 +426,10 @@ class Enricher:
     def __init__(
         self,
         pod_log_root: str = "/var/log/pods",
-        containerd_state_root: str = "/run/containerd",
-        crio_state_root: str = "/run/containers/storage",
-        docker_root: str = "/var/lib/docker",
-        storage_root: str = "/var/lib/containers/storage",
+        containerd_state_root: str = MetadataPaths.containerd_state_root,
+        crio_state_root: str = MetadataPaths.crio_state_root,
+        docker_root: str = MetadataPaths.docker_root,
+        storage_root: str = MetadataPaths.storage_root,
         refresh_seconds: float = 10.0,
     ) -> None:
         self._pod_log_root = pod_log_root
