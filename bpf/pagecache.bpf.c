@@ -98,6 +98,14 @@ struct {
 	__type(value, struct span_slot_base);
 } span_slot_bases SEC(".maps");
 
+/* Processes that may just have published span slots (slots_announced). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PAGECACHE_ANNOUNCEMENT_RINGBUF_BYTES);
+} slot_announcements SEC(".maps");
+
+const volatile struct slots_announcement *unused_slots_announcement __attribute__((unused));
+
 extern unsigned long CONFIG_HZ __kconfig __weak;
 
 static __always_inline struct cpu_slots *cpu_slots_get(void)
@@ -347,6 +355,11 @@ static __always_inline struct span_slot_base *span_base_find(__u32 *tgid)
 	return bpf_map_lookup_elem(&span_slot_bases, tgid);
 }
 
+static __always_inline int slots_announcement_output(struct slots_announcement *announcement)
+{
+	return bpf_ringbuf_output(&slot_announcements, announcement, sizeof(*announcement), 0);
+}
+
 static __always_inline void stall_event_task(struct stall_event *event, struct task_struct *task)
 {
 	event->pid = task_process_id(task);
@@ -589,6 +602,14 @@ SEC("tp_btf/mm_vmscan_direct_reclaim_end")
 int BPF_PROG(on_direct_reclaim_end, unsigned long nr_reclaimed)
 {
 	stall_end(current_task(), STALL_DIRECT_RECLAIM, nr_reclaimed);
+	return 0;
+}
+
+/* task_rename(task, comm): the current thread renamed; see slots_announced. */
+SEC("tp_btf/task_rename")
+int BPF_PROG(on_task_rename, struct task_struct *task, const char *comm)
+{
+	slots_announced(current_task(), comm);
 	return 0;
 }
 

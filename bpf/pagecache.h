@@ -40,7 +40,8 @@ enum lost_reason {
 	LOST_FILE_MAP_FULL = 1,  /* pagecache_file_pages had no room */
 	LOST_STALL_RINGBUF_FULL = 2, /* a stall event found the ring buffer full */
 	LOST_STALL_STARTS_FULL = 3,  /* too many threads stalled at once to time them */
-	LOST_REASONS = 4,
+	LOST_ANNOUNCEMENT_RINGBUF_FULL = 4, /* a span-slot announcement found its ring full */
+	LOST_REASONS = 5,
 };
 
 /*
@@ -130,6 +131,14 @@ struct span_slot_base {
 };
 
 #define PAGECACHE_MAX_TRACED_PROCESSES 16384
+#define PAGECACHE_ANNOUNCEMENT_RINGBUF_BYTES 4096
+
+/* slot_announcements record: a process that may just have published span
+ * slots (see slots_announced in pagecache_bookkeeping.h). */
+struct slots_announcement {
+	__u32 pid; /* thread group id (global PID namespace) */
+	__u32 pad;
+};
 
 /* stall_starts value: a thread's stall in progress, keyed by thread id. */
 struct stall_start {

@@ -237,6 +237,13 @@ RAW_TRACEPOINT_PROBE(mm_vmscan_direct_reclaim_end)
 	return 0;
 }
 
+/* task_rename(task, comm): the current thread renamed; see slots_announced. */
+RAW_TRACEPOINT_PROBE(task_rename)
+{
+	slots_announced((void *)bpf_get_current_task(), (const void *)ctx->args[1]);
+	return 0;
+}
+
 /* balance_dirty_pages(wb, dtc, dirty_ratelimit, task_ratelimit, dirtied,
  * period, pause, start_time); up to 6.12 ten numbers stood for dtc:
  * (wb, thresh, bg_thresh, dirty, bdi_thresh, bdi_dirty, dirty_ratelimit,

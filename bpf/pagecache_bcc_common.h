@@ -157,6 +157,7 @@ static __always_inline void file_key_add(u64 memcg, u64 ino, u32 dev, s64 delta,
 BPF_HASH(stall_starts, u32, struct stall_start, PAGECACHE_MAX_STALLING_THREADS);
 BPF_RINGBUF_OUTPUT(stall_events, PAGECACHE_STALL_RINGBUF_BYTES / 4096);
 BPF_HASH(span_slot_bases, u32, struct span_slot_base, PAGECACHE_MAX_TRACED_PROCESSES);
+BPF_RINGBUF_OUTPUT(slot_announcements, PAGECACHE_ANNOUNCEMENT_RINGBUF_BYTES / 4096);
 
 static __always_inline int stall_start_save(u32 *tid, struct stall_start *start)
 {
@@ -186,5 +187,10 @@ static __always_inline void stall_event_submit(struct stall_event *event)
 static __always_inline struct span_slot_base *span_base_find(u32 *tgid)
 {
 	return span_slot_bases.lookup(tgid);
+}
+
+static __always_inline int slots_announcement_output(struct slots_announcement *announcement)
+{
+	return slot_announcements.ringbuf_output(announcement, sizeof(*announcement), 0);
 }
 #endif

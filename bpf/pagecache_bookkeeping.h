@@ -27,6 +27,7 @@
  *   struct stall_event *stall_event_reserve(void)
  *   void stall_event_submit(struct stall_event *)
  *   struct span_slot_base *span_base_find(u32 *tgid)
+ *   int slots_announcement_output(struct slots_announcement *)  0 on success
  *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
  *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
  *   void lost(u32 reason)
@@ -172,35 +173,52 @@ static __always_inline bool resume_from_map(struct lookup_slot *slot, u32 tid, u
 	return true;
 }
 
-/* The slot names another thread: keep that thread's read, if it spans more
- * than one page, in reads_in_progress, then look for this thread's own. */
-static __always_inline bool resume_read(struct lookup_slot *slot, u32 tid, u64 mapping, u64 index,
-					u64 last)
+/*
+ * The slot names another thread: carry that thread's progress over to its
+ * reads_in_progress entry before this thread takes the slot.
+ *
+ * Only progress, never a read: every multi-page read is saved there when it
+ * starts, so the entry is always the thread's latest read, and a slot whose
+ * read differs from it is stale (the thread went on reading on another CPU).
+ * Writing a stale slot's read over the entry made the thread's next batch
+ * look like a new read: a reader moved between CPUs while another reader
+ * used them counted up to 1,515 pages too many for 8,192 (6.1 guest).
+ */
+static __always_inline void carry_progress(struct lookup_slot *slot)
 {
-	if (slot->tid && slot->last > slot->index) {
-		struct read_progress left = {
-			.mapping = slot->mapping, .index = slot->index, .last = slot->last};
-		u32 left_tid = slot->tid;
+	u32 left_tid = slot->tid;
+	struct read_progress *left;
 
-		read_progress_save(&left_tid, &left);
-	}
-	return resume_from_map(slot, tid, mapping, index, last);
+	if (!left_tid || slot->last <= slot->index)
+		return;
+	left = read_progress_find(&left_tid);
+	if (left && continues(slot->mapping, slot->index, slot->last, left->mapping, left->index,
+			      left->last))
+		left->index = slot->index;
 }
 
-/* Same read continuing? From this CPU's slot when it names this thread; but
- * the slot may hold an older read of it, from before the thread ran on
- * another CPU, so a range of more than one page that does not continue the
- * slot's read is looked for in reads_in_progress too. (A one-page range is
- * not: the hot path of small reads never touches the map, at the price of
- * counting a read's last page twice if its one-page last batch comes on a
- * CPU whose slot is stale.) */
+/*
+ * Same read continuing? This CPU's slot when it names this thread and its
+ * read; else, for a range of more than one page, the thread's entry in
+ * reads_in_progress (the slot may name another thread, or hold an older read
+ * of this one from before it ran on another CPU).
+ *
+ * A one-page range never looks in the map: small reads never touch it, and
+ * a thread's entry outlives its read, so a new file whose address_space
+ * reuses a deleted one's address could otherwise match an old read (one page
+ * too few, 2 of 20 runs of 4 KiB reads in a 6.1 guest). The price: a read
+ * whose one-page last batch comes on a CPU whose slot is stale counts that
+ * page twice.
+ */
 static __always_inline bool read_continues(struct lookup_slot *slot, u32 tid, u64 mapping,
 					   u64 index, u64 last)
 {
-	if (slot->tid != tid)
-		return resume_read(slot, tid, mapping, index, last);
-	if (continues(mapping, index, last, slot->mapping, slot->index, slot->last))
-		return true;
+	if (slot->tid == tid) {
+		if (continues(mapping, index, last, slot->mapping, slot->index, slot->last))
+			return true;
+	} else {
+		carry_progress(slot);
+	}
 	return last > index && resume_from_map(slot, tid, mapping, index, last);
 }
 
@@ -290,6 +308,32 @@ static __always_inline void current_span(TASK_T task, struct span_slot *slot)
 	address = base->address + (u64)(tid % base->count) * base->size;
 	if (bpf_probe_read_user(slot, sizeof(*slot), (void *)address) || slot->tid != tid)
 		slot->tid = 0; /* unreadable, or another thread's: no link rather than a wrong one */
+}
+
+/*
+ * Span slots learnt at once, not at the next scan of /proc. The plugin writes
+ * its registry file, then renames its thread to the name it already has
+ * (correlation.SpanSlots): task_rename is rare, cheap to watch, and fired by
+ * the process itself. Such a rename from a process whose slots are unknown
+ * sends its pid to user space, which reads the file under the registry's
+ * usual checks and fills span_slot_bases, long before the application opens
+ * its first span. A real rename (a new name) sends nothing; an exec of a
+ * program of the same name does, and user space finds no file.
+ */
+static __always_inline void slots_announced(TASK_T task, const void *new_name)
+{
+	u64 name[2] = {}, now[2] = {};
+	struct slots_announcement announcement = {};
+
+	bpf_probe_read_kernel_str(name, sizeof(name), new_name);
+	bpf_get_current_comm(now, sizeof(now));
+	if (name[0] != now[0] || name[1] != now[1])
+		return;
+	announcement.pid = task_process_id(task);
+	if (span_base_find(&announcement.pid))
+		return;
+	if (slots_announcement_output(&announcement))
+		lost(LOST_ANNOUNCEMENT_RINGBUF_FULL);
 }
 
 static __always_inline void stall_begin(TASK_T task, u32 kind, int order, u64 gfp)

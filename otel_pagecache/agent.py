@@ -285,23 +285,26 @@ class Agent:
             tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
         else:
             tracer = NoOpTracerProvider().get_tracer(SCOPE_NAME)
+        registry = SlotRegistry(
+            probe.publish_span_slots, probe.forget_span_slots, self.settings.proc_root
+        )
         pipeline = StallPipeline(
             tracer,
             meter,
             threshold_s=self.settings.stall_threshold_ms / 1000,
             spans_per_second=self.settings.stall_spans_per_second,
             burst=max(1.0, self.settings.stall_spans_per_second),
+            on_unlinked=lambda pid: registry.request(pid, announced=False),
         )
         if self.tracer_provider is not None:
             self.tracer_provider.add_span_processor(
                 CountedBatchSpanProcessor(exporter, pipeline.count_dropped)
             )
         self.stall_pipeline = pipeline
-        registry = SlotRegistry(
-            probe.publish_span_slots, probe.forget_span_slots, self.settings.proc_root
-        )
         self.stall_poller = StallPoller(
-            probe.stall_ring(pipeline.handle), pipeline, registry=registry
+            probe.stall_ring(pipeline.handle, on_announcement=registry.request),
+            pipeline,
+            registry=registry,
         ).start()
         _log.info("stall spans: %s", ", ".join(probe.stall_kinds))
 

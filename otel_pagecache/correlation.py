@@ -6,11 +6,16 @@ Two halves, one per side of the privilege boundary:
   ``struct span_slot`` (bpf/pagecache.h) in the process's own memory, one
   slot per thread (index ``tid % count``), holding the span the thread is
   running. Its address is published in ``/tmp/otel-pagecache-slots.<pid>``
-  inside the application's own filesystem view.
+  inside the application's own filesystem view; then the plugin renames its
+  thread to the name it already has, which the stall programs see at once
+  (``slots_announced`` in bpf/pagecache_bookkeeping.h).
 - ``SlotRegistry`` (in the node agent, root): finds those files through
   ``/proc/<pid>/root``, and hands each address to the stall programs, which
   copy the stalled thread's slot with ``bpf_probe_read_user`` when a stall
-  starts (the stalled thread is the current task).
+  starts (the stalled thread is the current task). It reads one process's
+  file as soon as the programs report its announcement, so a process links
+  from its first stall; a scan of /proc every 2 s catches the rest
+  (processes that started before the agent, a full announcement ring).
 
 The registry file is read with O_NOFOLLOW, at most 256 bytes, and only
 parsed as three numbers: a hostile container can at worst make its own
@@ -25,6 +30,7 @@ import ctypes
 import functools
 import logging
 import os
+import queue
 import stat
 import tempfile
 import time
@@ -68,6 +74,7 @@ class SpanSlots:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        announce()
 
     def set(self, tid: int, trace_id: int, span_id: int, trace_flags: int) -> None:
         slot = self._slots[tid % self.count]
@@ -89,6 +96,20 @@ class SpanSlots:
                 os.unlink(self.path)
 
 
+def announce() -> None:
+    """Rename this thread to the name it has: the stall programs see the rename
+    (task_rename) and the node agent reads the registry file at once. A no-op
+    for the application; where /proc is not mounted the agent's next scan
+    finds the file instead."""
+    try:
+        with open("/proc/thread-self/comm", "rb") as f:
+            name = f.read().rstrip(b"\n")
+        with open("/proc/thread-self/comm", "wb") as f:
+            f.write(name)
+    except OSError as e:
+        _log.debug("span slots not announced (%s): the agent finds them within 2 s", e)
+
+
 def parse_registry(data: bytes) -> tuple[int, int, int] | None:
     """``b"140234567 4096 32\\n"`` -> (address, count, size); None for anything else."""
     fields = data.split()
@@ -101,7 +122,21 @@ def parse_registry(data: bytes) -> tuple[int, int, int] | None:
 
 
 class SlotRegistry:
-    """The agent side: keeps the stall programs' map of span slots current."""
+    """The agent side: keeps the stall programs' map of span slots current.
+
+    ``request(pid)`` (any thread: the ring-buffer poller calls it for each
+    announcement, and for each stall that came without a link) queues one
+    process; ``run_once`` (the registry's own thread) reads the queued
+    processes' files, and scans /proc when the scan is due. A stall's request
+    is skipped for a process already known, or found without a registry
+    since the last scan (an announcement's never is: it comes right after the
+    file was written). Requests are bounded: a queue of ``MAX_PENDING``, and
+    at most ``MAX_LOOKUPS_PER_SCAN`` lookups between two scans, so a host that
+    execs many programs of the same name (also a same-name rename) costs at
+    most that; what is dropped the next scan finds."""
+
+    MAX_PENDING = 1024
+    MAX_LOOKUPS_PER_SCAN = 512
 
     def __init__(
         self,
@@ -116,11 +151,55 @@ class SlotRegistry:
         self._every_s = every_s
         self._known: dict[int, tuple[int, int, int]] = {}
         self._last = float("-inf")
+        self._pending: queue.Queue[tuple[int, bool]] = queue.Queue(self.MAX_PENDING)
+        self._lookups = 0
+        self._absent: set[int] = set()  # looked up without a registry since the last scan
+        self.announced = 0  # processes published on request, between scans
+
+    def request(self, pid: int, announced: bool = True) -> None:
+        """Look at process ``pid`` soon: it announced span slots, or (``announced``
+        false) one of its stalls came without a link. Never blocks."""
+        with contextlib.suppress(queue.Full):
+            self._pending.put_nowait((pid, announced))
+
+    def run_once(self, timeout_s: float) -> None:
+        """Serve the requests that arrive within ``timeout_s``, then scan if due."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                pid, announced = self._pending.get(timeout=left)
+            except queue.Empty:
+                break
+            if not announced and (pid in self._known or pid in self._absent):
+                continue
+            if self._lookups < self.MAX_LOOKUPS_PER_SCAN:
+                self._lookups += 1
+                self.lookup(pid)
+        self.maybe_scan()
+
+    def lookup(self, pid: int) -> bool:
+        """Publish the span slots of one process, if it has a valid registry."""
+        entry = self._read(pid)
+        if entry is None:
+            self._absent.add(pid)
+            return False
+        if self._known.get(pid) == entry:
+            return True
+        try:
+            self._publish(pid, *entry)
+        except Exception:  # noqa: BLE001 - map full or probe closed: the scan retries
+            _log.debug("publishing span slots of %d failed", pid, exc_info=True)
+            return False
+        self._known[pid] = entry
+        self.announced += 1
+        return True
 
     def maybe_scan(self) -> None:
         now = time.monotonic()
         if now - self._last >= self._every_s:
             self._last = now
+            self._lookups = 0
+            self._absent.clear()
             self.scan()
 
     def scan(self) -> None:

@@ -38,6 +38,7 @@ TRACEPOINTS = (
     "vmscan:mm_vmscan_direct_reclaim_begin",
     "vmscan:mm_vmscan_direct_reclaim_end",
     "writeback:balance_dirty_pages",
+    "task:task_rename",
 )
 # What each tracepoint feeds, for the "what will work" lines.
 FEEDS = {
@@ -52,6 +53,7 @@ FEEDS = {
     "vmscan:mm_vmscan_direct_reclaim_begin": "pagecache.stall.direct_reclaim spans",
     "vmscan:mm_vmscan_direct_reclaim_end": "pagecache.stall.direct_reclaim spans",
     "writeback:balance_dirty_pages": "pagecache.stall.dirty_throttle spans",
+    "task:task_rename": "stall spans linked from a process's first stall (plugin announces)",
 }
 
 

@@ -142,8 +142,12 @@ class StallPipeline:
         spans_per_second: float = 10.0,
         burst: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        on_unlinked: Callable[[int], None] | None = None,
     ) -> None:
         self._tracer = tracer
+        # Told the pid of each stall that came without a link (its process's
+        # span slots may not be known yet: correlation.SlotRegistry.request).
+        self._on_unlinked = on_unlinked
         self._histogram: Histogram = meter.create_histogram(
             "pagecache.stall.duration",
             unit="s",
@@ -191,6 +195,8 @@ class StallPipeline:
             _log.debug("stall record failed", exc_info=True)
 
     def record(self, stall: Stall) -> None:
+        if stall.link is None and self._on_unlinked is not None:
+            self._on_unlinked(stall.pid)
         self._histogram.record(
             stall.duration_ns / 1e9, {CGROUP_ID: stall.memcg, STALL_KIND: stall.kind}
         )
@@ -263,10 +269,10 @@ class StallPoller:
     def _scan(self) -> None:
         while not self._stop.is_set():
             try:
-                self._registry.maybe_scan()
+                self._registry.run_once(0.5)
             except Exception:  # noqa: BLE001
                 _log.debug("span slot scan failed", exc_info=True)
-            self._stop.wait(0.5)
+                self._stop.wait(0.5)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -188,19 +188,66 @@ def test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once(
     assert harness.delta(a)["lookups"] == 64 * MIB // PAGE, harness.delta(a)
 
 
-def test_a_cold_read_migrating_between_cpus_is_counted_once(memcgs, data_dir, harness, probe):
-    """The reader is moved between two CPUs all through its cold read, so its
-    batches come on a CPU whose slot holds an older read of the same thread:
-    the read in reads_in_progress decides. Each 1 MiB read may count its last
-    page twice (a one-page last batch on a stale slot, bpf/pagecache_bookkeeping.h);
-    a recounted rest of a read is up to 255 pages."""
+# tests/repeat-lookups runs these 20 times in each guest: a count that holds
+# only on some timings is a defect (issue 12).
+REPEATS = range(int(os.environ.get("OTEL_PAGECACHE_TEST_REPEAT", "1") or 1))
+
+
+@pytest.fixture(scope="module")
+def kprobe_probe(real_hierarchy):
+    """The CO-RE engine with lookups from kprobes only: the hook of kernels
+    before 6.12 where fentry is refused."""
+    engine = CoreProbe(hook_kinds=("kprobe",))
+    try:
+        engine.start()
+    except ProbeUnavailable as e:
+        pytest.fail(f"the core engine must load on the CI kernel: {e}")
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("repeat", REPEATS, ids=lambda r: f"run{r}")
+@pytest.mark.parametrize("chunk", [4096, 256 * 1024, MIB], ids=["4k", "256k", "1m"])
+def test_a_cold_read_migrating_between_cpus_is_counted_once(
+    memcgs, data_dir, harness, probe, chunk, repeat
+):
+    """The reader is moved between two CPUs every 0.3 ms all through its cold
+    read, while another process reads on the same CPUs, so its batches come
+    on a CPU whose slot holds an older read of the same thread, or another
+    thread's: the read in reads_in_progress decides. One-page reads are never
+    continued, so 4 KiB reads count exactly; a longer read may count its last
+    page twice (a one-page last batch on a stale slot,
+    bpf/pagecache_bookkeeping.h), so at most one page more per read."""
+    _migrating_read(memcgs, data_dir, harness, probe, chunk)
+
+
+@pytest.mark.parametrize("repeat", REPEATS, ids=lambda r: f"run{r}")
+@pytest.mark.parametrize("chunk", [4096, MIB], ids=["4k", "1m"])
+def test_a_cold_read_migrating_between_cpus_is_counted_once_by_kprobes(
+    memcgs, data_dir, real_hierarchy, kprobe_probe, chunk, repeat
+):
+    """The same through kprobes on the read function, where the kernel has no
+    lookup tracepoints and kprobes are built in (not this host: no kprobes)."""
+    if not kprobe_probe.lookup_hook.startswith("kprobe:"):
+        pytest.skip(
+            f"lookups here are not served by kprobes ({kprobe_probe.lookup_hook}; refused: "
+            f"{'; '.join(kprobe_probe.lookup_hooks_refused) or 'none'})"
+        )
+    harness = Harness(real_hierarchy, kprobe_probe)
+    _migrating_read(memcgs, data_dir, harness, kprobe_probe, chunk)
+
+
+def _migrating_read(memcgs, data_dir, harness, probe, chunk) -> None:
     skip_unless_lookups(probe)
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to move the reader between")
     a, a_dir = _memcg(memcgs)
     worker = memcgs.worker(a_dir)
-    cold = make_cold_file(data_dir / "cold-64m", 64 * MIB)
+    size = 32 * MIB
+    cold = make_cold_file(data_dir / "cold-32m", size)
+    small = data_dir / "small"
+    small.write_bytes(b"x" * (16 * PAGE))
     stop = threading.Event()
 
     def move_reader() -> None:
@@ -208,21 +255,35 @@ def test_a_cold_read_migrating_between_cpus_is_counted_once(memcgs, data_dir, ha
             for cpu in cpus[:2]:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(worker.proc.pid, {cpu})
-                time.sleep(0.0005)
+                time.sleep(0.0003)
 
+    other = subprocess.Popen(
+        ["taskset", "-c", f"{cpus[0]},{cpus[1]}", "sh", "-c", f"while :; do cat {small}; done"],
+        stdout=subprocess.DEVNULL,
+    )
     mover = threading.Thread(target=move_reader, daemon=True)
-    harness.mark()
-    mover.start()
     try:
-        worker.do("read", cold)
+        harness.mark()
+        mover.start()
+        try:
+            worker.do("read", cold, chunk)
+        finally:
+            stop.set()
+            mover.join()
+            os.sched_setaffinity(worker.proc.pid, {cpus[0]})
+        harness.read()
     finally:
-        stop.set()
-        mover.join()
-        os.sched_setaffinity(worker.proc.pid, {cpus[0]})
-    harness.read()
-    pages = 64 * MIB // PAGE
-    reads = 64
-    assert pages <= harness.delta(a)["lookups"] <= pages + reads, harness.delta(a)
+        other.kill()
+        other.wait()
+    pages = size // PAGE
+    reads = size // chunk
+    lookups = harness.delta(a)["lookups"]
+    # tests/repeat-lookups collects these lines (pytest -s) for its summary.
+    print(f"\nLOOKUPS {probe.engine}:{probe.lookup_hook} {chunk} {lookups} {pages} {reads}")
+    if chunk == PAGE:
+        assert lookups == pages, harness.delta(a)
+    else:
+        assert pages <= lookups <= pages + reads, harness.delta(a)
 
 
 def test_removals_are_attributed_to_the_owner_not_the_evictor(memcgs, data_dir, harness):

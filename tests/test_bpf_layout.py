@@ -22,6 +22,7 @@ MIRRORS = {
     "stall_event": layout.StallEvent,
     "span_slot": layout.SpanSlot,
     "span_slot_base": layout.SpanSlotBase,
+    "slots_announcement": layout.SlotsAnnouncement,
 }
 
 

@@ -2,9 +2,10 @@
 
 The application runs under ``opentelemetry-instrument`` with the plugin, in
 a memory cgroup with a 48 MiB limit, and reads a 128 MiB cold file inside
-span "read-big": its thread stalls in memcg reclaim. The node agent's stall
-spans for that thread must carry a link to "read-big" (same trace and span
-id), read by the BPF program from the plugin's span slot at the stall's start.
+span "read-big", which it opens at once: its thread stalls in memcg reclaim.
+The node agent's stall spans for that thread must carry a link to "read-big"
+(same trace and span id), read by the BPF program from the plugin's span
+slot at the stall's start, from the first stall on (at least 90% of them).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ def test_stall_span_links_to_the_application_span(
         run_instrumented_app(
             APP,
             cold,
-            3,
             endpoint=otlp_receiver.grpc_endpoint,
             service="stalling-app",
             cgroup=directory,
@@ -80,9 +80,21 @@ def test_stall_span_links_to_the_application_span(
         if s.name == "pagecache.stall.memcg_reclaim"
         and s.resource.get("container.id") == container_id
     ]
-    assert stalls
+    # The app opened its span at once: its slots must be known from its first
+    # stall (announced by the plugin), so nearly every stall of its thread
+    # while the span ran is linked.
+    during = [
+        s
+        for s in stalls
+        if s.attributes["thread.id"] == app_span.attributes["thread.id"]
+        and app_span.start_time_unix_nano <= s.start_time_unix_nano
+        and s.end_time_unix_nano <= app_span.end_time_unix_nano
+    ]
     linked = [s for s in stalls if s.links]
-    assert linked, "no stall span carries a link"
+    assert during, stalls
+    assert len([s for s in during if s.links]) >= 0.9 * len(during), (
+        f"{len([s for s in during if s.links])} of {len(during)} stall spans linked"
+    )
     for stall in linked:
         (link,) = stall.links
         assert (link.trace_id, link.span_id) == (app_span.trace_id, app_span.span_id)

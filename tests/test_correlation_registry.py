@@ -19,7 +19,10 @@ from otel_pagecache.probes.layout import SpanSlot
 @pytest.fixture
 def target():
     proc = subprocess.Popen(["sleep", "60"])
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{proc.pid}/comm").read_text().strip() != "sleep":  # exec'd
+        assert time.monotonic() < deadline, "sleep(1) did not start within 5 s"
+        time.sleep(0.005)
     path = Path(registry_path(proc.pid))
     yield proc.pid, path
     proc.kill()
@@ -89,3 +92,98 @@ def test_the_object_loads_without_a_kernel_config_file(real_hierarchy):
         obj.load()
     finally:
         obj.close()
+
+
+class _CountingRegistry(SlotRegistry):
+    """A registry that counts its reads of registry files."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[int, int, int, int]] = []
+        super().__init__(lambda *entry: self.published.append(entry), lambda pids: None)
+        self.reads: list[int] = []
+        self._last = time.monotonic()  # no scan in these tests: requests only
+
+    def _read(self, pid: int):
+        self.reads.append(pid)
+        return super()._read(pid)
+
+
+def test_an_announced_process_is_read_at_once_under_the_same_checks(target):
+    pid, path = target
+    path.write_text(_content())
+    registry = _CountingRegistry()
+    registry.request(pid)
+    registry.run_once(0.2)
+    assert registry.published == [(pid, 140000000000, 4096, ctypes.sizeof(SpanSlot))]
+    assert registry.announced == 1
+    # Another user's file is refused on announcement as in the scan.
+    os.chown(path, 65534, 65534)
+    other = _CountingRegistry()
+    other.request(pid)
+    other.run_once(0.2)
+    assert other.reads == [pid] and other.published == []
+
+
+def test_unlinked_stalls_ask_once_per_scan_for_a_process_without_slots(target):
+    pid, path = target
+    registry = _CountingRegistry()
+    for _ in range(5):
+        registry.request(pid, announced=False)
+    registry.run_once(0.2)
+    assert registry.reads == [pid]  # found without a registry: not read again
+    # An announcement is always read: it comes right after the file was written.
+    path.write_text(_content())
+    registry.request(pid)
+    registry.run_once(0.2)
+    assert registry.reads == [pid, pid] and len(registry.published) == 1
+    # Known now: a stall's request costs nothing.
+    registry.request(pid, announced=False)
+    registry.run_once(0.2)
+    assert registry.reads == [pid, pid]
+
+
+def test_requests_are_bounded_between_scans():
+    registry = _CountingRegistry()
+    for pid in range(SlotRegistry.MAX_PENDING + 100):
+        registry.request(10_000_000 + pid)  # never blocks, past the queue's bound too
+    registry.run_once(0.5)
+    assert len(registry.reads) == SlotRegistry.MAX_LOOKUPS_PER_SCAN
+
+
+def _rename_self(name: bytes) -> None:
+    with open("/proc/thread-self/comm", "wb") as f:
+        f.write(name)
+
+
+@pytest.mark.kernel
+def test_a_rename_to_the_same_name_announces_the_process(real_hierarchy):
+    """The kernel side of the announcement (bpf/pagecache_bookkeeping.h
+    slots_announced; the BCC engine's is the same code, exercised by
+    tests/test_correlation.py): a thread renamed to the name it has sends its process's pid; a real rename,
+    or a process whose slots are already known, sends nothing."""
+    from otel_pagecache.probes.core import CoreProbe
+
+    probe = CoreProbe(lookups=False).start()
+    try:
+        if "on_task_rename" not in probe.attached:
+            pytest.fail(f"task:task_rename not attached: {probe.attached}")
+        announced: list[int] = []
+        ring = probe.stall_ring(lambda record: None, on_announcement=announced.append)
+        try:
+            with open("/proc/thread-self/comm", "rb") as f:
+                name = f.read().rstrip(b"\n")
+            _rename_self(name)
+            _rename_self(b"otel-pc-renamed")  # a real rename: nothing
+            _rename_self(name)  # back: a new name again, nothing
+            ring.poll(1000)
+            ring.poll(100)
+            assert announced == [os.getpid()]
+            probe.publish_span_slots(os.getpid(), 140000000000, 4096, ctypes.sizeof(SpanSlot))
+            _rename_self(name)  # known: nothing
+            ring.poll(200)
+            assert announced == [os.getpid()]
+        finally:
+            probe.forget_span_slots([os.getpid()])
+            ring.close()
+    finally:
+        probe.close()

@@ -55,7 +55,7 @@ def test_ring_buffer_records_arrive_and_close_detaches(ringbuf_object, tmp_path)
         assert target.lookup(key) == struct.pack("=I", os.getpid())
 
         records = []
-        ring = obj.ring_buffer("records", lambda data: records.append(data))
+        ring = obj.ring_buffer({"records": records.append})
         data = tmp_path / "small"
         data.write_bytes(b"x" * 8192)
         with open(data, "rb") as f:

@@ -105,7 +105,6 @@ def test_stall_spans_reach_jaeger_linked_to_the_app_span(pipeline, memcgs, data_
         run_instrumented_app(
             STALL_APP,
             cold,
-            3,
             endpoint=collector.grpc_endpoint,
             service=APP_SERVICE,
             cgroup=directory,

@@ -5,7 +5,7 @@ faults in code and libraries) happens before, so what the probes count in
 the cgroup is the workload only. Commands, one per line on stdin, each
 answered with "ok" on stdout:
 
-    read PATH          read the whole file with 1 MiB read()s
+    read PATH [BYTES]  read the whole file with read()s of BYTES (default 1 MiB)
     mmap PATH [nohuge] map it and touch every page; "nohuge": MADV_NOHUGEPAGE first,
                        so large folios are mapped page by page (see test_activity)
     write PATH BYTES   write a new file of BYTES (no fsync)
@@ -34,8 +34,9 @@ def main() -> None:
     for line in sys.stdin:
         command, *args = line.split()
         if command == "read":
+            size = int(args[1]) if args[1:] else CHUNK
             fd = os.open(args[0], os.O_RDONLY)
-            while os.read(fd, CHUNK):
+            while os.read(fd, size):
                 pass
             os.close(fd)
         elif command == "mmap":

@@ -22,12 +22,12 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable, missing_bpf_capabilities
 from .btf_offsets import KIND_TYPEDEF, KernelBtf, layout_from_btf
-from .core import PROGRAMS, STALL_KINDS, choose_programs, kernel_hz
+from .core import PROGRAMS, STALL_KINDS, announcement_decoder, choose_programs, kernel_hz
 from .kheaders import find_headers
 from .layout import LOST_REASONS, REMOVAL_REASONS
 from .lookup_slots import read_lookups
@@ -119,23 +119,28 @@ def _tracefs_mounted() -> bool:
 
 
 class _BccRing:
-    """BCC's ring-buffer API behind the poll()/close() the stall poller expects."""
+    """BCC's ring-buffer API behind the poll()/close() the stall poller expects:
+    one poll over the ring buffer maps named in ``rings``, each with its callback."""
 
-    def __init__(self, bpf, callback) -> None:
+    def __init__(self, bpf, rings: dict[str, Callable[[bytes], None]]) -> None:
         self._abandoned = False
+        self._bpf = bpf
+        # BCC keeps its own references too; these are ours
+        self._samples = [self._sampler(callback) for callback in rings.values()]
+        for name, sample in zip(rings, self._samples, strict=True):
+            bpf[name.encode()].open_ring_buffer(sample)
 
+    def _sampler(self, callback: Callable[[bytes], None]):
         def sample(_ctx, data, size) -> int:
             if self._abandoned:
                 return -1  # libbpf (under BCC) ends the poll at a negative return
             try:
                 callback(ctypes.string_at(data, size))
             except Exception:  # noqa: BLE001 - an exception must not cross into C
-                _log.debug("stall callback failed", exc_info=True)
+                _log.debug("ring buffer callback failed", exc_info=True)
             return 0
 
-        self._bpf = bpf
-        self._sample = sample  # BCC keeps its own reference too; this one is ours
-        bpf[b"stall_events"].open_ring_buffer(sample)
+        return sample
 
     def poll(self, timeout_ms: int) -> None:
         self._bpf.ring_buffer_poll(timeout_ms)
@@ -354,12 +359,16 @@ class BccProbe:
                     reading.lost[reason] = sum(lost[index])
             return reading
 
-    def stall_ring(self, callback) -> _BccRing:
-        """The stall ring buffer, polled like the CO-RE engine's (see stalls.StallPoller)."""
+    def stall_ring(self, callback, on_announcement=None) -> _BccRing:
+        """The stall ring buffer and the span-slot announcements, polled like the
+        CO-RE engine's (see CoreProbe.stall_ring, stalls.StallPoller)."""
         with self._lock:
             if self._bpf is None:
                 raise ProbeUnavailable("probe is closed")
-            return _BccRing(self._bpf, callback)
+            rings = {"stall_events": callback}
+            if on_announcement is not None:
+                rings["slot_announcements"] = announcement_decoder(on_announcement)
+            return _BccRing(self._bpf, rings)
 
     def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from .layout import (
     FileKey,
     LookupSlot,
     RemovalKey,
+    SlotsAnnouncement,
     SpanSlotBase,
 )
 from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer
@@ -48,6 +49,7 @@ PROGRAMS = {
     "on_direct_reclaim_end": "vmscan:mm_vmscan_direct_reclaim_end",
     "on_balance_dirty_pages": "writeback:balance_dirty_pages",
     "on_balance_dirty_pages_thresh": "writeback:balance_dirty_pages",
+    "on_task_rename": "task:task_rename",
 }
 # The hot path from 6.12: every read() and page fault on a cached file.
 LOOKUP_PROGRAMS = frozenset({"on_get_pages", "on_fault", "on_map_pages"})
@@ -64,6 +66,7 @@ STALL_KINDS = {
 STALL_PROGRAMS = frozenset(p for p, tp in PROGRAMS.items() if tp.startswith("vmscan:")) | {
     "on_balance_dirty_pages",
     "on_balance_dirty_pages_thresh",
+    "on_task_rename",  # span slots announced by the plugin, for the stall spans' links
 }
 # Lookups before 6.12 (no mm_filemap_get_pages): the read and fault functions,
 # by fentry or, where fentry is refused, by kprobe. Read function -> program
@@ -127,6 +130,8 @@ def choose_programs(params) -> ProgramChoice:
     if throttle is not None:
         # 1 + 12 arguments up to 6.12, 1 + 8 (with the dtc pointer) later
         want("on_balance_dirty_pages" + ("_thresh" if len(throttle) >= 13 else ""))
+    if tp_params["task:task_rename"] is not None:
+        want("on_task_rename")
     lookup_tps = [PROGRAMS[p] for p in sorted(LOOKUP_PROGRAMS)]
     if all(tp_params[tp] is not None for tp in lookup_tps):
         choice.lookup_hooks.append(LookupHook("tracepoint", tuple(sorted(LOOKUP_PROGRAMS))))
@@ -402,12 +407,16 @@ class CoreProbe:
             for cpu in slots.per_cpu(raw)
         ]
 
-    def stall_ring(self, callback) -> RingBuffer:
-        """A ring buffer on the stall events; ``callback(bytes)`` per record."""
+    def stall_ring(self, callback, on_announcement=None) -> RingBuffer:
+        """The stall events' ring buffer, ``callback(bytes)`` per record, polled
+        together with the span-slot announcements (``on_announcement(pid)``)."""
         with self._lock:
             if self._obj is None:
                 raise ProbeUnavailable("probe is closed")
-            return self._obj.ring_buffer("stall_events", callback)
+            rings = {"stall_events": callback}
+            if on_announcement is not None:
+                rings["slot_announcements"] = announcement_decoder(on_announcement)
+            return self._obj.ring_buffer(rings)
 
     def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
         """Tell the stall programs where process ``pid`` keeps its span slots."""
@@ -462,6 +471,16 @@ class CoreProbe:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
+
+
+def announcement_decoder(on_announcement):
+    """A ring callback that hands the pid of each struct slots_announcement on."""
+
+    def decode(record: bytes) -> None:
+        if len(record) >= ctypes.sizeof(SlotsAnnouncement):
+            on_announcement(SlotsAnnouncement.from_buffer_copy(record).pid)
+
+    return decode
 
 
 def _short(error: Exception) -> str:

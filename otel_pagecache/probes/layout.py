@@ -23,11 +23,13 @@ LOST_MEMCG_MAP_FULL = 0
 LOST_FILE_MAP_FULL = 1
 LOST_STALL_RINGBUF_FULL = 2
 LOST_STALL_STARTS_FULL = 3
+LOST_ANNOUNCEMENT_RINGBUF_FULL = 4
 LOST_REASONS = {
     LOST_MEMCG_MAP_FULL: "memcg_map_full",
     LOST_FILE_MAP_FULL: "file_map_full",
     LOST_STALL_RINGBUF_FULL: "stall_ring_buffer_full",
     LOST_STALL_STARTS_FULL: "stall_starts_full",
+    LOST_ANNOUNCEMENT_RINGBUF_FULL: "announcement_ring_buffer_full",
 }
 
 STALL_KINDS = {0: "memcg_reclaim", 1: "direct_reclaim", 2: "dirty_throttle"}
@@ -87,6 +89,10 @@ class SpanSlot(ctypes.Structure):
 
 class SpanSlotBase(ctypes.Structure):
     _fields_ = (("address", ctypes.c_uint64), ("count", ctypes.c_uint32), ("size", ctypes.c_uint32))
+
+
+class SlotsAnnouncement(ctypes.Structure):
+    _fields_ = (("pid", ctypes.c_uint32), ("pad", ctypes.c_uint32))
 
 
 class StallStart(ctypes.Structure):

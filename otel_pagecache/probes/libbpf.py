@@ -131,6 +131,7 @@ class Libbpf:
             "btf__type_by_id": (vp, (vp, cu32)),
             "btf__name_by_offset": (cs, (vp, cu32)),
             "ring_buffer__new": (vp, (ci, _SAMPLE_FN, vp, vp)),
+            "ring_buffer__add": (ci, (vp, ci, _SAMPLE_FN, vp)),
             "ring_buffer__poll": (ci, (vp, ci)),
             "ring_buffer__free": (None, (vp,)),
         }
@@ -279,12 +280,24 @@ class BpfMap:
 
 
 class RingBuffer:
-    """Polls one BPF ring buffer map; ``callback(bytes)`` gets each record."""
+    """Polls BPF ring buffer maps together; each map's ``callback(bytes)`` gets its records."""
 
-    def __init__(self, lib: Libbpf, bpf_map: BpfMap, callback: Callable[[bytes], None]) -> None:
+    def __init__(self, lib: Libbpf, rings: list[tuple[BpfMap, Callable[[bytes], None]]]) -> None:
         self._lib = lib
         self._abandoned = False
+        self._samples = [_SAMPLE_FN(self._sampler(callback)) for _, callback in rings]
+        first, *more = rings
+        self._rb = lib.check_ptr(
+            lib.lib.ring_buffer__new(first[0].fd, self._samples[0], None, None),
+            f"ring buffer on {first[0].name}",
+        )
+        for (bpf_map, _), sample in zip(more, self._samples[1:], strict=True):
+            rc = lib.lib.ring_buffer__add(self._rb, bpf_map.fd, sample, None)
+            if rc < 0:
+                self.close()
+                lib.check(rc, f"ring buffer on {bpf_map.name}")
 
+    def _sampler(self, callback: Callable[[bytes], None]):
         def sample(_ctx: int, data: int, size: int) -> int:
             if self._abandoned:
                 return -1  # libbpf ends the poll at a negative return
@@ -294,11 +307,7 @@ class RingBuffer:
                 _log.debug("ring buffer callback failed", exc_info=True)
             return 0
 
-        self._sample = _SAMPLE_FN(sample)  # keep a reference: C holds the pointer
-        self._rb = lib.check_ptr(
-            lib.lib.ring_buffer__new(bpf_map.fd, self._sample, None, None),
-            f"ring buffer on {bpf_map.name}",
-        )
+        return sample
 
     def poll(self, timeout_ms: int) -> int:
         """Handles ready records; returns how many (0 on timeout)."""
@@ -401,8 +410,9 @@ class BpfObject:
             found = self._maps[name] = BpfMap(self._lib, handle, name)
         return found
 
-    def ring_buffer(self, name: str, callback: Callable[[bytes], None]) -> RingBuffer:
-        return RingBuffer(self._lib, self.map(name), callback)
+    def ring_buffer(self, rings: dict[str, Callable[[bytes], None]]) -> RingBuffer:
+        """One poller over the ring buffer maps named in ``rings``, each with its callback."""
+        return RingBuffer(self._lib, [(self.map(name), cb) for name, cb in rings.items()])
 
     def detach_all(self) -> None:
         for name, link in list(self._links.items()):
