@@ -83,7 +83,12 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
             time.sleep(0.1)
         attached = _program_ids(engine) - before
         assert len(attached) == len(our_programs), agent.log()
-        time.sleep(scaled(1))  # the agent has taken its first snapshot (the baseline)
+        # An export names the container: the agent has taken a snapshot with
+        # its memcg (the baseline) before the workload.
+        otlp_receiver.wait_for_metrics(
+            lambda r: any(p.resource.get("container.id") == container_id for p in iter_points(r)),
+            timeout=30,
+        )
         worker.do("read", cold)
 
         def has_lookups(requests):

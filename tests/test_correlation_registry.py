@@ -159,8 +159,9 @@ def _rename_self(name: bytes) -> None:
 def test_a_rename_to_the_same_name_announces_the_process(real_hierarchy):
     """The kernel side of the announcement (bpf/pagecache_bookkeeping.h
     slots_announced; the BCC engine's is the same code, exercised by
-    tests/test_correlation.py): a thread renamed to the name it has sends its process's pid; a real rename,
-    or a process whose slots are already known, sends nothing."""
+    tests/test_correlation.py): a thread renamed to the name it has sends its
+    process's pid; a real rename, or a process whose slots are already known,
+    sends nothing."""
     from otel_pagecache.probes.core import CoreProbe
 
     probe = CoreProbe(lookups=False).start()

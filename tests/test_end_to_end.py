@@ -21,7 +21,7 @@ import pytest
 from tests.agent_process import AgentProcess, wait_for_log
 from tests.cgroup_trees import write_v2_cgroup
 from tests.conftest import MemcgFactory, make_cold_file, resident_bytes
-from tests.peers import free_port
+from tests.peers import ClosingListener, free_port
 from tests.peers.otlp_receiver import iter_points
 
 FILE_SIZE = 16 << 20
@@ -257,25 +257,30 @@ def test_console_exporter_prints_per_container_resource(memcgs, data_dir, tmp_pa
 
 def test_unreachable_collector_keeps_running_and_warns_rarely(memcgs, tmp_path):
     path, _ = memcgs.create()
-    dead = f"http://127.0.0.1:{free_port()}"
-    env = _agent_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=dead,
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_TIMEOUT="1000",  # milliseconds, as the specification says
-        OTEL_METRIC_EXPORT_INTERVAL="200",
-        OTEL_METRIC_EXPORT_TIMEOUT="1000",
-        OTEL_PAGECACHE_SHUTDOWN_TIMEOUT="2",
-    )
-    with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        # Several export cycles fail in this window; one warning must say so.
-        deadline = time.monotonic() + 20
-        while "metric export via" not in agent.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(3)
-        assert agent.proc.poll() is None, agent.log()
-        started = time.monotonic()
-        code = agent.terminate()
-        elapsed = time.monotonic() - started
+    # The collector's port closes every connection unanswered, and counts
+    # them: each cycle's one attempt fails at once (a retry, 1 s later, would
+    # pass the 1 s export timeout).
+    metrics = b"POST /v1/metrics "
+    with ClosingListener() as dead:
+        env = _agent_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=dead.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_EXPORTER_OTLP_TIMEOUT="1000",  # milliseconds, as the specification says
+            OTEL_METRIC_EXPORT_INTERVAL="200",
+            OTEL_METRIC_EXPORT_TIMEOUT="1000",
+            OTEL_PAGECACHE_SHUTDOWN_TIMEOUT="2",
+        )
+        with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
+            # The first failed cycle warns ...
+            wait_for_log(agent, "metric export via", timeout=20)
+            # ... and the next ones do not: three more cycles reach the endpoint,
+            # so at least two have failed since the warning (the export loop
+            # runs one cycle at a time).
+            dead.wait_for_attempts(dead.attempts(metrics) + 3, metrics, timeout=20)
+            assert agent.proc.poll() is None, agent.log()
+            started = time.monotonic()
+            code = agent.terminate()
+            elapsed = time.monotonic() - started
     log = agent.log()
     assert elapsed < 8, f"shutdown took {elapsed:.1f}s"
     assert code == 0, log

@@ -211,6 +211,14 @@ def test_maps_too_small_count_losses_and_keep_tracked_memcgs_exact(
             (directory / "cgroup.procs").write_text(str(worker.proc.pid))
             worker.do("read", file)
 
+        def collections(requests):
+            # Each collection's first request leads with the agent's own metrics.
+            return sum(
+                bool(own_points(iter_points([r]), "pagecache.agent.bpf.lost")) for r in requests
+            )
+
+        after_reads = collections(otlp_receiver.metrics_requests())
+
         def lost(requests):
             return latest_total(
                 iter_points(requests),
@@ -219,7 +227,10 @@ def test_maps_too_small_count_losses_and_keep_tracked_memcgs_exact(
             )
 
         otlp_receiver.wait_for_metrics(lost, 30)
-        time.sleep(3 * INTERVAL_S)  # every count has been collected and exported
+        # Every count has been collected and exported: the second collection to
+        # arrive after the reads started after them (the first may have begun
+        # before), its snapshot fresh (the interval exceeds the 0.5 s max age).
+        otlp_receiver.wait_for_metrics(lambda r: collections(r) >= after_reads + 2, 30)
         assert agent.proc.poll() is None, agent.log()
         assert agent.terminate() == 0, agent.log()
     assert not error_lines(agent.log()), agent.log()

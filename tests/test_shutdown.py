@@ -3,7 +3,8 @@ collector does, within one bound, with warnings rather than errors.
 
 Real dead endpoints: a port nothing listens on (refused at once), and a
 blackhole that accepts connections and never answers (every attempt waits
-for its deadline), for both OTLP transports. The bound is
+for its deadline), for both OTLP transports. The stop comes once an export
+attempt has reached the endpoint, so it finds the export loop busy with it. The bound is
 OTEL_PAGECACHE_SHUTDOWN_TIMEOUT (default 5 s) on the last flush, metrics and
 spans together; the agent logs how long its flush took, which is held to the
 bound here (the wall-clock stop also includes detaching BPF programs and the
@@ -20,11 +21,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from tests.agent_process import AgentProcess, wait_for_log
-from tests.peers import free_port
+from tests.pace import scaled
+from tests.peers import ClosingListener, free_port
 
 BOUND_S = 3.0
 
@@ -49,6 +52,10 @@ class Blackhole:
                 return
             self._held.append(conn)
 
+    def reached(self) -> bool:
+        """True once an export attempt has connected."""
+        return bool(self._held)
+
     def close(self) -> None:
         self._server.close()
         for conn in self._held:
@@ -60,6 +67,32 @@ def blackhole():
     hole = Blackhole()
     yield hole
     hole.close()
+
+
+class Refusing:
+    """A port nothing listens on, that still tells when an export first tries
+    it: a listener takes that one connection (and closes it), then stops
+    listening, so the port refuses every attempt from then on."""
+
+    def __init__(self) -> None:
+        self._listener = ClosingListener().start()
+        self.port = self._listener.port
+
+    def reached(self) -> bool:
+        if not self._listener.attempts():
+            return False
+        self._listener.stop()
+        return True
+
+    def close(self) -> None:
+        self._listener.stop()
+
+
+@pytest.fixture
+def refusing():
+    port = Refusing()
+    yield port
+    port.close()
 
 
 def _env(endpoint: str, protocol: str, **extra: str) -> dict[str, str]:
@@ -75,9 +108,19 @@ def _env(endpoint: str, protocol: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _stop(agent: AgentProcess, signum: int) -> tuple[int, float, str]:
+def _stop(agent: AgentProcess, signum: int, reached: Callable[[], bool]) -> tuple[int, float, str]:
     wait_for_log(agent, "exporters:")
-    time.sleep(1.5)  # a few export cycles fail meanwhile
+    # An export attempt has reached the dead endpoint: the stop comes while the
+    # loop's first export is in flight (retrying the refused port with backoff,
+    # or waiting for an answer the blackhole never gives). No cycle has failed
+    # yet: one gives up only when its next retry would pass the 30 s export
+    # timeout (OTEL_METRIC_EXPORT_TIMEOUT's default).
+    deadline = time.monotonic() + scaled(30)
+    while not reached():
+        assert agent.running() and time.monotonic() < deadline, (
+            f"no export attempt reached the endpoint\n{agent.log()}"
+        )
+        time.sleep(0.05)
     started = time.monotonic()
     agent.proc.send_signal(signum)
     code = agent.proc.wait(60)
@@ -97,11 +140,13 @@ def _assert_clean_stop(code: int, elapsed: float, log: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_sigterm_with_nothing_listening_exits_0_within_the_bound(memcgs, tmp_path, protocol):
+def test_sigterm_with_nothing_listening_exits_0_within_the_bound(
+    memcgs, tmp_path, protocol, refusing
+):
     path, _ = memcgs.create()
-    env = _env(f"http://127.0.0.1:{free_port()}", protocol)
+    env = _env(f"http://127.0.0.1:{refusing.port}", protocol)
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        _assert_clean_stop(*_stop(agent, signal.SIGTERM))
+        _assert_clean_stop(*_stop(agent, signal.SIGTERM, refusing.reached))
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -111,14 +156,14 @@ def test_sigterm_with_a_blackhole_collector_exits_0_within_the_bound(
     path, _ = memcgs.create()
     env = _env(f"http://127.0.0.1:{blackhole.port}", protocol)
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        _assert_clean_stop(*_stop(agent, signal.SIGTERM))
+        _assert_clean_stop(*_stop(agent, signal.SIGTERM, blackhole.reached))
 
 
-def test_sigint_with_a_dead_collector_exits_0(memcgs, tmp_path):
+def test_sigint_with_a_dead_collector_exits_0(memcgs, tmp_path, refusing):
     path, _ = memcgs.create()
-    env = _env(f"http://127.0.0.1:{free_port()}", "grpc")
+    env = _env(f"http://127.0.0.1:{refusing.port}", "grpc")
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
-        _assert_clean_stop(*_stop(agent, signal.SIGINT))
+        _assert_clean_stop(*_stop(agent, signal.SIGINT, refusing.reached))
 
 
 def test_sigterm_while_the_programs_load_exits_0_and_detaches(memcgs, tmp_path):

@@ -19,10 +19,12 @@ class FloodingRing:
         self.never_returns = never_returns
         self.abandoned = False
         self.closed = False
+        self.polls = 0
         self.records = 0
         self.release = threading.Event()
 
     def poll(self, timeout_ms: int) -> None:
+        self.polls += 1
         while True:
             if self.never_returns:
                 self.release.wait()
@@ -39,10 +41,17 @@ class FloodingRing:
         self.closed = True
 
 
+def _wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
 def test_a_poll_busy_with_a_flood_is_abandoned_and_the_ring_freed():
     ring = FloodingRing()
     poller = StallPoller(ring, pipeline=None).start()
-    time.sleep(0.1)
+    _wait_until(lambda: ring.records > 0)  # the poll is consuming the flood
     assert poller.stop(timeout_s=0.2) is True
     assert ring.abandoned and ring.closed
     assert ring.records > 0
@@ -52,6 +61,7 @@ def test_a_poll_that_never_returns_keeps_its_ring():
     ring = FloodingRing(never_returns=True)
     poller = StallPoller(ring, pipeline=None).start()
     try:
+        _wait_until(lambda: ring.polls > 0)  # inside the poll that never returns
         assert poller.stop(timeout_s=0.1) is False
         assert ring.abandoned and not ring.closed
     finally:

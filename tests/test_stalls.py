@@ -26,7 +26,6 @@ from otel_pagecache.stalls import StallPipeline, TokenBuckets
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env, wait_for_log
 from tests.conftest import make_cold_file
 from tests.kernel_features import skip_if_lacking
-from tests.pace import scaled
 from tests.peers.otlp_receiver import iter_points, iter_spans
 
 MIB = 1 << 20
@@ -48,7 +47,12 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
     env = stall_agent_env(otlp_receiver)
     with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
         wait_for_log(agent, "stall spans:")
-        time.sleep(scaled(1))  # first snapshot taken: the memcg's identity is known
+        # An export names the container: a snapshot has seen the memcg, so its
+        # identity is known before the first stall.
+        otlp_receiver.wait_for_metrics(
+            lambda r: any(p.resource.get("container.id") == container_id for p in iter_points(r)),
+            timeout=30,
+        )
         before_ns = time.time_ns()
         worker.do("read", cold)
         after_ns = time.time_ns()
@@ -61,7 +65,20 @@ def test_memcg_reclaim_stalls_become_spans_on_the_containers_resource(
             )
 
         otlp_receiver.wait_for_traces(has_spans, timeout=30)
-        time.sleep(scaled(1.5))  # one more metric export with the histogram
+
+        def histogram_covers_spans(requests):
+            spans = sum(
+                s.resource.get("container.id") == container_id
+                for s in iter_spans(otlp_receiver.trace_requests())
+            )
+            return any(
+                p.metric == "pagecache.stall.duration"
+                and p.resource.get("container.id") == container_id
+                and p.count >= spans
+                for p in iter_points(requests)
+            )
+
+        otlp_receiver.wait_for_metrics(histogram_covers_spans, timeout=30)
         assert agent.terminate() == 0, agent.log()
 
     spans = [
@@ -238,7 +255,20 @@ def test_rate_limit_holds_on_a_real_flood(memcgs, data_dir, otlp_receiver, tmp_p
             )
 
         otlp_receiver.wait_for_metrics(dropped, timeout=30)
-        time.sleep(1)
+
+        def spans_and_more_stalls(requests):
+            spans = sum(
+                s.resource.get("pagecache.cgroup.path") == path
+                for s in iter_spans(otlp_receiver.trace_requests())
+            )
+            return spans >= 1 and any(
+                p.metric == "pagecache.stall.duration"
+                and p.resource.get("pagecache.cgroup.path") == path
+                and p.count > spans
+                for p in iter_points(requests)
+            )
+
+        otlp_receiver.wait_for_metrics(spans_and_more_stalls, timeout=30)
         assert agent.terminate() == 0, agent.log()
     spans = [
         s

@@ -15,13 +15,17 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TypeVar
 
+from tests.pace import scaled
+
 __all__ = [
+    "ClosingListener",
     "GoPeer",
     "GoPeerBuildError",
     "free_port",
@@ -140,6 +144,81 @@ class Managed:
 
 
 _Managed = TypeVar("_Managed", bound=Managed)
+
+
+class ClosingListener(Managed):
+    """A loopback TCP port that takes each connection, reads the first bytes the
+    client sends and closes it: every export attempt reaches it and fails at
+    once. ``attempts()`` counts them (those whose first bytes hold ``marker``,
+    e.g. ``b"POST /v1/metrics"``); after ``stop()`` the port refuses connections.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = 0
+        self._heads: list[bytes] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ClosingListener:
+        server = socket.create_server((self.host, 0))
+        server.settimeout(0.1)  # the accept loop sees stop() within 0.1 s
+        self._server = server
+        self.port = int(server.getsockname()[1])
+        self._thread = threading.Thread(
+            target=self._serve, name=f"closing-listener-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _serve(self) -> None:
+        assert self._server is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    head = conn.recv(4096)
+                except OSError:
+                    head = b""
+            with self._lock:
+                self._heads.append(head)
+
+    def attempts(self, marker: bytes = b"") -> int:
+        with self._lock:
+            return sum(1 for head in self._heads if marker in head)
+
+    def wait_for_attempts(self, count: int, marker: bytes = b"", timeout: float = 20.0) -> int:
+        """Poll until ``attempts(marker) >= count``; AssertionError otherwise."""
+        deadline = time.monotonic() + scaled(timeout)
+        while (seen := self.attempts(marker)) < count:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{seen} of {count} connections ({marker!r}) to {self.endpoint} "
+                    f"within {scaled(timeout):.1f}s"
+                )
+            time.sleep(0.05)
+        return seen
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
 
 class GoPeerBuildError(RuntimeError):
