@@ -133,25 +133,6 @@ static __always_inline void lost(__u32 reason)
 		*n += 1;
 }
 
-/* Add n to a per-CPU counter, creating it if needed. */
-static __always_inline void count(void *map, const void *key, __u64 n)
-{
-	__u64 *value = bpf_map_lookup_elem(map, key);
-
-	if (value) {
-		*value += n;
-		return;
-	}
-	if (bpf_map_update_elem(map, key, &n, BPF_NOEXIST) == 0)
-		return;
-	/* Another CPU created it between our lookup and update. */
-	value = bpf_map_lookup_elem(map, key);
-	if (value)
-		*value += n;
-	else
-		lost(LOST_MEMCG_MAP_FULL);
-}
-
 /* ---- Kernel-version drift, all of it here -------------------------------
  *
  * Chosen by what the running kernel's BTF holds: CO-RE existence checks here,
@@ -271,6 +252,16 @@ static __always_inline __u64 task_cset(struct task_struct *task)
 	return (__u64)TASK_READ(task, cgroups);
 }
 
+static __always_inline __u32 task_flags(struct task_struct *task)
+{
+	return TASK_READ(task, flags);
+}
+
+static __always_inline __u64 task_reclaim_state(struct task_struct *task)
+{
+	return (__u64)TASK_READ(task, reclaim_state);
+}
+
 /*
  * The current task's memcg, through its memory-controller css: right on v1
  * and v2 alike (bpf_get_current_cgroup_id() is the v2 cgroup, which on a v1
@@ -299,14 +290,19 @@ static __always_inline __u64 task_memcg_id(struct task_struct *task)
 	return BPF_CORE_READ(css, cgroup, kn, id);
 }
 
-static __always_inline void count_misses(__u64 *memcg, __u64 n)
+#define MAP_T void *
+#define LOOKUPS_MAP (&pagecache_lookups)
+#define MISSES_MAP (&pagecache_misses)
+#define FILE_PAGES_MAP (&pagecache_file_pages)
+
+static __always_inline void *map_find(void *map, void *key)
 {
-	count(&pagecache_misses, memcg, n);
+	return bpf_map_lookup_elem(map, key);
 }
 
-static __always_inline void count_lookups_map(__u64 *memcg, __u64 n)
+static __always_inline long map_insert(void *map, void *key, void *value)
 {
-	count(&pagecache_lookups, memcg, n);
+	return bpf_map_update_elem(map, key, value, BPF_NOEXIST);
 }
 
 /* A task's id in its innermost PID namespace (what getpid()/gettid() return
@@ -378,28 +374,9 @@ static __always_inline void file_pages_add(__u64 memcg, struct address_space *ma
 					   __s64 delta, bool create)
 {
 	struct inode *host = BPF_CORE_READ(mapping, host);
-	struct file_key key = {
-		.memcg = memcg,
-		.ino = BPF_CORE_READ(host, i_ino),
-		.dev = BPF_CORE_READ(host, i_sb, s_dev),
-	};
-	__s64 *pages = bpf_map_lookup_elem(&pagecache_file_pages, &key);
 
-	if (pages) {
-		__sync_fetch_and_add(pages, delta);
-		return;
-	}
-	/* Files cached before we started are not tracked, so their removals
-	 * are ignored rather than recorded as negative entries. */
-	if (!create)
-		return;
-	if (bpf_map_update_elem(&pagecache_file_pages, &key, &delta, BPF_NOEXIST) == 0)
-		return;
-	pages = bpf_map_lookup_elem(&pagecache_file_pages, &key);
-	if (pages)
-		__sync_fetch_and_add(pages, delta);
-	else
-		lost(LOST_FILE_MAP_FULL);
+	file_key_add(memcg, BPF_CORE_READ(host, i_ino), BPF_CORE_READ(host, i_sb, s_dev), delta,
+		     create);
 }
 
 /* tp_btf arguments: struct folio * from 5.17, struct page * before (see the
@@ -414,7 +391,7 @@ int BPF_PROG(on_add_to_page_cache, void *folio)
 
 	count(&pagecache_insertions, &owner, nr);
 	file_pages_add(owner, mapping, nr, true);
-	note_insertion(task, TASK_READ(task, flags), (__u64)mapping, nr);
+	note_insertion(task, task_flags(task), (__u64)mapping, nr);
 	return 0;
 }
 
@@ -442,17 +419,12 @@ int BPF_PROG(on_dirty_page, void *page, struct address_space *mapping)
 SEC("tp_btf/mm_filemap_delete_from_page_cache")
 int BPF_PROG(on_delete_from_page_cache, void *folio)
 {
-	struct task_struct *task = current_task();
-	struct removal_key key = { .memcg = folio_memcg_id(folio) };
+	struct removal_key key = {
+		.memcg = folio_memcg_id(folio),
+		.reason = removal_reason(current_task()),
+	};
 	__u64 nr = folio_pages(folio);
 
-	/* Reclaim runs in kswapd, or in a task in direct/memcg reclaim, which
-	 * sets PF_MEMALLOC and a reclaim_state; anything else removing a folio
-	 * (truncate, fadvise, invalidation) is not an eviction. */
-	if ((TASK_READ(task, flags) & (PF_KSWAPD | PF_MEMALLOC)) || TASK_READ(task, reclaim_state))
-		key.reason = REMOVAL_EVICTION;
-	else
-		key.reason = REMOVAL_INVALIDATION;
 	count(&pagecache_removals, &key, nr);
 	file_pages_add(key.memcg, folio_mapping(folio), -(__s64)nr, false);
 	return 0;

@@ -68,14 +68,6 @@ static __always_inline u64 folio_pages(void *folio)
 #endif
 }
 
-static __always_inline void file_pages_add(u64 memcg, void *folio, s64 delta, bool create)
-{
-	void *host = (void *)rd64((void *)rd64(folio + OFF_FOLIO_MAPPING) + OFF_MAPPING_HOST);
-
-	file_key_add(memcg, rd64(host + OFF_INODE_INO),
-		     rd32((void *)rd64(host + OFF_INODE_SB) + OFF_SB_DEV), delta, create);
-}
-
 /* ---- The engine's side of pagecache_bookkeeping.h ------------------------- */
 
 #define TASK_T void *
@@ -101,6 +93,16 @@ static __always_inline u64 task_memcg_id(void *task)
 	void *css = (void *)rd64(cset + OFF_CSS_SET_SUBSYS + MEMORY_CGRP_ID * 8);
 
 	return css ? kn_id_of_css(css) : 0;
+}
+
+static __always_inline u32 task_flags(void *task)
+{
+	return rd32(task + OFF_TASK_FLAGS);
+}
+
+static __always_inline u64 task_reclaim_state(void *task)
+{
+	return rd64(task + OFF_TASK_RECLAIM_STATE);
 }
 
 #ifdef WITH_STALLS
@@ -129,15 +131,23 @@ static __always_inline void stall_event_task(struct stall_event *event, void *ta
 
 /* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
 
+static __always_inline void file_pages_add(u64 memcg, void *folio, s64 delta, bool create)
+{
+	void *host = (void *)rd64((void *)rd64(folio + OFF_FOLIO_MAPPING) + OFF_MAPPING_HOST);
+
+	file_key_add(memcg, rd64(host + OFF_INODE_INO),
+		     rd32((void *)rd64(host + OFF_INODE_SB) + OFF_SB_DEV), delta, create);
+}
+
 RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
 {
 	void *folio = (void *)ctx->args[0];
 	void *task = (void *)bpf_get_current_task();
 	u64 owner = folio_memcg_id(folio), nr = folio_pages(folio);
 
-	count_insertions(&owner, nr);
+	count(INSERTIONS_MAP, &owner, nr);
 	file_pages_add(owner, folio, nr, true);
-	note_insertion(task, rd32(task + OFF_TASK_FLAGS), rd64(folio + OFF_FOLIO_MAPPING), nr);
+	note_insertion(task, task_flags(task), rd64(folio + OFF_FOLIO_MAPPING), nr);
 	return 0;
 }
 
@@ -145,7 +155,7 @@ static __always_inline int dirtied(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 owner = folio_memcg_id((void *)ctx->args[0]);
 
-	count_dirtied(&owner, folio_pages((void *)ctx->args[0]));
+	count(DIRTIED_MAP, &owner, folio_pages((void *)ctx->args[0]));
 	note_dirtying((void *)bpf_get_current_task(), ctx->args[1]);
 	return 0;
 }
@@ -165,17 +175,12 @@ RAW_TRACEPOINT_PROBE(writeback_dirty_folio)
 RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
 {
 	void *folio = (void *)ctx->args[0];
-	void *task = (void *)bpf_get_current_task();
 	struct removal_key key = {};
 	u64 nr = folio_pages(folio);
 
 	key.memcg = folio_memcg_id(folio);
-	if ((rd32(task + OFF_TASK_FLAGS) & (PF_KSWAPD | PF_MEMALLOC)) ||
-	    rd64(task + OFF_TASK_RECLAIM_STATE))
-		key.reason = REMOVAL_EVICTION;
-	else
-		key.reason = REMOVAL_INVALIDATION;
-	count_removals(&key, nr);
+	key.reason = removal_reason((void *)bpf_get_current_task());
+	count(REMOVALS_MAP, &key, nr);
 	file_pages_add(key.memcg, folio, -(s64)nr, false);
 	return 0;
 }

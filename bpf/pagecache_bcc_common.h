@@ -40,117 +40,44 @@ static __always_inline void lost(u32 reason)
 		*n += 1;
 }
 
-/* Add n to a per-CPU counter map, creating the entry if needed. BCC's map
- * calls cannot sit in a macro, so one function per map. */
-static __always_inline void count_lookups_map(u64 *key, u64 n)
-{
-	u64 *v = pagecache_lookups.lookup(key);
+/* The maps pagecache_bookkeeping.h adds to (count, file_key_add), by handle:
+ * BCC's rewriter wants each map named at its call, outside any macro, so
+ * map_find and map_insert switch on a constant that inlining folds away. */
+#define MAP_T enum map_handle
+enum map_handle {
+	LOOKUPS_MAP,
+	MISSES_MAP,
+	INSERTIONS_MAP,
+	DIRTIED_MAP,
+	REMOVALS_MAP,
+	FILE_PAGES_MAP,
+};
 
-	if (v) {
-		*v += n;
-		return;
+static __always_inline void *map_find(enum map_handle map, void *key)
+{
+	switch (map) {
+	case LOOKUPS_MAP: return pagecache_lookups.lookup(key);
+	case MISSES_MAP: return pagecache_misses.lookup(key);
+	case INSERTIONS_MAP: return pagecache_insertions.lookup(key);
+	case DIRTIED_MAP: return pagecache_dirtied.lookup(key);
+	case REMOVALS_MAP: return pagecache_removals.lookup(key);
+	case FILE_PAGES_MAP: return pagecache_file_pages.lookup(key);
 	}
-	if (pagecache_lookups.insert(key, &n) == 0)
-		return;
-	v = pagecache_lookups.lookup(key);
-	if (v)
-		*v += n;
-	else
-		lost(LOST_MEMCG_MAP_FULL);
+	return 0;
 }
 
-static __always_inline void count_misses(u64 *key, u64 n)
+/* BCC's insert() is an update with BPF_NOEXIST. */
+static __always_inline long map_insert(enum map_handle map, void *key, void *value)
 {
-	u64 *v = pagecache_misses.lookup(key);
-
-	if (v) {
-		*v += n;
-		return;
+	switch (map) {
+	case LOOKUPS_MAP: return pagecache_lookups.insert(key, value);
+	case MISSES_MAP: return pagecache_misses.insert(key, value);
+	case INSERTIONS_MAP: return pagecache_insertions.insert(key, value);
+	case DIRTIED_MAP: return pagecache_dirtied.insert(key, value);
+	case REMOVALS_MAP: return pagecache_removals.insert(key, value);
+	case FILE_PAGES_MAP: return pagecache_file_pages.insert(key, value);
 	}
-	if (pagecache_misses.insert(key, &n) == 0)
-		return;
-	v = pagecache_misses.lookup(key);
-	if (v)
-		*v += n;
-	else
-		lost(LOST_MEMCG_MAP_FULL);
-}
-
-static __always_inline void count_insertions(u64 *key, u64 n)
-{
-	u64 *v = pagecache_insertions.lookup(key);
-
-	if (v) {
-		*v += n;
-		return;
-	}
-	if (pagecache_insertions.insert(key, &n) == 0)
-		return;
-	v = pagecache_insertions.lookup(key);
-	if (v)
-		*v += n;
-	else
-		lost(LOST_MEMCG_MAP_FULL);
-}
-
-static __always_inline void count_dirtied(u64 *key, u64 n)
-{
-	u64 *v = pagecache_dirtied.lookup(key);
-
-	if (v) {
-		*v += n;
-		return;
-	}
-	if (pagecache_dirtied.insert(key, &n) == 0)
-		return;
-	v = pagecache_dirtied.lookup(key);
-	if (v)
-		*v += n;
-	else
-		lost(LOST_MEMCG_MAP_FULL);
-}
-
-static __always_inline void count_removals(struct removal_key *key, u64 n)
-{
-	u64 *v = pagecache_removals.lookup(key);
-
-	if (v) {
-		*v += n;
-		return;
-	}
-	if (pagecache_removals.insert(key, &n) == 0)
-		return;
-	v = pagecache_removals.lookup(key);
-	if (v)
-		*v += n;
-	else
-		lost(LOST_MEMCG_MAP_FULL);
-}
-
-/* Files cached before we started are not tracked (create = false on
- * removal), so their removals are ignored rather than recorded negative. */
-static __always_inline void file_key_add(u64 memcg, u64 ino, u32 dev, s64 delta, bool create)
-{
-	struct file_key key = {};
-	s64 *pages;
-
-	key.memcg = memcg;
-	key.ino = ino;
-	key.dev = dev;
-	pages = pagecache_file_pages.lookup(&key);
-	if (pages) {
-		__sync_fetch_and_add(pages, delta);
-		return;
-	}
-	if (!create)
-		return;
-	if (pagecache_file_pages.insert(&key, &delta) == 0)
-		return;
-	pages = pagecache_file_pages.lookup(&key);
-	if (pages)
-		__sync_fetch_and_add(pages, delta);
-	else
-		lost(LOST_FILE_MAP_FULL);
+	return -1;
 }
 
 #ifdef WITH_STALLS

@@ -22,9 +22,11 @@
 #include "pagecache_bcc_common.h"
 
 /* The engine's side of pagecache_bookkeeping.h: the task is only ever the
- * current one, and its cgroup id stands for both its css_set and its memcg. */
+ * current one, and its cgroup id stands for both its css_set and its memcg.
+ * Its flags and reclaim_state are struct fields: removals' reason is unknown. */
 #define TASK_T int
 #define CURRENT 0
+#define TASK_FIELDS_UNREADABLE
 
 static __always_inline u32 task_tid(int task)
 {
@@ -53,7 +55,7 @@ TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
 {
 	u64 memcg = bpf_get_current_cgroup_id(), nr = RECORD_PAGES(args);
 
-	count_insertions(&memcg, nr);
+	count(INSERTIONS_MAP, &memcg, nr);
 	file_key_add(memcg, args->i_ino, args->s_dev, nr, true);
 	note_insertion(CURRENT, 0, args->i_ino, nr);
 	return 0;
@@ -67,7 +69,7 @@ TRACEPOINT_PROBE(writeback, writeback_dirty_folio)
 {
 	u64 memcg = bpf_get_current_cgroup_id();
 
-	count_dirtied(&memcg, 1);
+	count(DIRTIED_MAP, &memcg, 1);
 	note_dirtying(CURRENT, args->ino);
 	return 0;
 }
@@ -78,8 +80,8 @@ TRACEPOINT_PROBE(filemap, mm_filemap_delete_from_page_cache)
 	u64 nr = RECORD_PAGES(args);
 
 	key.memcg = bpf_get_current_cgroup_id();
-	key.reason = REMOVAL_UNKNOWN;
-	count_removals(&key, nr);
+	key.reason = removal_reason(CURRENT);
+	count(REMOVALS_MAP, &key, nr);
 	file_key_add(key.memcg, args->i_ino, args->s_dev, -(s64)nr, false);
 	return 0;
 }

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The bookkeeping every attachment shares, in one copy: lookup ranges, read
- * continuation, pending insertions (misses), fault-around, and stall
- * begin/end. Included by the CO-RE program (pagecache.bpf.c: tracepoints,
- * and the fentry/kprobe hooks of kernels before 6.12) and by both BCC
- * programs (pagecache_bcc.c, pagecache_bcc_tp.c).
+ * The bookkeeping every attachment shares, in one copy: counters created on
+ * first use, lookup ranges, read continuation, pending insertions (misses),
+ * removal reasons, fault-around, and stall begin/end. Included by the CO-RE
+ * program (pagecache.bpf.c: tracepoints, and the fentry/kprobe hooks of
+ * kernels before 6.12) and by both BCC programs (pagecache_bcc.c,
+ * pagecache_bcc_tp.c).
  *
  * Nothing here reads a kernel struct or names a map: each engine defines,
  * before including this file, how it does that (CO-RE relocations, BTF
@@ -16,10 +17,22 @@
  *                                 (the css_set pointer; BCC's tracepoint-only
  *                                 program uses the cgroup id itself)
  *   u64 task_memcg_id(TASK_T)     the memcg id the task is charged to
+ *   u32 task_flags(TASK_T), u64 task_reclaim_state(TASK_T)  (its PF_* flags,
+ *                                 its reclaim_state pointer) unless the engine
+ *                                 defines TASK_FIELDS_UNREADABLE (BCC's
+ *                                 tracepoint-only program: removals' reason
+ *                                 is then "unknown")
+ *   MAP_T                         a handle on a map: its address (CO-RE), or
+ *                                 a constant the accessors switch on (BCC,
+ *                                 whose rewriter wants each map named at its
+ *                                 call); LOOKUPS_MAP, MISSES_MAP, FILE_PAGES_MAP
+ *   void *map_find(MAP_T, void *key)
+ *   long map_insert(MAP_T, void *key, void *value)  only if absent
+ *                                 (BPF_NOEXIST): 0 on success
+ *   void lost(u32 reason)
  *   struct cpu_slots *cpu_slots_get(void)
  *   struct read_progress *read_progress_find(u32 *tid)
  *   void read_progress_save(u32 *tid, struct read_progress *)
- *   void count_misses(u64 *memcg, u64 n), count_lookups_map(u64 *memcg, u64 n)
  * and, for stalls (PAGECACHE_STALLS defined):
  *   int stall_start_save(u32 *tid, struct stall_start *)    0 on success
  *   struct stall_start *stall_start_find(u32 *tid)
@@ -30,13 +43,63 @@
  *   int slots_announcement_output(struct slots_announcement *)  0 on success
  *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
  *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
- *   void lost(u32 reason)
  *
  * "mapping" is whatever the program sees that names the file: an
  * address_space pointer, or the inode number in the tracepoint-only program.
  */
 #ifndef __PAGECACHE_BOOKKEEPING_H__
 #define __PAGECACHE_BOOKKEEPING_H__
+
+/* ---- Counters ----------------------------------------------------------------
+ *
+ * Entries are created by the first event that adds to them, with BPF_NOEXIST
+ * so that two CPUs creating one entry at once do not overwrite each other:
+ * the loser finds the winner's entry and adds to it.
+ */
+
+/* The entry for key in map, to add to; 0 when there is nothing to add to:
+ * the entry was just created holding *initial, or the map is full (counted
+ * as lost for reason full). */
+static __always_inline void *find_or_create(MAP_T map, void *key, void *initial, u32 full)
+{
+	void *value = map_find(map, key);
+
+	if (value)
+		return value;
+	if (map_insert(map, key, initial) == 0)
+		return 0;
+	/* Another CPU created it between our lookup and insertion. */
+	value = map_find(map, key);
+	if (!value)
+		lost(full);
+	return value;
+}
+
+/* Add n to a per-CPU counter. */
+static __always_inline void count(MAP_T map, void *key, u64 n)
+{
+	u64 *value = find_or_create(map, key, &n, LOST_MEMCG_MAP_FULL);
+
+	if (value)
+		*value += n;
+}
+
+/* Add delta to one file's pages in one memcg (one entry for all CPUs: an
+ * atomic add). Files cached before we started are not tracked (create is
+ * false on removal), so their removals are ignored rather than recorded as
+ * negative entries. */
+static __always_inline void file_key_add(u64 memcg, u64 ino, u32 dev, s64 delta, bool create)
+{
+	struct file_key key = {.memcg = memcg, .ino = ino, .dev = dev};
+	s64 *pages;
+
+	if (create)
+		pages = find_or_create(FILE_PAGES_MAP, &key, &delta, LOST_FILE_MAP_FULL);
+	else
+		pages = map_find(FILE_PAGES_MAP, &key);
+	if (pages)
+		__sync_fetch_and_add(pages, delta);
+}
 
 /* ---- Misses ------------------------------------------------------------------
  *
@@ -56,7 +119,7 @@ static __always_inline void resolve_pending(struct insert_slot *slot, bool miss)
 	if (slot->pages && miss) {
 		u64 memcg = slot->memcg;
 
-		count_misses(&memcg, slot->pages);
+		count(MISSES_MAP, &memcg, slot->pages);
 	}
 	slot->pages = 0;
 	slot->mapping = 0;
@@ -74,7 +137,7 @@ static __always_inline void note_insertion(TASK_T task, u32 task_flags, u64 mapp
 	if (task_flags & PF_MEMALLOC_NOFS) {
 		u64 accessor = task_memcg_id(task);
 
-		count_misses(&accessor, nr);
+		count(MISSES_MAP, &accessor, nr);
 		return;
 	}
 	slots = cpu_slots_get();
@@ -100,6 +163,24 @@ static __always_inline void note_dirtying(TASK_T task, u64 mapping)
 
 	if (slots && slots->insert.tid == task_tid(task) && slots->insert.mapping == mapping)
 		resolve_pending(&slots->insert, false);
+}
+
+/* ---- Removals ---------------------------------------------------------------
+ *
+ * Why a folio left the page cache. Reclaim runs in kswapd, or in a task in
+ * direct or memcg reclaim, which sets PF_MEMALLOC and a reclaim_state;
+ * anything else removing a folio (truncate, fadvise, invalidation) is not an
+ * eviction. Without the task's fields there is no telling.
+ */
+static __always_inline u32 removal_reason(TASK_T task)
+{
+#ifdef TASK_FIELDS_UNREADABLE
+	return REMOVAL_UNKNOWN;
+#else
+	if ((task_flags(task) & (PF_KSWAPD | PF_MEMALLOC)) || task_reclaim_state(task))
+		return REMOVAL_EVICTION;
+	return REMOVAL_INVALIDATION;
+#endif
 }
 
 /* ---- Lookups (by accessor): the hot path ----------------------------------- */
@@ -132,7 +213,7 @@ static __always_inline void count_lookups(struct cpu_slots *slots, u64 pages, TA
 	if (slot->lookups) {
 		u64 old = slot->memcg;
 
-		count_lookups_map(&old, slot->lookups);
+		count(LOOKUPS_MAP, &old, slot->lookups);
 		slot->flushes++;
 	}
 	slot->memcg = memcg;

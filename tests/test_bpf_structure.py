@@ -1,7 +1,8 @@
 """One bookkeeping, many attachments: every BPF program (CO-RE, its variants
 for old kernels, both BCC programs) takes lookup ranges, read continuation,
 pending insertions, fault-around and stall begin/end from
-bpf/pagecache_bookkeeping.h and keeps no copy of its own."""
+bpf/pagecache_bookkeeping.h and keeps no copy of its own; nor of the removal
+reason (eviction or invalidation) or the creation of counters on first use."""
 
 from __future__ import annotations
 
@@ -38,6 +39,76 @@ def test_no_program_defines_bookkeeping_of_its_own():
         text = path.read_text()
         assert not bookkeeping & _defined_functions(text), path.name
         assert not bookkeeping_fields.search(text), (path.name, bookkeeping_fields.search(text))
+
+
+def _code(path: Path) -> str:
+    """The file's text without its comments."""
+    return re.sub(r"/\*.*?\*/|//[^\n]*", "", path.read_text(), flags=re.DOTALL)
+
+
+def _engine_files() -> list[Path]:
+    return [p for p in sorted(BPF.glob("*")) if p.name not in (HEADER, "pagecache.h", "vmlinux.h")]
+
+
+def _function(text: str, name: str) -> str:
+    """A static inline function's definition, from its signature to its closing brace."""
+    match = re.search(
+        rf"^static __always_inline [\w\s*]+?\b{name}\(.*?^}}$", text, re.MULTILINE | re.DOTALL
+    )
+    return match.group(0) if match else ""
+
+
+def test_removal_reason_is_decided_once():
+    """Eviction, invalidation or (BCC's tracepoint-only program, which cannot read
+    the task) unknown: removal_reason() in the header chooses; each program only
+    hands it the task, and reads the task's flags its own way."""
+    header = _code(BPF / HEADER)
+    reason = re.compile(r"\bREMOVAL_(EVICTION|INVALIDATION|UNKNOWN)\b")
+    assert "removal_reason" in _defined_functions(header)
+    assert set(reason.findall(_function(header, "removal_reason"))) == {
+        "EVICTION",
+        "INVALIDATION",
+        "UNKNOWN",
+    }
+    assert len(reason.findall(header)) == 3
+    reclaim_flags = re.compile(r"\bPF_(KSWAPD|MEMALLOC)\b|reclaim_state\(task\)")
+    for path in _engine_files():
+        text = _code(path)
+        assert not reason.search(text), (path.name, reason.search(text))
+        assert not reclaim_flags.search(text), (path.name, reclaim_flags.search(text))
+    for name in PROGRAMS:
+        text = _code(BPF / name)
+        assert "removal_reason(" in text, name
+        assert ("#define TASK_FIELDS_UNREADABLE" in text) == (name == "pagecache_bcc_tp.c"), name
+
+
+def test_counters_are_created_in_one_place():
+    """Look the key up and add; else insert (BPF_NOEXIST); on a race look up again;
+    else count the loss: find_or_create() in the header, for every per-CPU counter
+    (count) and pagecache_file_pages (file_key_add). An engine only says how it looks
+    up and inserts (map_find, map_insert): no other insertion, and no program decides
+    what a full map loses."""
+    header = _code(BPF / HEADER)
+    assert {"find_or_create", "count", "file_key_add"} <= _defined_functions(header)
+    creating = _function(header, "find_or_create")
+    assert len(re.findall(r"\bmap_insert\(", creating)) == 1
+    assert len(re.findall(r"\bmap_find\(", creating)) == 2
+    assert len(re.findall(r"\bmap_insert\(", header)) == 1
+    assert "LOST_MEMCG_MAP_FULL" in _function(header, "count")
+    assert "LOST_FILE_MAP_FULL" in _function(header, "file_key_add")
+    insertion = re.compile(r"\bBPF_NOEXIST\b|\.insert\(|\bmap_insert\(")
+    full = re.compile(r"\bLOST_(MEMCG|FILE)_MAP_FULL\b")
+    engines_inserting = set()
+    for path in _engine_files():
+        text = _code(path)
+        accessor = _function(text, "map_insert")
+        if accessor:
+            engines_inserting.add(path.name)
+            assert insertion.search(accessor.split("{", 1)[1]), path.name
+        outside = text.replace(accessor, "")
+        assert not insertion.search(outside), (path.name, insertion.search(outside))
+        assert not full.search(text), (path.name, full.search(text))
+    assert engines_inserting == {"pagecache.bpf.c", "pagecache_bcc_common.h"}
 
 
 def test_bcc_gets_the_header_pasted_once_into_its_text():
