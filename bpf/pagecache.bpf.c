@@ -108,6 +108,24 @@ const volatile struct slots_announcement *unused_slots_announcement __attribute_
 
 extern unsigned long CONFIG_HZ __kconfig __weak;
 
+/* Drift: where a kernel may preempt a program on a tracepoint mid-run (7.x
+ * boots with lazy preemption), another program's update of this CPU's slots
+ * must not land in the middle of ours: those updates run with preemption
+ * off, through the kfuncs of 6.10+ (absent before: nothing to do there, as
+ * tracepoints and this program's fentry hooks are not preempted there). */
+extern void bpf_preempt_disable(void) __weak __ksym;
+extern void bpf_preempt_enable(void) __weak __ksym;
+#define SLOTS_EXCLUSIVE(call)                                                              \
+	do {                                                                               \
+		if (bpf_preempt_disable && bpf_preempt_enable) {                           \
+			bpf_preempt_disable();                                             \
+			call;                                                              \
+			bpf_preempt_enable();                                              \
+		} else {                                                                   \
+			call;                                                              \
+		}                                                                          \
+	} while (0)
+
 static __always_inline struct cpu_slots *cpu_slots_get(void)
 {
 	__u32 zero = 0;
@@ -391,7 +409,7 @@ int BPF_PROG(on_add_to_page_cache, void *folio)
 
 	count(&pagecache_insertions, &owner, nr);
 	file_pages_add(owner, mapping, nr, true);
-	note_insertion(task, task_flags(task), (__u64)mapping, nr);
+	SLOTS_EXCLUSIVE(note_insertion(task, task_flags(task), (__u64)mapping, nr));
 	return 0;
 }
 
@@ -400,7 +418,7 @@ static __always_inline int dirtied(void *folio, struct address_space *mapping)
 	__u64 owner = folio_memcg_id(folio);
 
 	count(&pagecache_dirtied, &owner, folio_pages(folio));
-	note_dirtying(current_task(), (__u64)mapping);
+	SLOTS_EXCLUSIVE(note_dirtying(current_task(), (__u64)mapping));
 	return 0;
 }
 
@@ -435,21 +453,21 @@ int BPF_PROG(on_delete_from_page_cache, void *folio)
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t last_index)
 {
-	lookup_read(bpf_get_current_task_btf(), (__u64)mapping, index, last_index);
+	SLOTS_EXCLUSIVE(lookup_read(bpf_get_current_task_btf(), (__u64)mapping, index, last_index));
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_fault")
 int BPF_PROG(on_fault, struct address_space *mapping, pgoff_t index)
 {
-	lookup_fault(bpf_get_current_task_btf(), (__u64)mapping, index);
+	SLOTS_EXCLUSIVE(lookup_fault(bpf_get_current_task_btf(), (__u64)mapping, index));
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t last)
 {
-	lookup_fault_around(bpf_get_current_task_btf(), (__u64)mapping, start, last);
+	SLOTS_EXCLUSIVE(lookup_fault_around(bpf_get_current_task_btf(), (__u64)mapping, start, last));
 	return 0;
 }
 

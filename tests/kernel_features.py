@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 
 import pytest
 
@@ -54,3 +55,22 @@ def skip_unless_lookups(probe=None) -> None:
     has, missing = (probe.has_lookups, probe.missing_tracepoints) if probe else core_report()
     if not has:
         skip_if_lacking(LOOKUP_TRACEPOINTS, "lookups", missing)
+
+
+@functools.cache
+def preempts_tracepoint_programs() -> bool:
+    """Whether this kernel may preempt a BPF program on a tracepoint: its
+    preemption mode is full or lazy (7.x boots lazy). Read from debugfs,
+    "none voluntary full (lazy)"; a guest of scripts/vmtest mounts it (the
+    guest is thrown away), elsewhere an unreadable mode counts as no."""
+    mode = "/sys/kernel/debug/sched/preempt"
+    if GUEST_KERNEL and not os.path.exists(mode):
+        subprocess.run(
+            ["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"], capture_output=True
+        )
+    try:
+        with open(mode) as f:
+            text = f.read()
+    except OSError:
+        return False
+    return "(full)" in text or "(lazy)" in text

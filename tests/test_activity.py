@@ -10,6 +10,7 @@ VMs shed page cache now and then without memory pressure).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import threading
@@ -25,7 +26,7 @@ from otel_pagecache.probes.btf_offsets import KernelBtf
 from otel_pagecache.probes.core import CoreProbe
 from otel_pagecache.residency import ResidencyReader
 from tests.conftest import cached_pages, make_cold_file, resident_bytes
-from tests.kernel_features import skip_unless_lookups
+from tests.kernel_features import preempts_tracepoint_programs, skip_unless_lookups
 
 pytestmark = pytest.mark.kernel
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -179,13 +180,16 @@ def test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once(
         stdout=subprocess.DEVNULL,
     )
     try:
+        skipped_before = skipped_program_runs()
         harness.mark()
         worker.do("read", cold)
         harness.read()
     finally:
         other.kill()
         other.wait()
-    assert harness.delta(a)["lookups"] == 64 * MIB // PAGE, harness.delta(a)
+    pages = 64 * MIB // PAGE
+    skipped = skipped_program_runs() - skipped_before
+    assert_lookups(harness.delta(a), pages, pages, MIB, skipped, probe.engine)
 
 
 # tests/repeat-lookups runs these 20 times in each guest: a count that holds
@@ -237,6 +241,38 @@ def test_a_cold_read_migrating_between_cpus_is_counted_once_by_kprobes(
     _migrating_read(memcgs, data_dir, harness, kprobe_probe, chunk)
 
 
+def skipped_program_runs() -> int:
+    """Runs of the probes' programs the kernel skipped (bpf_prog_info's
+    recursion_misses: the program was already running on that CPU, which
+    happens when a kernel preempts a BPF program), all engines together."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True)
+    try:
+        programs = json.loads(out.stdout or "[]")
+    except ValueError:
+        return 0
+    ours = ("on_", "fentry_", "kprobe_", "raw_tracepoint")
+    return sum(p.get("recursion_misses", 0) for p in programs if p.get("name", "").startswith(ours))
+
+
+def assert_lookups(
+    delta: dict, low: int, high: int, read_bytes: int, skipped: int, engine: str
+) -> None:
+    """low <= lookups <= high, less what the kernel says it skipped.
+
+    A kernel that preempts a program on a tracepoint (7.x) skips an event
+    whose program is already running on that CPU, and reports it in the
+    program's recursion_misses (docs/engines.md, "preempted programs"). A
+    skipped event loses at most the batch it reported: up to one read's
+    pages. Nothing else may be missing, and nothing may be added: the CO-RE
+    programs update their per-CPU slots with preemption off. BCC cannot call
+    the kfuncs that do that, so on such a kernel its counts may be off."""
+    lost_at_most = skipped * max(1, read_bytes // PAGE)
+    within = low - lost_at_most <= delta["lookups"] <= high
+    if not within and engine == "bcc" and preempts_tracepoint_programs():
+        pytest.xfail(f"BCC on a kernel that preempts tracepoint programs: {delta['lookups']}")
+    assert within, (delta, f"{skipped} runs skipped")
+
+
 def _migrating_read(memcgs, data_dir, harness, probe, chunk) -> None:
     skip_unless_lookups(probe)
     cpus = sorted(os.sched_getaffinity(0))
@@ -263,6 +299,7 @@ def _migrating_read(memcgs, data_dir, harness, probe, chunk) -> None:
     )
     mover = threading.Thread(target=move_reader, daemon=True)
     try:
+        skipped_before = skipped_program_runs()
         harness.mark()
         mover.start()
         try:
@@ -278,12 +315,14 @@ def _migrating_read(memcgs, data_dir, harness, probe, chunk) -> None:
     pages = size // PAGE
     reads = size // chunk
     lookups = harness.delta(a)["lookups"]
+    skipped = skipped_program_runs() - skipped_before
     # tests/repeat-lookups collects these lines (pytest -s) for its summary.
-    print(f"\nLOOKUPS {probe.engine}:{probe.lookup_hook} {chunk} {lookups} {pages} {reads}")
-    if chunk == PAGE:
-        assert lookups == pages, harness.delta(a)
-    else:
-        assert pages <= lookups <= pages + reads, harness.delta(a)
+    hook = f"{probe.engine}:{probe.lookup_hook}"
+    print(f"\nLOOKUPS {hook} {chunk} {lookups} {pages} {reads} {skipped}")
+    # One-page reads are never continued: exact. A longer read may count its
+    # last page twice (a one-page last batch on a stale slot).
+    high = pages if chunk == PAGE else pages + reads
+    assert_lookups(harness.delta(a), pages, high, chunk, skipped, probe.engine)
 
 
 def test_removals_are_attributed_to_the_owner_not_the_evictor(memcgs, data_dir, harness):
