@@ -42,7 +42,8 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_pagecache.cgroupfs import find_memory_hierarchy, own_cgroup_path, walk  # noqa: E402
-from otel_pagecache.export import ResourceSplitter, own_reader  # noqa: E402
+from otel_pagecache.metric_export import own_reader  # noqa: E402
+from otel_pagecache.metric_regrouping import ResourceSplitter  # noqa: E402
 from otel_pagecache.metrics import AgentMetrics  # noqa: E402
 from otel_pagecache.otlp_bulk import BulkEncoder  # noqa: E402
 from otel_pagecache.pipeline import MetricsPipeline  # noqa: E402

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from otel_pagecache.correlation import SpanSlots  # noqa: E402
 from otel_pagecache.instrumentor import ThreadFiguresProcessor, thread_figures  # noqa: E402
+from otel_pagecache.sdk_internals import wrap_span_processors  # noqa: E402
 
 
 class DropExporter(SpanExporter):
@@ -31,8 +32,8 @@ class DropExporter(SpanExporter):
 def provider(with_figures: bool, slots: SpanSlots | None = None):
     tp = TracerProvider()
     tp.add_span_processor(SimpleSpanProcessor(DropExporter()))
-    if with_figures:
-        tp._active_span_processor = ThreadFiguresProcessor(tp._active_span_processor, slots)
+    if with_figures:  # as the plugin does it
+        wrap_span_processors(tp, lambda inner: ThreadFiguresProcessor(inner, slots))
     return tp.get_tracer("bench")
 
 

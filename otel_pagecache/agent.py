@@ -1,4 +1,11 @@
-"""The node agent: wires residency reading to the OpenTelemetry pipeline."""
+"""The node agent: residency, BPF activity and stalls, wired to the metric pipelines and spans.
+
+``Agent`` builds, from the settings, the residency reader and the snapshot
+source every exporter shares, the metric pipelines (``metric_export``, before
+any BPF program loads), the activity engine (``choose_engine``: CO-RE, BCC or
+none), the agent's own metrics and the stall spans; ``Agent.stop`` makes the
+last exports within one bound and detaches the programs.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from . import __version__
 from .activity import ActivityTracker, FilePathResolver
 from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
+from .container_resources import base_resource
 from .containers import Enricher
 from .correlation import SlotRegistry
-from .export import base_resource, build_pipelines, build_span_exporter
+from .metric_export import build_pipelines
 from .metrics import (
     REASON_AUTO_CORE,
     REASON_AUTO_FALLBACK,
@@ -36,6 +44,7 @@ from .metrics import (
 from .pipeline import MetricsPipeline
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
 from .span_delivery import CountedBatchSpanProcessor
+from .span_export import build_span_exporter
 from .stalls import StallPipeline, StallPoller
 
 _log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
+from .config import Settings
 
 # The files that tell the two hierarchy versions apart at a directory.
 _V2_MARKER = "cgroup.controllers"
@@ -59,7 +59,7 @@ def _v2_has_memory(directory: str) -> bool | None:
     return "memory" in controllers.split()
 
 
-def find_memory_hierarchy(cgroup_root: str = DEFAULT_CGROUP_ROOT) -> MemoryHierarchy:
+def find_memory_hierarchy(cgroup_root: str = Settings.cgroup_root) -> MemoryHierarchy:
     """Locate the memory controller below ``cgroup_root``.
 
     Handles the three layouts found in the wild: unified (cgroup2 at the root),
@@ -80,7 +80,7 @@ def find_memory_hierarchy(cgroup_root: str = DEFAULT_CGROUP_ROOT) -> MemoryHiera
     if not os.path.isdir(cgroup_root):
         raise CgroupSetupError(
             f"cgroup root {cgroup_root!r} does not exist: mount cgroupfs there "
-            "(cgroup2: 'mount -t cgroup2 none /sys/fs/cgroup') or pass --cgroup-root"
+            f"(cgroup2: 'mount -t cgroup2 none {Settings.cgroup_root}') or pass --cgroup-root"
         )
     root_v2 = _v2_has_memory(cgroup_root)
     if root_v2:

@@ -15,7 +15,7 @@ from . import __version__
 from .cgroupfs import CgroupSetupError, find_memory_hierarchy
 from .config import SETTINGS, SettingError, Settings, read
 from .endpoint import EndpointError, serve_prometheus
-from .export import RateLimitFilter
+from .log_rate_limit import RateLimitFilter
 from .top import SORT_KEYS
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 _log = logging.getLogger(__name__)
 
@@ -151,7 +151,6 @@ class Setting:
         return str(self.default)
 
 
-AGENT = ("run", "top", "doctor")
 RUN = ("run",)
 TOP = ("top",)
 
@@ -161,7 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the host's / when the agent runs in a container; prefixes every host path below",
             "--host-root"),
     Setting("cgroup_root", "OTEL_PAGECACHE_CGROUP_ROOT", PATH, "/sys/fs/cgroup",
-            "cgroupfs; v2, v1 and hybrid layouts are found below it", "--cgroup-root",
+            "cgroupfs; v2, v1 and hybrid layouts are found below it (the in-process plugin "
+            "reads it too)", "--cgroup-root",
             host_path=True),
     Setting("proc_root", "OTEL_PAGECACHE_PROC_ROOT", PATH, "/proc", "procfs", "--proc-root",
             host_path=True),
@@ -232,7 +232,8 @@ SETTINGS: tuple[Setting, ...] = (
             flag_help="seconds between exports (default 60); the variable "
             "OTEL_METRIC_EXPORT_INTERVAL gives the same in MILLISECONDS"),
     Setting("export_timeout_ms", "OTEL_METRIC_EXPORT_TIMEOUT", NON_NEGATIVE, 30_000.0,
-            "milliseconds allowed for one export", commands=RUN, standard=True),
+            "milliseconds allowed for one export, retries included", commands=RUN,
+            standard=True),
     Setting("otlp_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", _choice("grpc", "http/protobuf"),
             "grpc", "OTLP transport (grpc, as the Python SDK's auto-configuration)",
             commands=RUN, standard=True),
@@ -249,6 +250,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", PORT, 9464,
             "port of the Prometheus pull endpoint (bound before any BPF program loads)",
             commands=RUN, standard=True),
+    Setting("sdk_disabled", "OTEL_SDK_DISABLED", SPEC_BOOL, False,
+            "true: the SDK is off, so the plugin adds no span figures and does not warn that "
+            "no SDK is set up", commands=(), plugin=True, standard=True),
     # --- flags without a variable ------------------------------------------------------------
     Setting("log_level", None, LOG_LEVEL, "info", "log level", "--log-level", commands=()),
     Setting("top_interval_s", None, POSITIVE, 2.0, "seconds between screens", "--interval",
@@ -257,20 +261,61 @@ SETTINGS: tuple[Setting, ...] = (
             "stop after this many screens (default: until q or Ctrl-C)", "--count", commands=TOP),
 )
 
-# Read by the OpenTelemetry SDK and exporters themselves, not by this project;
-# listed so the configuration reference is complete.
-PASSED_THROUGH: tuple[tuple[str, str], ...] = (
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector address, e.g. http://collector:4317"),
-    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "overrides the above for metrics"),
-    ("OTEL_EXPORTER_OTLP_HEADERS", "headers sent with every export"),
-    ("OTEL_EXPORTER_OTLP_INSECURE", "true: plain-text gRPC to an http:// endpoint"),
-    ("OTEL_EXPORTER_OTLP_TIMEOUT", "per-request timeout"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "stall span batching (ms)"),
-    ("OTEL_RESOURCE_ATTRIBUTES", "merged into the agent's base Resource"),
-    ("OTEL_SERVICE_NAME", "default otel-pagecache"),
+
+@dataclass(frozen=True)
+class Variable:
+    """A variable that another specification or program defines, read by its rules
+    rather than through ``read``: by the module of this project named in ``used_by``,
+    or by the program named there. Listed so docs/configuration.md names every
+    variable read (tests/test_settings.py scans the code for reads)."""
+
+    names: tuple[str, ...]
+    default: str
+    meaning: str
+    used_by: str
+
+
+def _otlp(
+    suffix: str,
+    default: str,
+    meaning: str,
+    used_by: str = "run (otlp_transport; stall spans: the SDK's exporter)",
+) -> Variable:
+    """``OTEL_EXPORTER_OTLP_<suffix>`` and its ``_METRICS_`` override, which wins."""
+    names = (f"OTEL_EXPORTER_OTLP_{suffix}", f"OTEL_EXPORTER_OTLP_METRICS_{suffix}")
+    return Variable(names, default, meaning, used_by)
+
+
+OTHER_VARIABLES: tuple[Variable, ...] = (
+    _otlp("ENDPOINT", "http://localhost:4317 (grpc), http://localhost:4318 (http/protobuf)",
+          "collector address; http/protobuf appends v1/metrics to the generic one and takes "
+          "the METRICS_ one as is"),
+    _otlp("HEADERS", "", "key=value,key2=value2, values URL-decoded"),
+    _otlp("COMPRESSION", "none", "none or gzip"),
+    _otlp("TIMEOUT", "10000", "milliseconds per attempt, as the specification says (the "
+          "Python SDK's own exporters read seconds)"),
+    _otlp("INSECURE", "false", "true: plain-text gRPC; an http:// endpoint is plain text and "
+          "https:// TLS whatever this says"),
+    _otlp("CERTIFICATE", "", "TLS: file of the certificates to trust"),
+    _otlp("CLIENT_KEY", "", "TLS: file of the client's private key"),
+    _otlp("CLIENT_CERTIFICATE", "", "TLS: file of the client's certificate"),
+    _otlp("TEMPORALITY_PREFERENCE", "cumulative", "delta makes every counter delta; lowmemory "
+          "keeps the (asynchronous) bulk counters cumulative and makes the stall histogram "
+          "delta", used_by="run (otlp_transport)"),
+    Variable(("OTEL_BSP_MAX_QUEUE_SIZE",), "2048", "stall spans waiting for export at most; "
+             "those beyond are dropped and counted (queue_full)", "run (span_delivery)"),
+    Variable(("OTEL_BSP_SCHEDULE_DELAY",), "", "stall span batching (ms)", "run (the SDK)"),
+    Variable(("OTEL_RESOURCE_ATTRIBUTES",), "", "merged into the agent's base Resource",
+             "run (the SDK)"),
+    Variable(("OTEL_SERVICE_NAME",), "otel-pagecache", "the agent's service.name",
+             "run (the SDK)"),
+    Variable(("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",), "", "pagecache: the plugin is off",
+             "plugin (opentelemetry-instrument)"),
+    Variable(("BCC_KERNEL_SOURCE",), "", "(BCC engine) kernel headers to compile against; "
+             "else /lib/modules/$(uname -r)/build, else the newest linux-headers under /usr/src",
+             "run, top, doctor (probes/kheaders)"),
 )
 
-BY_FIELD = {s.field: s for s in SETTINGS}
 BY_ENV = {s.env: s for s in SETTINGS if s.env}
 
 # Host paths that have no setting of their own yet: they follow the host root.
@@ -337,39 +382,56 @@ def read(
     return values
 
 
+_DEFAULTS = {s.field: s.default for s in SETTINGS}
+
+
+def _defaults_from_table(cls: type) -> type:
+    """Each field of ``cls`` written without a value gets its SETTINGS row's default."""
+    for name in cls.__annotations__:
+        if name not in vars(cls):
+            setattr(cls, name, _DEFAULTS[name])
+    return cls
+
+
 @dataclass
+@_defaults_from_table
 class Settings:
-    metrics_exporters: tuple[str, ...] = ("otlp",)
-    otlp_metrics_protocol: str = "grpc"
-    export_interval_ms: float = 60_000
-    export_timeout_ms: float = 30_000
-    prometheus_host: str = "localhost"
-    prometheus_port: int = 9464
-    host_root: str = "/"
-    cgroup_root: str = "/sys/fs/cgroup"
-    proc_root: str = "/proc"
-    pod_log_root: str = "/var/log/pods"
+    """The agent's settings: a field per row of ``SETTINGS`` that the agent reads
+    (not the plugin's, nor the flags only ``cli`` reads), its default the row's.
+    ``Settings.<field>`` is that default, for modules that need one."""
+
+    metrics_exporters: tuple[str, ...]
+    # The signal-specific protocols default to OTEL_EXPORTER_OTLP_PROTOCOL's.
+    otlp_metrics_protocol: str = _DEFAULTS["otlp_protocol"]
+    export_interval_ms: float
+    export_timeout_ms: float
+    prometheus_host: str
+    prometheus_port: int
+    host_root: str
+    cgroup_root: str
+    proc_root: str
+    pod_log_root: str = _DERIVED_ROOTS["pod_log_root"]
     # Runtime data roots, as the runtimes' own flags name them (docs/containers.md).
-    containerd_state_root: str = "/run/containerd"
-    crio_state_root: str = "/run/containers/storage"
-    docker_root: str = "/var/lib/docker"
-    storage_root: str = "/var/lib/containers/storage"
-    include: tuple[str, ...] = field(default_factory=tuple)
-    exclude: tuple[str, ...] = field(default_factory=tuple)
-    max_cgroups: int = 1000
-    containers_only: bool = False
-    shutdown_timeout_s: float = 5.0
-    activity: bool = True
-    engine: str = "auto"
-    stalls: bool = True
-    traces_exporter: str = "otlp"
-    otlp_traces_protocol: str = "grpc"
-    stall_threshold_ms: float = 1.0
-    stall_spans_per_second: float = 10.0
-    lookups: bool = True
-    bpf_max_memcgs: int = 0
-    top_files: int = 10
-    file_paths: bool = False
+    containerd_state_root: str
+    crio_state_root: str
+    docker_root: str
+    storage_root: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    max_cgroups: int
+    containers_only: bool
+    shutdown_timeout_s: float
+    activity: bool
+    engine: str
+    stalls: bool
+    traces_exporter: str
+    otlp_traces_protocol: str = _DEFAULTS["otlp_protocol"]
+    stall_threshold_ms: float
+    stall_spans_per_second: float
+    lookups: bool
+    bpf_max_memcgs: int
+    top_files: int
+    file_paths: bool
 
     @classmethod
     def from_env(
@@ -400,7 +462,13 @@ def _given(setting: Setting, env: Mapping[str, str], flags: Mapping[str, object]
     return bool(setting.env and (env.get(setting.env) or "").strip())
 
 
-def plugin_flag(field_name: str, env: Mapping[str, str] | None = None) -> bool:
-    """A plugin setting; a bad value warns and the default applies (never stops the app)."""
+def plugin_value(field_name: str, env: Mapping[str, str] | None = None) -> object:
+    """A setting as the in-process plugin reads it: a bad value warns and the default
+    applies (the plugin never stops the application)."""
     env = os.environ if env is None else env
-    return bool(read(env, fields=(field_name,), lenient=True)[field_name])
+    return read(env, fields=(field_name,), lenient=True)[field_name]
+
+
+def plugin_flag(field_name: str, env: Mapping[str, str] | None = None) -> bool:
+    """A plugin setting that is a boolean."""
+    return bool(plugin_value(field_name, env))

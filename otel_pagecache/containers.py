@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from .config import Settings
 from .runtime_metadata import (
     MetadataFiles,
     MetadataPaths,
@@ -425,7 +426,7 @@ class Enricher:
 
     def __init__(
         self,
-        pod_log_root: str = "/var/log/pods",
+        pod_log_root: str = Settings.pod_log_root,
         containerd_state_root: str = MetadataPaths.containerd_state_root,
         crio_state_root: str = MetadataPaths.crio_state_root,
         docker_root: str = MetadataPaths.docker_root,

@@ -46,14 +46,14 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import __version__
 from .cgroupfs import CgroupEntry, find_memory_hierarchy, own_cgroup_path
-from .config import plugin_flag
+from .config import plugin_flag, plugin_value
 from .containers import Identity, identify_process
 from .correlation import SpanSlots
-from .export import copy_span
 from .memstat import read_memcg
 from .metrics import MEMCG_METRICS, SCOPE_NAME, MetricSpec
 from .residency import MemcgSample, make_sample, own_stats
 from .sdk_internals import Wrapped, unwrap_span_processors, wrap_span_processors
+from .span_copy import copy_span
 
 _log = logging.getLogger(__name__)
 
@@ -130,11 +130,6 @@ class ThreadFiguresProcessor:
         else:
             self._slots.clear(tid)
             self._stacks.pop(tid, None)
-
-    def _on_ending(self, span: Any) -> None:
-        ending = getattr(self.inner, "_on_ending", None)
-        if ending is not None:
-            ending(span)
 
     def on_end(self, span: Any) -> None:
         try:
@@ -255,8 +250,7 @@ class PageCacheInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         given = kwargs.get("tracer_provider")
-        sdk_disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
-        if sdk_disabled:
+        if plugin_flag("sdk_disabled"):
             pass  # turned off on purpose: nothing to add figures to, nothing to warn about
         elif given is None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             # No SDK yet: the application may still set one up as it starts.
@@ -306,9 +300,7 @@ class PageCacheInstrumentor(BaseInstrumentor):
         except OSError:
             return
         try:
-            hierarchy = find_memory_hierarchy(
-                os.environ.get("OTEL_PAGECACHE_CGROUP_ROOT") or "/sys/fs/cgroup"
-            )
+            hierarchy = find_memory_hierarchy(str(plugin_value("cgroup_root")))
         except Exception as e:  # noqa: BLE001 - no memory controller: nothing to report
             _log.info("no process residency: %s", e)
             return

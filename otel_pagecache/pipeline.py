@@ -5,7 +5,7 @@ Each cycle takes one snapshot and sends, in requests under 4 MiB:
 - the agent's own metrics (node totals, BPF and collection health, stall
   histogram), collected by the SDK through its public pull reader
   (``InMemoryMetricReader``), moved onto per-container Resources where they
-  name a memcg (``export.ResourceSplitter``) and encoded by the SDK's public
+  name a memcg (``metric_regrouping.ResourceSplitter``) and encoded by the SDK's public
   OTLP encoder;
 - the per-container bulk, encoded from the same snapshot by ``otlp_bulk``.
 

@@ -22,7 +22,8 @@ so no query changes.
 
 The agent's own metrics and ``target_info`` still come from the SDK's
 ``PrometheusMetricReader`` on the same registry.
-``tests/test_prometheus_bulk.py`` compares both outputs.
+``tests/test_bulk_equivalence.py`` holds this output to what the SDK's exporter
+produced for the same snapshot.
 """
 
 from __future__ import annotations

@@ -2,13 +2,17 @@
 
 ``scripts/gendocs`` writes them into ``docs/``, between ``BEGIN GENERATED`` and
 ``END GENERATED`` markers; ``tests/test_docs.py`` fails when a file is stale.
+The tables: settings (``config.SETTINGS``), metrics (``metrics.ALL_SPECS``)
+and modules (each module's docstring, first paragraph).
 """
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
-from .config import PASSED_THROUGH, SETTINGS, Setting
+from .config import OTHER_VARIABLES, SETTINGS, Setting, Variable
 from .metrics import ALL_SPECS
 
 _BLOCK = re.compile(
@@ -36,12 +40,21 @@ def _where(setting: Setting) -> str:
     return ", ".join(setting.commands) or "all commands"
 
 
+_HEADER = [
+    "| variable | flag | default | accepted | used by | meaning |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def _variable_row(v: Variable) -> str:
+    names = ", ".join(f"`{name}`" for name in v.names)
+    default = f"`{v.default}`" if v.default else ""
+    return f"| {names} | | {default} | | {_cell(v.used_by)} | {_cell(v.meaning)} |"
+
+
 def settings_table(standard: bool) -> str:
     """This project's settings (``standard=False``) or the OpenTelemetry ones it reads."""
-    rows = [
-        "| variable | flag | default | accepted | used by | meaning |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = list(_HEADER)
     for s in SETTINGS:
         if s.standard != standard:
             continue
@@ -55,15 +68,46 @@ def settings_table(standard: bool) -> str:
             f"| {_cell(s.help)} |"
         )
     if standard:
-        for name, meaning in PASSED_THROUGH:
-            rows.append(f"| `{name}` | | | | run (read by the exporters) | {_cell(meaning)} |")
+        rows += [_variable_row(v) for v in OTHER_VARIABLES if v.names[0].startswith("OTEL_")]
+    return "\n".join(rows) + "\n"
+
+
+def other_variables_table() -> str:
+    """Variables of other programs than OpenTelemetry's that this project reads."""
+    rows = [_variable_row(v) for v in OTHER_VARIABLES if not v.names[0].startswith("OTEL_")]
+    return "\n".join(_HEADER + rows) + "\n"
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def module_concern(path: Path) -> str:
+    """The first paragraph of a module's docstring, on one line (read, not imported)."""
+    doc = ast.get_docstring(ast.parse(path.read_text(), str(path)))
+    if not doc or not doc.strip():
+        raise ValueError(f"{path}: a module needs a docstring that explains its concern")
+    first = doc.strip().split("\n\n", 1)[0]
+    return " ".join(first.split()).replace("``", "`")
+
+
+def modules_table() -> str:
+    """Every module of the package, each with its concern from its docstring."""
+    rows = ["| module | concern |", "|---|---|"]
+    paths = sorted(PACKAGE.rglob("*.py"), key=lambda p: p.relative_to(PACKAGE).parts)
+    for path in paths:
+        name = path.relative_to(PACKAGE).as_posix()
+        if name.endswith("/__init__.py"):
+            name = name[: -len("__init__.py")]
+        rows.append(f"| `{name}` | {_cell(module_concern(path))} |")
     return "\n".join(rows) + "\n"
 
 
 GENERATORS = {
     "metrics": metrics_table,
+    "modules": modules_table,
     "settings": lambda: settings_table(standard=False),
     "standard-settings": lambda: settings_table(standard=True),
+    "other-variables": other_variables_table,
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from .activity import ActivityCounters, ActivitySnapshot
 from .cgroupfs import CgroupEntry, CgroupIndex, CgroupTree, MemoryHierarchy
+from .config import Settings
 from .containers import Enricher, Identity, identify
 from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo
 
@@ -76,7 +77,7 @@ class Selection:
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     containers_only: bool = False
-    max_cgroups: int = 1000
+    max_cgroups: int = Settings.max_cgroups
 
     def admits(self, path: str, identity: Identity) -> bool:
         if self.containers_only and identity.kind != "container":

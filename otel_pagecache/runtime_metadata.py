@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import Settings
+
 _log = logging.getLogger(__name__)
 
 # Metadata files are a few KiB (containers.json: about 1 KiB per container);
@@ -266,10 +268,10 @@ class MetadataPaths:
     ``runroot``; ``containerd_state_root``: containerd ``--state``.
     """
 
-    docker_root: str = "/var/lib/docker"
-    storage_root: str = "/var/lib/containers/storage"
-    crio_state_root: str = "/run/containers/storage"
-    containerd_state_root: str = "/run/containerd"
+    docker_root: str = Settings.docker_root
+    storage_root: str = Settings.storage_root
+    crio_state_root: str = Settings.crio_state_root
+    containerd_state_root: str = Settings.containerd_state_root
 
     def docker(self, cid: str) -> str:
         return os.path.join(self.docker_root, "containers", cid, "config.v2.json")

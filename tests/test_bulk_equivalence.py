@@ -21,7 +21,8 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_pagecache.export import ResourceSplitter, own_reader
+from otel_pagecache.metric_export import own_reader
+from otel_pagecache.metric_regrouping import ResourceSplitter
 from otel_pagecache.metrics import REASON_AUTO_CORE, AgentMetrics
 from otel_pagecache.otlp_bulk import CUMULATIVE, DELTA, BulkEncoder
 from otel_pagecache.otlp_transport import OtlpSettings

@@ -16,7 +16,7 @@ from tests.peers.otlp_receiver import iter_spans
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 NEEDED_CAPS = {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"}
-DOCUMENTED = set(config.BY_ENV) | {name for name, _ in config.PASSED_THROUGH}
+DOCUMENTED = set(config.BY_ENV) | {name for v in config.OTHER_VARIABLES for name in v.names}
 
 
 def test_daemonset_is_least_privilege_and_consistent():

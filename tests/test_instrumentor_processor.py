@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_pagecache.correlation import SpanSlots
 from otel_pagecache.instrumentor import PageCacheInstrumentor, ThreadFiguresProcessor
+from otel_pagecache.sdk_internals import wrap_span_processors
 
 
 @pytest.fixture
@@ -72,8 +73,9 @@ def test_slot_follows_nesting_and_spans_ending_on_other_threads():
     provider = TracerProvider()
     slots = RecordingSlots()
     try:
-        processor = ThreadFiguresProcessor(provider._active_span_processor, slots)
-        provider._active_span_processor = processor
+        processor = wrap_span_processors(
+            provider, lambda inner: ThreadFiguresProcessor(inner, slots)
+        ).wrapper
         tracer = provider.get_tracer("t")
         tid = threading.get_native_id()
         outer = tracer.start_span("outer")
@@ -96,9 +98,8 @@ def test_spans_that_never_end_do_not_block_new_ones():
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    processor = ThreadFiguresProcessor(provider._active_span_processor)
+    processor = wrap_span_processors(provider, ThreadFiguresProcessor).wrapper
     processor.MAX_OPEN_SPANS = 100
-    provider._active_span_processor = processor
     tracer = provider.get_tracer("t")
     for _ in range(150):
         tracer.start_span("leaked")

@@ -12,7 +12,8 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_pagecache.cgroupfs import MemoryHierarchy
 from otel_pagecache.config import Settings
-from otel_pagecache.export import ResourceSplitter, own_reader
+from otel_pagecache.metric_export import own_reader
+from otel_pagecache.metric_regrouping import ResourceSplitter
 from otel_pagecache.metrics import (
     AGENT_METRICS,
     ALL_SPECS,

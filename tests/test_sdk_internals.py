@@ -7,7 +7,9 @@ run this file against it, then add it to the constant.
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
+from pathlib import Path
 
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -21,7 +23,10 @@ from otel_pagecache.sdk_internals import (
 )
 
 
-class Front(SpanProcessor):
+class Front:
+    """A wrapper as the plugin's: not an SDK ``SpanProcessor``, so it has no
+    ``_on_ending`` of its own for the SDK to call."""
+
     def __init__(self, inner) -> None:
         self.inner = inner
         self.ended: list[str] = []
@@ -40,8 +45,38 @@ class Front(SpanProcessor):
         return self.inner.force_flush(timeout_millis)
 
 
+class Ending(SpanProcessor):
+    def __init__(self) -> None:
+        self.ending: list[str] = []
+
+    def _on_ending(self, span) -> None:  # the SDK's private hook, before on_end
+        self.ending.append(span.name)
+
+
 def test_installed_sdk_is_a_checked_version():
     assert version("opentelemetry-sdk") in SDK_VERSIONS_CHECKED
+
+
+def test_pyproject_admits_only_checked_sdk_versions():
+    """pyproject.toml pins the SDK to the versions checked here (with the
+    ``opentelemetry-*==0.66b2`` betas it allows no other anyway)."""
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    pins = re.findall(r'"opentelemetry-sdk([^"]*)"', text)
+    assert pins, "pyproject.toml no longer names opentelemetry-sdk"
+    for pin in pins:
+        assert pin.startswith("=="), f"opentelemetry-sdk{pin}: pin a checked version"
+        assert pin[2:] in SDK_VERSIONS_CHECKED, f"opentelemetry-sdk{pin} is not checked"
+
+
+def test_the_sdks_on_ending_hook_reaches_the_processors_behind_the_wrapper():
+    provider = TracerProvider()
+    behind = Ending()
+    provider.add_span_processor(behind)
+    wrapped = wrap_span_processors(provider, Front)
+    assert wrapped is not None
+    with provider.get_tracer("t").start_as_current_span("one"):
+        pass
+    assert behind.ending == ["one"] and wrapped.wrapper.ended == ["one"]
 
 
 def test_wrapping_sees_spans_of_tracers_handed_out_before_and_unwrapping_restores():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +190,154 @@ def test_the_agent_does_not_judge_the_plugins_settings():
     """A value meant for the in-process plugin never stops the agent (nor the reverse)."""
     s = Settings.from_env({"OTEL_PAGECACHE_SPAN_FIGURES": "perhaps"})
     assert s.max_cgroups == 1000
+
+
+def test_settings_defaults_are_the_tables():
+    """Settings writes no default of its own, and has a field for every agent variable."""
+    assert Settings() == Settings.from_env({})
+    agent = {s.field for s in config.SETTINGS if s.env and not s.plugin}
+    # OTEL_EXPORTER_OTLP_PROTOCOL is the default of the two signal-specific fields.
+    assert agent - {"otlp_protocol"} <= set(Settings.__dataclass_fields__)
+
+
+# --- every environment read in the package is documented in docs/configuration.md ---------
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "otel_pagecache"
+
+
+def _setting_env(field_name: str) -> list[str]:
+    (setting,) = (s for s in config.SETTINGS if s.field == field_name)
+    return [setting.env] if setting.env else []
+
+
+def _otlp_env(suffix: str) -> list[str]:
+    return [f"OTEL_EXPORTER_OTLP_METRICS_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}"]
+
+
+# Functions that read the environment by a name given to them: {function: (the modules
+# that define it, None: any; what one call reads, from its first argument)}.
+HELPERS = {
+    "plugin_flag": (None, _setting_env),
+    "plugin_value": (None, _setting_env),
+    "get": (("otlp_transport.py",), _otlp_env),  # OtlpSettings.from_env's helpers
+    "choice": (("otlp_transport.py",), _otlp_env),
+}
+# Where the environment is read by a computed name, and what resolves it: config.read
+# and config._given take SETTINGS' names (all in the generated table); the helpers'
+# own bodies take the names of their callers, resolved through HELPERS.
+COMPUTED = {
+    ("config.py", "read"),
+    ("config.py", "_given"),
+    ("config.py", "plugin_value"),
+    ("config.py", "plugin_flag"),
+    ("otlp_transport.py", "get"),
+    ("otlp_transport.py", "choice"),
+}
+
+
+def _is_environment(node: ast.AST) -> bool:
+    """``os.environ``, a mapping named env/environ, or an expression choosing one."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "environ" and isinstance(node.value, ast.Name)
+    if isinstance(node, ast.Name):
+        return node.id in ("env", "environ")
+    if isinstance(node, ast.IfExp):
+        return _is_environment(node.body) or _is_environment(node.orelse)
+    if isinstance(node, ast.BoolOp):
+        return any(_is_environment(v) for v in node.values)
+    return False
+
+
+def _environment_reads(source: str, module: str) -> tuple[dict[str, str], list[str]]:
+    """({variable: where} read in ``source``, [where a name is computed outside COMPUTED])."""
+    names: dict[str, str] = {}
+    computed: list[str] = []
+
+    def named(argument: ast.AST, resolve, where: str, function: str) -> None:
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+            names.update(dict.fromkeys(resolve(argument.value), where))
+        elif (module, function) not in COMPUTED:
+            computed.append(where)
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        where = f"{module}:{getattr(node, 'lineno', 0)}"
+        key: ast.AST | None = None
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "getenv":
+                key = node.args[0]
+            elif isinstance(func, ast.Attribute) and func.attr in ("get", "pop", "setdefault"):
+                key = node.args[0] if _is_environment(func.value) else None
+            elif isinstance(func, ast.Name) and func.id == "read":  # (env, flags, fields)
+                fields = [k.value for k in node.keywords if k.arg == "fields"] + node.args[2:3]
+                for item in fields[0].elts if fields else ():
+                    named(item, _setting_env, where, function)
+            elif isinstance(func, ast.Name) and func.id in HELPERS:
+                modules, resolve = HELPERS[func.id]
+                if modules is None or module in modules:
+                    named(node.args[0], resolve, where, function)
+        elif isinstance(node, ast.Subscript) and _is_environment(node.value):
+            key = node.slice
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.In, ast.NotIn)):
+            key = node.left if _is_environment(node.comparators[0]) else None
+        if key is not None:
+            named(key, lambda name: [name], where, function)
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(ast.parse(source), "")
+    return names, computed
+
+
+def _documented() -> set[str]:
+    return set(re.findall(r"`([A-Z][A-Z0-9_]+)`", (ROOT / "docs" / "configuration.md").read_text()))
+
+
+def _undocumented(source: str, module: str) -> list[str]:
+    names, computed = _environment_reads(source, module)
+    documented = _documented()
+    return [f"{where} reads {name}" for name, where in names.items() if name not in documented] + [
+        f"{where} reads the environment by a computed name" for where in computed
+    ]
+
+
+def test_every_environment_read_is_documented():
+    """Every variable the package reads is in docs/configuration.md: a variable of this
+    project's goes in config.SETTINGS, another program's in config.OTHER_VARIABLES
+    (both generated into the document by scripts/gendocs)."""
+    problems: list[str] = []
+    read_anywhere: set[str] = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = str(path.relative_to(PACKAGE))
+        source = path.read_text()
+        problems += _undocumented(source, module)
+        read_anywhere |= set(_environment_reads(source, module)[0])
+    documented = _documented()
+    problems += [f"SETTINGS' {s.env}" for s in config.SETTINGS if s.env and s.env not in documented]
+    assert not problems, "undocumented environment reads:\n" + "\n".join(problems)
+    # The scan does see the reads this test exists for.
+    assert {"OTEL_SDK_DISABLED", "OTEL_BSP_MAX_QUEUE_SIZE", "BCC_KERNEL_SOURCE",
+            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "OTEL_PAGECACHE_CGROUP_ROOT"} <= read_anywhere
+
+
+def test_the_environment_scan_fails_on_an_undocumented_read():
+    source = """
+import os
+def f(env, name):
+    os.environ["NOPE_ONE"]
+    os.environ.get("NOPE_TWO", "")
+    os.getenv("NOPE_THREE")
+    (env if env is not None else os.environ).get("NOPE_FOUR")
+    "NOPE_FIVE" in os.environ
+    os.environ.get(name)
+    plugin_flag("span_figures")
+    os.environ.get("OTEL_PAGECACHE_ENGINE")
+"""
+    names, computed = _environment_reads(source, "new.py")
+    assert set(names) == {f"NOPE_{n}" for n in ("ONE", "TWO", "THREE", "FOUR", "FIVE")} | {
+        "OTEL_PAGECACHE_SPAN_FIGURES", "OTEL_PAGECACHE_ENGINE"}
+    assert computed == ["new.py:9"]
+    assert len(_undocumented(source, "new.py")) == 6

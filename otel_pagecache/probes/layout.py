@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import ctypes
 
-MAX_MEMCGS = 16384
-MAX_FILES = 65536
-
 REMOVAL_EVICTION = 0
 REMOVAL_INVALIDATION = 1
 REMOVAL_UNKNOWN = 2

@@ -25,9 +25,6 @@ from collections.abc import Callable, Iterator
 
 _log = logging.getLogger(__name__)
 
-BTF_KIND_TYPEDEF = 8
-BTF_KIND_FUNC = 12
-
 # enum bpf_map_type values the reader needs to know about.
 MAP_PERCPU_TYPES = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
@@ -159,21 +156,6 @@ class Libbpf:
         if not ptr:
             raise LibbpfError(ctypes.get_errno() or errno.EINVAL, what, self.log.take())
         return ptr
-
-
-def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
-    """Which (name, BTF kind) pairs the running kernel's BTF has; all False without BTF."""
-    lib = Libbpf.get()
-    btf = lib.lib.btf__load_vmlinux_btf()
-    if not btf:
-        return {name: False for name, _ in names}
-    try:
-        return {
-            name: lib.lib.btf__find_by_name_kind(btf, name.encode(), kind) >= 0
-            for name, kind in names
-        }
-    finally:
-        lib.lib.btf__free(btf)
 
 
 class BpfMap:
