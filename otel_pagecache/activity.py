@@ -187,7 +187,7 @@ class ActivityTracker:
                 empty.append((memcg, dev, ino))
             elif memcg in live_ids:
                 per_memcg.setdefault(memcg, []).append((pages, dev, ino))
-        if empty and hasattr(self.probe, "forget_files"):
+        if empty:
             try:
                 self.probe.forget_files(empty)  # keeps the bounded map for live files
             except Exception:  # noqa: BLE001

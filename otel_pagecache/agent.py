@@ -37,7 +37,7 @@ from .metrics import (
     REASON_REQUESTED,
     REASON_UNAVAILABLE,
     SCOPE_NAME,
-    STALL_METRICS,
+    STALL_DURATION,
     AgentMetrics,
     sample_resource_attributes,
 )
@@ -243,7 +243,7 @@ class Agent:
         self.activity = build_activity(settings, self.residency)
         # The stall histogram is the one SDK instrument with a series per memcg.
         stall_view = View(
-            instrument_name=STALL_METRICS[0].name,
+            instrument_name=STALL_DURATION.name,
             aggregation_cardinality_limit=settings.max_cgroups + 16,
         )
         # Observable callbacks run outside any trace: exemplars would be empty
@@ -261,8 +261,8 @@ class Agent:
         self.stall_poller: StallPoller | None = None
         self._start_stalls(meter, resource)
         engine = self.activity.probe.engine if self.activity is not None else None
-        attribution = getattr(self.activity.probe, "attribution", "owner") if self.activity else ""
-        lookup_hook = getattr(self.activity.probe, "lookup_hook", "") if self.activity else ""
+        attribution = self.activity.probe.attribution if self.activity else ""
+        lookup_hook = self.activity.probe.lookup_hook if self.activity else ""
         self.metrics = AgentMetrics(
             meter,
             self.source,
@@ -286,7 +286,7 @@ class Agent:
     def _start_stalls(self, meter, resource: Resource) -> None:
         """Stall spans, when the probe times stalls and spans are wanted."""
         probe = self.activity.probe if self.activity is not None else None
-        if probe is None or not getattr(probe, "stall_kinds", None):
+        if probe is None or not probe.stall_kinds:
             return
         exporter = build_span_exporter(self.settings, self._identity)
         if exporter is not None:

@@ -375,20 +375,19 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
 
 
 # Made by stalls.StallPipeline (a histogram and a counter on the SDK).
-STALL_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec(
-        "pagecache.stall.duration",
-        "histogram",
-        "s",
-        "Every page-cache stall (memcg or direct reclaim, dirty throttling)",
-    ),
-    MetricSpec(
-        "pagecache.stall.spans.dropped",
-        "counter",
-        "{span}",
-        "Stalls over the threshold not turned into spans, by reason",
-    ),
+STALL_DURATION = MetricSpec(
+    "pagecache.stall.duration",
+    "histogram",
+    "s",
+    "Every page-cache stall (memcg or direct reclaim, dirty throttling)",
 )
+STALL_SPANS_DROPPED = MetricSpec(
+    "pagecache.stall.spans.dropped",
+    "counter",
+    "{span}",
+    "Stalls over the threshold not turned into spans, by reason",
+)
+STALL_METRICS: tuple[MetricSpec, ...] = (STALL_DURATION, STALL_SPANS_DROPPED)
 
 # Every metric of the project, once: the source of its name, kind, unit and
 # description.

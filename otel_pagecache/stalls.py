@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
-from .metrics import CGROUP_ID
+from .metrics import CGROUP_ID, STALL_DURATION, STALL_SPANS_DROPPED
 from .probes.layout import STALL_KINDS, StallEvent
 
 _log = logging.getLogger(__name__)
@@ -149,9 +149,9 @@ class StallPipeline:
         # span slots may not be known yet: correlation.SlotRegistry.request).
         self._on_unlinked = on_unlinked
         self._histogram: Histogram = meter.create_histogram(
-            "pagecache.stall.duration",
-            unit="s",
-            description="Every page-cache stall (memcg or direct reclaim, dirty throttling)",
+            STALL_DURATION.name,
+            unit=STALL_DURATION.unit,
+            description=STALL_DURATION.description,
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         self._threshold_ns = int(threshold_s * 1e9)
@@ -168,10 +168,10 @@ class StallPipeline:
             "export_failed": 0,
         }
         meter.create_observable_counter(
-            "pagecache.stall.spans.dropped",
+            STALL_SPANS_DROPPED.name,
             callbacks=[self._observe_dropped],
-            unit="{span}",
-            description="Stalls over the threshold not turned into spans, by reason",
+            unit=STALL_SPANS_DROPPED.unit,
+            description=STALL_SPANS_DROPPED.description,
         )
 
     def count_dropped(self, reason: str, count: int) -> None:

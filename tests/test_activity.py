@@ -69,12 +69,15 @@ def probe(request, real_hierarchy):
         engine = BccProbe()
     else:
         engine = CoreProbe()
-    try:
-        engine.start()
-    except ProbeUnavailable as e:
-        pytest.fail(f"the {request.param} engine must load on the CI kernel: {e}")
-    yield engine
+    yield _started(engine, request.param)
     engine.close()
+
+
+def _started(engine, name: str):
+    try:
+        return engine.start()
+    except ProbeUnavailable as e:
+        pytest.fail(f"the {name} engine must load on the CI kernel: {e}")
 
 
 class Harness:
@@ -202,11 +205,7 @@ def kprobe_probe(real_hierarchy):
     """The CO-RE engine with lookups from kprobes only: the hook of kernels
     before 6.12 where fentry is refused."""
     engine = CoreProbe(hook_kinds=("kprobe",))
-    try:
-        engine.start()
-    except ProbeUnavailable as e:
-        pytest.fail(f"the core engine must load on the CI kernel: {e}")
-    yield engine
+    yield _started(engine, "core")
     engine.close()
 
 

@@ -9,7 +9,7 @@ cumulative counts its maps hold, keyed by memcg id.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,19 +28,86 @@ class ActivityReading:
     map_entries: dict[str, tuple[int, int]] = field(default_factory=dict)  # (used, capacity)
 
 
+class StallRing(Protocol):
+    """A stall ring buffer as StallPoller drives it (libbpf.RingBuffer, bcc._BccRing)."""
+
+    def poll(self, timeout_ms: int) -> object:
+        """Hand pending records to their callbacks, waiting at most ``timeout_ms``."""
+        ...
+
+    def abandon(self) -> None:
+        """Make a poll in progress return at its next record, leaving the rest."""
+        ...
+
+    def close(self) -> None:
+        """Free the ring buffer."""
+        ...
+
+
 class ProbeUnavailable(RuntimeError):
     """The engine cannot run here; the message names the cause and the fix."""
 
 
 class ActivityProbe(Protocol):
+    """What the agent, doctor and activity tracker use of an engine (CoreProbe, BccProbe)."""
+
     engine: str
+    """The engine's name: "core" or "bcc"."""
     has_lookups: bool
+    """Whether lookups (and so misses and the hit ratio) are counted."""
+    attribution: str
+    """Whose memcg counts a page: "owner" (the page's) or "current_task" (the caller's)."""
+    layout: str
+    """Where kernel struct layouts come from: "btf", "headers" or "tracepoints"."""
+    lookup_hook: str
+    """The hook serving lookups: "tracepoint", "fentry:<fn>", "kprobe:<fn>" or "none"."""
+    lookup_hooks_refused: list[str]
+    """The lookup hooks tried and refused, each with its cause; [] when none was."""
+    stall_kinds: list[str]
+    """The stall kinds timed (see layout.STALL_KINDS); [] when stalls are off."""
+    missing_tracepoints: list[str]
+    """The tracepoints this kernel lacks, whose programs were left out."""
 
-    def read(self) -> ActivityReading: ...
+    @property
+    def attached(self) -> list[str]:
+        """The programs attached, by name."""
+        ...
 
-    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None: ...
+    def start(self) -> ActivityProbe:
+        """Load and attach the programs; raises ProbeUnavailable naming the cause."""
+        ...
 
-    def close(self) -> None: ...
+    def read(self) -> ActivityReading:
+        """The maps' raw cumulative counts, keyed by memcg id."""
+        ...
+
+    def stall_ring(
+        self,
+        callback: Callable[[bytes], None],
+        on_announcement: Callable[[int], None] | None = None,
+    ) -> StallRing:
+        """The stall ring buffer, ``callback`` per record, with span-slot announcements."""
+        ...
+
+    def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
+        """Tell the stall programs where process ``pid`` keeps its span slots."""
+        ...
+
+    def forget_span_slots(self, pids: Iterable[int]) -> None:
+        """Drop the span-slot addresses of these (exited) processes."""
+        ...
+
+    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
+        """Delete every entry of these (gone) memcgs; ``files=False`` skips the file map."""
+        ...
+
+    def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
+        """Delete these (memcg, dev, ino) entries of the per-file map."""
+        ...
+
+    def close(self) -> None:
+        """Detach the programs and free the maps; idempotent."""
+        ...
 
 
 # Capability bits (include/uapi/linux/capability.h).

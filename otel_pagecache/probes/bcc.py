@@ -196,6 +196,7 @@ class BccProbe:
         self.attribution = "owner"
         self.has_lookups = False
         self.lookup_hook = "none"  # "tracepoint" or "none" (see CoreProbe.lookup_hook)
+        self.lookup_hooks_refused: list[str] = []  # it tries no hook but the tracepoint
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self.attached: list[str] = []

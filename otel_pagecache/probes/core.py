@@ -211,6 +211,10 @@ class CoreProbe:
     """Opens, loads and attaches the programs; reads the maps; detaches on close()."""
 
     engine = "core"
+    # CO-RE relocates every struct access against the kernel's own BTF, so
+    # pages count for the memcg that owns them.
+    layout = "btf"
+    attribution = "owner"
 
     def __init__(
         self,
