@@ -321,6 +321,11 @@ def _migrating_read(memcgs, data_dir, harness, probe, chunk) -> None:
     # One-page reads are never continued: exact. A longer read may count its
     # last page twice (a one-page last batch on a stale slot).
     high = pages if chunk == PAGE else pages + reads
+    if probe.lookup_hook == "tracepoint" and chunk > PAGE and pages > lookups:
+        # 6.12+'s mm_filemap_get_pages does not fire when filemap_get_pages
+        # returns a partial batch (its err: path) or creates the folio itself:
+        # such a batch of a cold read is never reported (docs/engines.md).
+        pytest.xfail(f"{lookups} for {pages} pages: batches the tracepoint did not report")
     assert_lookups(harness.delta(a), pages, high, chunk, skipped, probe.engine)
 
 
