@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.pace import scaled
@@ -105,11 +106,16 @@ def run_instrumented_app(
     cgroup: Path | None = None,
     prefix: tuple[str, ...] = (),
     base_env: dict[str, str] | None = None,
+    before_span: Callable[[int], None] | None = None,
     **env: str,
 ) -> None:
     """Run ``app`` under ``opentelemetry-instrument`` (so with the plugin),
     exporting spans and metrics over OTLP/gRPC to ``endpoint``, inside the
-    memory cgroup at ``cgroup`` when given; ``env`` overrides the defaults."""
+    memory cgroup at ``cgroup`` when given; ``env`` overrides the defaults.
+
+    ``before_span(pid)``, when given, is called once the app has started and
+    waits on its stdin (``STALL_APP_GATE``, tests/apps/stall_app.py): it
+    returns when the test's condition holds, and the app goes on."""
     app_env = {
         **(os.environ if base_env is None else base_env),
         "OTEL_SERVICE_NAME": service,
@@ -122,10 +128,21 @@ def run_instrumented_app(
     }
     procs = cgroup / "cgroup.procs" if cgroup is not None else None
     instrument = Path(sys.executable).with_name("opentelemetry-instrument")
-    subprocess.run(
-        [*prefix, str(instrument), sys.executable, str(app), *map(str, args)],
-        env=app_env,
-        check=True,
-        timeout=scaled(120),
-        preexec_fn=(lambda: procs.write_text(str(os.getpid()))) if procs is not None else None,
-    )
+    command = [*prefix, str(instrument), sys.executable, str(app), *map(str, args)]
+    preexec = (lambda: procs.write_text(str(os.getpid()))) if procs is not None else None
+    if before_span is None:
+        subprocess.run(command, env=app_env, check=True, timeout=scaled(120), preexec_fn=preexec)
+        return
+    app_env["STALL_APP_GATE"] = "1"
+    with subprocess.Popen(
+        command, env=app_env, stdin=subprocess.PIPE, text=True, preexec_fn=preexec
+    ) as proc:
+        try:
+            before_span(proc.pid)
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+            assert proc.wait(scaled(120)) == 0, f"app exited with {proc.returncode}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()

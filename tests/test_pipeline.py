@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tests.agent_process import (
     wait_for_log,
 )
 from tests.conftest import make_cold_file
+from tests.pace import scaled
 from tests.peers import go_peer_binary
 from tests.peers.jaeger import Jaeger, spans_from_api_v3
 from tests.peers.otelcol import Collector
@@ -88,6 +90,31 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             yield Pipeline(jaeger, prometheus, c)
 
 
+def _slots_published(pid: int) -> None:
+    """Wait until the agent's span_slot_bases map holds process ``pid``: the
+    app announced its slots and the agent published them. Whether that is in
+    time for a process's first stall is tests/test_correlation.py's to prove;
+    here the app waits for it, so each link's path through the Collector into
+    Jaeger is checked on every stall of the span."""
+    deadline = time.monotonic() + scaled(30)
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["bpftool", "-j", "map", "dump", "name", "span_slot_bases"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        try:
+            entries = json.loads(out or "[]")
+        except ValueError:
+            entries = []
+        # [{"key": ["0x92", ...], "formatted": {"key": 4242, ...}}, ...]
+        keys = [e.get("formatted", {}).get("key") for e in entries if isinstance(e, dict)]
+        if pid in keys:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the agent never published the span slots of pid {pid}")
+
+
 def _linked_on_span(stalls: list[SpanRecord], app_span: SpanRecord) -> tuple[int, int]:
     """(linked, all) stall spans of the app span's thread while it ran."""
     on_span = [
@@ -120,6 +147,7 @@ def test_stall_spans_reach_jaeger_linked_to_the_app_span(pipeline, memcgs, data_
             endpoint=collector.grpc_endpoint,
             service=APP_SERVICE,
             cgroup=directory,
+            before_span=_slots_published,
             OTEL_METRICS_EXPORTER="none",
         )
         # The collector's batch processor (agent.yaml: 5 s) holds spans a while.
