@@ -146,3 +146,17 @@ def run_instrumented_app(
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def stalls_on_span(stalls: list, app_span) -> list:
+    """The stall spans of ``app_span``'s thread that lie within it (both are
+    tests/peers/otlp_receiver.SpanRecord): the ones its link should name."""
+    return [s for s in stalls if during_span(s, app_span)]
+
+
+def during_span(stall, app_span) -> bool:
+    return (
+        stall.attributes["thread.id"] == app_span.attributes["thread.id"]
+        and app_span.start_time_unix_nano <= stall.start_time_unix_nano
+        and stall.end_time_unix_nano <= app_span.end_time_unix_nano
+    )

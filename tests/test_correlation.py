@@ -20,6 +20,7 @@ from tests.agent_process import (
     limit_memcg,
     run_instrumented_app,
     stall_agent_env,
+    stalls_on_span,
     wait_for_log,
 )
 from tests.conftest import make_cold_file
@@ -83,13 +84,7 @@ def test_stall_span_links_to_the_application_span(
     # The app opened its span at once: its slots must be known from its first
     # stall (announced by the plugin), so nearly every stall of its thread
     # while the span ran is linked.
-    during = [
-        s
-        for s in stalls
-        if s.attributes["thread.id"] == app_span.attributes["thread.id"]
-        and app_span.start_time_unix_nano <= s.start_time_unix_nano
-        and s.end_time_unix_nano <= app_span.end_time_unix_nano
-    ]
+    during = stalls_on_span(stalls, app_span)
     linked = [s for s in stalls if s.links]
     assert during, stalls
     assert len([s for s in during if s.links]) >= 0.9 * len(during), (

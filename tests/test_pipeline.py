@@ -29,9 +29,11 @@ import yaml
 from tests.agent_process import (
     AgentProcess,
     agent_env,
+    during_span,
     limit_memcg,
     run_instrumented_app,
     stall_agent_env,
+    stalls_on_span,
     wait_for_log,
 )
 from tests.conftest import make_cold_file
@@ -115,18 +117,6 @@ def _slots_published(pid: int) -> None:
     raise AssertionError(f"the agent never published the span slots of pid {pid}")
 
 
-def _linked_on_span(stalls: list[SpanRecord], app_span: SpanRecord) -> tuple[int, int]:
-    """(linked, all) stall spans of the app span's thread while it ran."""
-    on_span = [
-        s
-        for s in stalls
-        if s.attributes["thread.id"] == app_span.attributes["thread.id"]
-        and app_span.start_time_unix_nano <= s.start_time_unix_nano
-        and s.end_time_unix_nano <= app_span.end_time_unix_nano
-    ]
-    return len([s for s in on_span if s.links]), len(on_span)
-
-
 def _stalls_of(spans: list[SpanRecord], container_id: str) -> list[SpanRecord]:
     return [s for s in spans if s.name == STALL and s.resource.get("container.id") == container_id]
 
@@ -197,10 +187,7 @@ def test_stall_spans_reach_jaeger_linked_to_the_app_span(pipeline, memcgs, data_
         assert stall.resource["pagecache.cgroup.path"] == path
         assert stall.resource["service.name"] == AGENT_SERVICE
         assert stall.attributes["process.pid"] == app_span.attributes["process.pid"]
-        on_app_span = stall.attributes["thread.id"] == app_span.attributes["thread.id"] and (
-            app_span.start_time_unix_nano <= stall.start_time_unix_nano
-            and stall.end_time_unix_nano <= app_span.end_time_unix_nano
-        )
+        on_app_span = during_span(stall, app_span)
         # Stalls of other threads or outside the span (start-up imports in
         # 48 MiB, the exporter's thread) carry no link; the span's own, below.
         if not on_app_span:
@@ -213,8 +200,9 @@ def test_stall_spans_reach_jaeger_linked_to_the_app_span(pipeline, memcgs, data_
     # How many of them are linked from the first stall on is
     # tests/test_correlation.py's to prove (>= 90%, straight to a receiver);
     # here, through the Collector into Jaeger, each link is the right one.
-    linked_on_span, on_span = _linked_on_span(stalls, app_span)
-    assert on_span and linked_on_span, f"{linked_on_span} of {on_span} linked"
+    on_span = stalls_on_span(stalls, app_span)
+    linked_on_span = [s for s in on_span if s.links]
+    assert on_span and linked_on_span, f"{len(linked_on_span)} of {len(on_span)} linked"
     if TRACE_EXAMPLE:
         example = {
             "app_trace": app_trace,
