@@ -185,7 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
             "never export cgroups whose path matches one of these globs", "--exclude",
             repeatable=True),
     Setting("max_cgroups", "OTEL_PAGECACHE_MAX_CGROUPS", POSITIVE_INT, 1000,
-            "cap on exported cgroups; those with the most page cache are kept", "--max-cgroups"),
+            "cap on exported cgroups; the largest by memory usage (memory.current, v1 "
+            "memory.usage_in_bytes) are kept, chosen before memory.stat is read; a WARNING "
+            "says when it starts and stops dropping some", "--max-cgroups"),
     Setting("containers_only", "OTEL_PAGECACHE_CONTAINERS_ONLY", BOOL, False,
             "skip cgroups that are not containers", "--containers-only", flag_value=True),
     Setting("activity", "OTEL_PAGECACHE_ACTIVITY", BOOL, True,

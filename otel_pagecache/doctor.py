@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from .cgroupfs import CgroupSetupError, find_memory_hierarchy
 from .config import Settings
 from .probes import effective_capabilities, missing_bpf_capabilities
+from .selection import CAP_SETTING, CapWarnings
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 
@@ -311,6 +312,7 @@ def _check_cgroups(settings: Settings) -> list[Check]:
     from .agent import build_residency_reader
 
     reader = build_residency_reader(settings, hierarchy)
+    reader.cap_warnings = CapWarnings(settings.max_cgroups, log=None)  # reported below
     snapshot = reader.read()
     runtimes = Counter(
         m.identity.runtime for m in snapshot.memcgs if m.identity.kind == "container"
@@ -323,7 +325,23 @@ def _check_cgroups(settings: Settings) -> list[Check]:
             f"{snapshot.cgroups_discovered} memcgs; containers by runtime: {seen or 'none'}",
         )
     )
+    out.append(cap_check(snapshot.cgroups_discovered, reader.cap_warnings))
     return out
+
+
+def cap_check(discovered: int, cap: CapWarnings) -> Check:
+    """Whether ``OTEL_PAGECACHE_MAX_CGROUPS`` drops memcgs on this host, and how many."""
+    counts = f"{discovered} memcgs on this host, {cap.admitted} selected (--include, --exclude, "
+    counts += f"--containers-only), cap {cap.cap} ({CAP_SETTING})"
+    if not cap.dropped:
+        return Check("cgroups.cap", OK, f"{counts}: none dropped")
+    return Check(
+        "cgroups.cap",
+        WARN,
+        f"{counts}: the cap drops {cap.dropped}, the smallest by memory usage",
+        f"set {CAP_SETTING}={cap.admitted} (or more) to export them all, or narrow the "
+        "selection with --include/--exclude/--containers-only",
+    )
 
 
 def _check_engines(settings: Settings) -> list[Check]:

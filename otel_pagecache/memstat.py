@@ -192,14 +192,19 @@ class MemcgReading:
     pressure_us: dict[str, int] = field(default_factory=dict)
     present: bool = True  # False when memory.stat was missing (the cgroup vanished)
     nlink: int | None = None  # the directory's link count: 2 + subdirectories on kernfs
+    sized: bool = False  # usage read (read_size, or read_memcg)
+    read: bool = False  # memory.stat and the rest read (read_memcg)
 
 
-def read_memcg(directory: str, version: int, stats: ReadStats | None = None) -> MemcgReading:
-    """Read the files of one memcg directory; never raises.
+def read_size(
+    directory: str, version: int, stats: ReadStats | None = None, usage: bool = True
+) -> MemcgReading:
+    """The first, cheap read of a cycle; never raises.
 
-    The directory is opened once and its files are opened relative to it:
-    one full path lookup instead of one per file, and ``fstat`` of the
-    directory gives its link count (see ``cgroupfs.CgroupTree``) for free.
+    Opens the directory for its link count (see ``cgroupfs.CgroupTree``) and,
+    when ``usage``, reads the memcg's size: ``memory.usage_in_bytes`` (v1) or
+    ``memory.current`` (v2), one number. That is enough to choose which memcgs
+    to read in full (``residency.choose``) before any ``memory.stat`` is parsed.
     """
     reading = MemcgReading()
     try:
@@ -210,13 +215,75 @@ def read_memcg(directory: str, version: int, stats: ReadStats | None = None) -> 
         return reading
     try:
         reading.nlink = os.fstat(dir_fd).st_nlink
+        if usage:
+            reading.usage = _read_usage(version, dir_fd, stats)
+            reading.sized = True
+            # No usage file: not a memcg (v2: memory not enabled in the
+            # parent's subtree_control), or gone; but the v2 root has none.
+            if reading.usage is None and not _exists("memory.stat", dir_fd):
+                reading.present = False
+    except OSError as e:
+        _count(stats, e)
+        reading.present = False
+    finally:
+        os.close(dir_fd)
+    return reading
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return True
+
+
+def _read_usage(version: int, dir_fd: int, stats: ReadStats | None) -> int | None:
+    if version == 1:
+        return parse_single_value(read_file("memory.usage_in_bytes", stats, dir_fd))
+    # The v2 root has no memory.current: absence is not an error.
+    return parse_single_value(read_file("memory.current", None, dir_fd))
+
+
+def read_memcg(
+    directory: str,
+    version: int,
+    stats: ReadStats | None = None,
+    reading: MemcgReading | None = None,
+) -> MemcgReading:
+    """Read the files of one memcg directory; never raises.
+
+    The directory is opened once and its files are opened relative to it:
+    one full path lookup instead of one per file, and ``fstat`` of the
+    directory gives its link count (see ``cgroupfs.CgroupTree``) for free.
+    ``reading``, from ``read_size``, is completed in place: its link count
+    and usage are not read again.
+    """
+    if reading is None:
+        reading = MemcgReading()
+    elif not reading.present:
+        return reading
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        _count(stats, e)
+        reading.present = False
+        return reading
+    try:
+        if reading.nlink is None:
+            reading.nlink = os.fstat(dir_fd).st_nlink
         raw = read_file("memory.stat", stats, dir_fd)
         if raw is None:
             reading.present = False
-        elif version == 1:
-            _fill_v1(reading, raw, dir_fd, stats)
         else:
-            _fill_v2(reading, raw, dir_fd)
+            if not reading.sized:
+                reading.usage = _read_usage(version, dir_fd, stats)
+                reading.sized = True
+            if version == 1:
+                _fill_v1(reading, raw, dir_fd, stats)
+            else:
+                _fill_v2(reading, raw, dir_fd)
+            reading.read = True
     except OSError as e:
         _count(stats, e)
         reading.present = False
@@ -227,7 +294,6 @@ def read_memcg(directory: str, version: int, stats: ReadStats | None = None) -> 
 
 def _fill_v1(reading: MemcgReading, raw: bytes, dir_fd: int, stats: ReadStats | None) -> None:
     reading.stat = parse_flat_keyed(raw, V1_STAT_KEYS)
-    reading.usage = parse_single_value(read_file("memory.usage_in_bytes", stats, dir_fd))
     limit = parse_single_value(read_file("memory.limit_in_bytes", stats, dir_fd))
     reading.limit = None if limit is None or limit >= V1_UNLIMITED else limit
     reading.limit_hits = parse_single_value(read_file("memory.failcnt", stats, dir_fd))
@@ -235,9 +301,8 @@ def _fill_v1(reading: MemcgReading, raw: bytes, dir_fd: int, stats: ReadStats | 
 
 def _fill_v2(reading: MemcgReading, raw: bytes, dir_fd: int) -> None:
     reading.stat = parse_flat_keyed(raw, V2_STAT_KEYS)
-    # The root cgroup has no memory.current/max: absence is not an error,
-    # so these reads do not count failures.
-    reading.usage = parse_single_value(read_file("memory.current", None, dir_fd))
+    # The root cgroup has no memory.max: absence is not an error, so these
+    # reads do not count failures.
     reading.limit = parse_single_value(read_file("memory.max", None, dir_fd))
     # memory.events.local (5.7+) counts hits of this memcg's own limit, like
     # v1 memory.failcnt; plain memory.events also counts descendants' limits.

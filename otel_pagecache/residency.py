@@ -1,12 +1,12 @@
 """One collection cycle: every memcg's own page-cache residency, named.
 
 A ``Snapshot`` is taken once per collection and shared by every instrument
-callback (see ``SnapshotSource``), so a cycle reads each file once.
+callback (see ``SnapshotSource``), so a cycle reads each file once, and reads
+``memory.stat`` only of the memcgs it exports (``selection``).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import threading
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 
 from .activity import ActivityCounters, ActivitySnapshot
 from .cgroupfs import CgroupEntry, CgroupIndex, CgroupTree, MemoryHierarchy
-from .config import Settings
 from .containers import Enricher, Identity, identify
-from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo
+from .memstat import OWN_FIELDS, MemcgReading, ReadStats, read_memcg, read_meminfo, read_size
+from .selection import CapWarnings, Selection, largest
 
 # Own figures that are counters (cumulative), not gauges.
 COUNTER_FIELDS = ("refault_file", "activate_file")
@@ -68,23 +68,6 @@ class Snapshot:
     vanished: int = 0
     duration_s: float = 0.0
     activity: ActivitySnapshot | None = None
-
-
-@dataclass
-class Selection:
-    """Which memcgs are exported: path globs and a cap, to bound cardinality."""
-
-    include: Sequence[str] = ()
-    exclude: Sequence[str] = ()
-    containers_only: bool = False
-    max_cgroups: int = Settings.max_cgroups
-
-    def admits(self, path: str, identity: Identity) -> bool:
-        if self.containers_only and identity.kind != "container":
-            return False
-        if self.include and not any(fnmatch.fnmatchcase(path, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(path, p) for p in self.exclude)
 
 
 def own_stats(readings: dict[int, MemcgReading], entries: Sequence[CgroupEntry]) -> None:
@@ -199,8 +182,10 @@ class ResidencyReader:
         # counter dip. Counters never go down here: a high-water mark per memcg.
         self._counter_marks: dict[int, dict[str, int]] = {}
         self._pause_cache: dict[str, tuple[bool, float]] = {}
+        self._path_identities: dict[int, tuple[str, Identity]] = {}
         self.proc_root = proc_root
         self.selection = selection or Selection()
+        self.cap_warnings = CapWarnings(self.selection.max_cgroups)
         self.enricher = enricher
         self.index = index or CgroupIndex()
 
@@ -219,10 +204,17 @@ class ResidencyReader:
         stats = ReadStats()
         version = self.hierarchy.version
         directory = self.hierarchy.directory
+        admits = self.selection.admits
         entries = self.tree.entries(time.monotonic())
-        readings = {e.id: read_memcg(directory(e.path), version, stats) for e in entries}
+        identities = {e.id: self._identity(e) for e in entries}
+        # Select before reading: the globs and the container test need only
+        # the path; every directory is still opened, for its link count.
+        admitted = {e.id for e in entries if admits(e.path, identities[e.id])}
+        readings = {
+            e.id: read_size(directory(e.path), version, stats, e.id in admitted) for e in entries
+        }
         # Directories whose link count moved gained or lost children: list
-        # them again and read what is new, in this same cycle. So are the
+        # them again and size what is new, in this same cycle. So are the
         # parents of children whose directory is gone: under churn a creation
         # and a removal between two cycles leave the link count as it was.
         vanished_parents = {e.parent_id for e in entries if readings[e.id].nlink is None}
@@ -234,7 +226,10 @@ class ResidencyReader:
                 changed.append(e)
         for entry in changed:
             for new in self.tree.rescan(entry):
-                reading = read_memcg(directory(new.path), version, stats)
+                identities[new.id] = self._identity(new)
+                if admits(new.path, identities[new.id]):
+                    admitted.add(new.id)
+                reading = read_size(directory(new.path), version, stats, new.id in admitted)
                 readings[new.id] = reading
                 if reading.nlink is not None:
                     self.tree.link_count_changed(new, reading.nlink)
@@ -245,27 +240,37 @@ class ResidencyReader:
             entries = [e for e in self.tree.current() if e.id in readings]
         self.index.update(entries)
         snapshot.cgroups_discovered = len(entries)
+        # The cap, by usage, still before any memory.stat is read.
+        candidates = [e for e in entries if e.id in admitted and readings[e.id].present]
+        self.cap_warnings.cap = self.selection.max_cgroups
+        self.cap_warnings.update(len(candidates))
+        kept = largest(candidates, lambda e: readings[e.id].usage, self.selection.max_cgroups)
+        for e in kept:
+            read_memcg(directory(e.path), version, stats, readings[e.id])
         if version == 2:
-            tree_stats = {cid: dict(r.stat) for cid, r in readings.items()}
+            # v2 own figures are the hierarchical ones minus the children's:
+            # children not exported still need their memory.stat read.
+            kept_ids = {e.id for e in kept}
+            for e in entries:
+                reading = readings[e.id]
+                if e.parent_id in kept_ids and not reading.read and reading.present:
+                    read_memcg(directory(e.path), version, stats, reading)
+            tree_stats = {cid: dict(r.stat) for cid, r in readings.items() if r.read}
             own_stats(readings, entries)
         else:
             tree_stats = None
         samples = []
-        identities = self._identities(entries)
-        for entry in entries:
+        for entry in kept:
             reading = readings[entry.id]
             if not reading.present:
+                self.tree.forget(entry.id)  # memory.stat gone: the cgroup went away
                 continue
-            identity = identities[entry.path]
-            if not self.selection.admits(entry.path, identity):
-                continue
-            samples.append(make_sample(entry, identity, reading, tree_stats))
-        cap = self.selection.max_cgroups
-        if len(samples) > cap:
-            # Keep the memcgs holding the most page cache: those are the ones
-            # an operator is looking for when cardinality has to be cut.
-            samples.sort(key=lambda s: s.stat.get("file", 0), reverse=True)
-            del samples[cap:]
+            samples.append(make_sample(entry, identities[entry.id], reading, tree_stats))
+        if len(self._path_identities) > len(entries):
+            live = {e.id for e in entries}
+            self._path_identities = {
+                cid: known for cid, known in self._path_identities.items() if cid in live
+            }
         if version == 2:
             self._keep_counters_monotonic(samples)
         snapshot.memcgs = samples
@@ -287,23 +292,19 @@ class ResidencyReader:
             marks[sample.id] = current
         self._counter_marks = marks  # only memcgs still exported: bounded
 
-    def _identities(self, entries: Sequence[CgroupEntry]) -> dict[str, Identity]:
-        # identify() is a pure, cached function of the path; the enricher keeps
-        # its own time-bounded caches of the node's metadata files.
-        enrich = self.enricher.enrich if self.enricher is not None else None
-        out: dict[str, Identity] = {}
-        for entry in entries:
-            identity = identify(entry.path)
-            if enrich is not None:
-                identity = enrich(identity)
-            if (
-                identity.kind == "container"
-                and identity.pod_uid
-                and identity.container_name is None
-            ):
-                identity = self._unless_pause(entry.path, identity)
-            out[entry.path] = identity
-        return out
+    def _identity(self, entry: CgroupEntry) -> Identity:
+        # identify() is a pure function of the path: kept per cgroup id for as
+        # long as the cgroup lives (its own cache is smaller than a big host).
+        # The enricher keeps its own time-bounded caches of the node's files.
+        known = self._path_identities.get(entry.id)
+        if known is None or known[0] != entry.path:
+            known = self._path_identities[entry.id] = (entry.path, identify(entry.path))
+        identity = known[1]
+        if self.enricher is not None:
+            identity = self.enricher.enrich(identity)
+        if identity.kind == "container" and identity.pod_uid and identity.container_name is None:
+            identity = self._unless_pause(entry.path, identity)
+        return identity
 
     def _unless_pause(self, path: str, identity: Identity) -> Identity:
         """A pod's sandbox has an app container's path shape; without the

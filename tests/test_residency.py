@@ -132,15 +132,19 @@ def test_v1_uses_local_values(tmp_path):
 
 
 def test_selection_include_exclude_containers_only_and_cap(tmp_path):
-    write_v1_cgroup(tmp_path, "/", {"cache": 5})
-    write_v1_cgroup(tmp_path, "/system.slice/sshd.service", {"cache": 50})
-    for i, size in enumerate((10, 30, 20)):
-        write_v1_cgroup(tmp_path, f"/docker/{str(i) * 64}", {"cache": size})
+    write_v1_cgroup(tmp_path, "/", {"cache": 5}, usage=10_000)
+    write_v1_cgroup(tmp_path, "/system.slice/sshd.service", {"cache": 50}, usage=500)
+    # The cap ranks by usage, not by page cache: these two orders differ.
+    for i, (cache, usage) in enumerate(((10, 1000), (30, 100), (20, 2000))):
+        write_v1_cgroup(tmp_path, f"/docker/{str(i) * 64}", {"cache": cache}, usage=usage)
     h = MemoryHierarchy(1, str(tmp_path))
     only = ResidencyReader(h, str(tmp_path), Selection(containers_only=True)).read()
     assert sorted(m.path for m in only.memcgs) == [f"/docker/{str(i) * 64}" for i in range(3)]
     capped = ResidencyReader(h, str(tmp_path), Selection(max_cgroups=2)).read()
-    assert [m.stat["file"] for m in capped.memcgs] == [50, 30]
+    assert [(m.path, m.usage) for m in capped.memcgs] == [
+        ("/", 10_000),
+        (f"/docker/{'2' * 64}", 2000),
+    ]
     assert capped.cgroups_discovered == 7
     inc = ResidencyReader(
         h, str(tmp_path), Selection(include=("/docker/*",), exclude=("*/1111*",))
