@@ -200,6 +200,9 @@ def feature_notes(hierarchy: MemoryHierarchy) -> list[str]:
     return []
 
 
+# How long a memcg no snapshot knew stays unknown to the stall spans' Resources.
+UNKNOWN_RETRY_S = 10.0
+
 class Agent:
     """Owns the pipelines; ``stop()`` makes the last export within one bound.
 
@@ -228,7 +231,12 @@ class Agent:
         # newer snapshot still finds a cgroup removed in between).
         self._identities: dict[int, dict] = {}
         self._previous_identities: dict[int, dict] = {}
+        # Memcgs a stall named that no snapshot had: not read again for each
+        # of their stalls, but forgotten every UNKNOWN_RETRY_S, so a container
+        # started after the last snapshot gets its identity on later spans
+        # even with no metric exporter taking snapshots.
         self._unknown_ids: set = set()
+        self._unknown_since = time.monotonic()
         self.source = SnapshotSource(
             lambda: read_snapshot(self.residency, self.activity), on_snapshot=self._after_snapshot
         )
@@ -321,6 +329,9 @@ class Agent:
         found = self._identities.get(cgroup_id)  # type: ignore[call-overload]
         if found is None:
             found = self._previous_identities.get(cgroup_id)  # type: ignore[call-overload]
+        if found is None and time.monotonic() - self._unknown_since > UNKNOWN_RETRY_S:
+            self._unknown_ids.clear()
+            self._unknown_since = time.monotonic()
         if found is None and cgroup_id not in self._unknown_ids:
             # A stall span for a memcg no snapshot has seen yet (new, or no
             # metric exporter collecting): take one, at most every 0.5 s.
