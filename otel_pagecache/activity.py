@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -25,6 +26,12 @@ _log = logging.getLogger(__name__)
 DYING = "dying"
 UNATTRIBUTED = "unattributed"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# Forgotten memcg ids remembered, the most recently seen kept. Cgroup ids
+# are never reused, so remembering every one grows with churn without end
+# (~70 bytes a memcg: 0.4 MiB a minute at 100 memcgs/s, bench/README.md).
+# 8,192 is the last 80 s of memcgs at that rate: a dying memcg quiet for
+# longer, then back, is counted once more, the one cost of the bound.
+FORGOTTEN_IDS_KEPT = 8192
 
 
 @dataclass(slots=True)
@@ -87,7 +94,8 @@ class ActivityTracker:
         self._forgotten = 0
         # Ids already forgotten: events of a dying memcg keep arriving; its
         # entries are deleted once per reappearance, not counted again.
-        self._forgotten_ids: set[int] = set()
+        # Least recently seen first; bounded by FORGOTTEN_IDS_KEPT.
+        self._forgotten_ids: OrderedDict[int, None] = OrderedDict()
 
     def update(self, live_ids: Collection[int]) -> ActivitySnapshot:
         reading = self.probe.read()
@@ -151,7 +159,7 @@ class ActivityTracker:
         )
 
     def _forget(self, gone: set[int], reading: ActivityReading) -> None:
-        new = gone - self._forgotten_ids
+        new = gone - self._forgotten_ids.keys()
         try:
             # A dying memcg's pages keep being removed, re-creating its counter
             # entries: those are deleted each time. Its file entries cannot
@@ -162,9 +170,7 @@ class ActivityTracker:
             _log.debug("forgetting %d memcgs failed", len(gone), exc_info=True)
             return
         self._forgotten += len(new)
-        if len(self._forgotten_ids) > 100_000:
-            self._forgotten_ids.clear()
-        self._forgotten_ids |= new
+        self._remember_forgotten(gone)
         for name in _FIELDS:
             last = self._last[name]
             for memcg in gone:
@@ -176,6 +182,17 @@ class ActivityTracker:
                 self._last["lookups"][memcg] = reading.lookups_in_slots[memcg]
         for key in [k for k in self._last["removals"] if k[0] in gone]:
             del self._last["removals"][key]
+
+    def _remember_forgotten(self, gone: set[int]) -> None:
+        """Mark ``gone`` as the most recently seen forgotten ids; drop the
+        least recent past the bound (one that comes back after that is
+        counted again: an over-count, never a leak)."""
+        kept = self._forgotten_ids
+        for memcg in gone:
+            kept[memcg] = None
+            kept.move_to_end(memcg)
+        while len(kept) > FORGOTTEN_IDS_KEPT:
+            kept.popitem(last=False)
 
     def _top_files(
         self, reading: ActivityReading, live_ids: Collection[int]

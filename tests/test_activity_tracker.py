@@ -92,3 +92,62 @@ def test_path_resolver_survives_odd_file_names_and_keeps_only_what_was_asked(tmp
     paths = resolver(7, [(0xFE, 0x01, 1835056)])
     assert paths == {(0xFE, 0x01, 1835056): "/data/caf\ufffd.bin"}
     assert all(k[2] != 99 for cached in resolver._cache.values() for k in cached[1])
+
+
+class ChurnProbe:
+    """A probe over maps that keep every entry until ``forget`` deletes it,
+    under steady churn: each reading, 100 new memcgs with page-cache
+    insertions, and the previous reading's removed, their pages evicted."""
+
+    engine = "scripted"
+    has_lookups = True
+
+    def __init__(self, per_cycle: int = 100) -> None:
+        self.per_cycle = per_cycle
+        self.next_id = 1000
+        self.live: set[int] = set()
+        self.insertions: dict[int, int] = {}
+        self.removals: dict[tuple[int, str], int] = {}
+
+    def churn(self) -> set[int]:
+        """Remove the live memcgs, create the next ones; returns the live set."""
+        for memcg in self.live:
+            self.removals[(memcg, "eviction")] = 16
+        self.live = set(range(self.next_id, self.next_id + self.per_cycle))
+        self.next_id += self.per_cycle
+        self.insertions.update(dict.fromkeys(self.live, 16))
+        return self.live
+
+    def read(self):
+        return ActivityReading(insertions=dict(self.insertions), removals=dict(self.removals))
+
+    def forget(self, ids, files=True):
+        for memcg in ids:
+            self.insertions.pop(memcg, None)
+            self.removals.pop((memcg, "eviction"), None)
+
+
+def test_memory_stays_flat_under_churn():
+    """Cgroup ids are never reused: whatever the tracker keeps per forgotten
+    memcg must be bounded, else 100 memcgs/s grow the agent by ~0.4 MiB a
+    minute (issue 15: the set of every forgotten id did)."""
+    import tracemalloc
+
+    probe = ChurnProbe()
+    tracker = ActivityTracker(probe)
+
+    def churn(cycles: int) -> None:
+        for _ in range(cycles):
+            tracker.update(probe.churn())
+
+    churn(100)  # 10,000 memcgs: every bound reached
+    tracemalloc.start()
+    try:
+        churn(200)  # what is kept from here on was allocated while traced
+        settled = tracemalloc.get_traced_memory()[0]
+        churn(200)  # 20,000 more memcgs come and go
+        growth = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert growth < 128 * 1024, f"{growth / 1024:.0f} KiB kept for 20,000 removed memcgs"
+    assert tracker.update(probe.churn()).forgotten_memcgs == 500 * 100
