@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from .activity import ActivityCounters, FileUsage
 from .residency import MemcgSample, Snapshot, SnapshotSource
+
+if TYPE_CHECKING:
+    from .containers import Identity
 
 _log = logging.getLogger(__name__)
 
@@ -405,10 +409,17 @@ ALL_SPECS: tuple[MetricSpec, ...] = (
 def sample_resource_attributes(sample: MemcgSample) -> dict[str, str | int]:
     attrs = sample.attrs
     if attrs is None:
-        attrs = dict(sample.identity.resource_attributes())
-        attrs[CGROUP_PATH] = sample.path
-        attrs[CGROUP_ID] = sample.id
-        sample.attrs = attrs
+        attrs = sample.attrs = memcg_resource_attributes(sample.identity, sample.path, sample.id)
+    return attrs
+
+
+def memcg_resource_attributes(
+    identity: Identity, path: str, cgroup_id: int
+) -> dict[str, str | int]:
+    """A memcg's Resource attributes: its identity, cgroup path and id."""
+    attrs: dict[str, str | int] = dict(identity.resource_attributes())  # type: ignore[arg-type]
+    attrs[CGROUP_PATH] = path
+    attrs[CGROUP_ID] = cgroup_id
     return attrs
 
 

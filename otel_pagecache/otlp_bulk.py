@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
@@ -48,8 +49,11 @@ from .metrics import (
 from .residency import MemcgSample, Snapshot
 
 # gRPC servers refuse messages over 4 MiB by default (the Collector's
-# max_recv_msg_size_mib); stay under it with room for framing.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
+# max_recv_msg_size_mib). Requests stay far below it, at 1 MiB: a request in
+# flight is held several times over (its body, gRPC's copies), and at 10,000
+# memcgs 4 MiB requests left the agent ~7 MiB more RSS than 1 MiB ones, for
+# the same CPU (bench/README.md, "Collection").
+MAX_REQUEST_BYTES = 1024 * 1024
 
 CUMULATIVE = 2  # AggregationTemporality enum values of metrics.proto
 DELTA = 1
@@ -159,14 +163,30 @@ _NEEDS_LOOKUPS = tuple(needs for _, _, needs in ACTIVITY_METRICS)
 _FILES = _metric(FILE_USAGE, file_points)
 
 
+class _SharedResource:
+    """A ``ResourceMetrics.resource`` field kept as two parts: the base
+    Resource's attributes, shared by every memcg, and the memcg's own. Repeated
+    fields concatenate, so the two serialized parts are one Resource."""
+
+    __slots__ = ("base", "own")
+
+    def __init__(self, base: bytes, own: bytes) -> None:
+        self.base = base
+        self.own = own
+
+    def field(self) -> bytes:
+        n = len(self.base) + len(self.own)
+        return _T_RM_RESOURCE + _varint(n) + self.base + self.own
+
+
 class _Series:
     """What is kept per memcg (or activity bucket) across cycles."""
 
     __slots__ = ("key", "resource", "start_ns", "start_part", "previous")
 
-    def __init__(self, key: tuple, resource: bytes, start_ns: int) -> None:
+    def __init__(self, key: tuple, resource: bytes | _SharedResource, start_ns: int) -> None:
         self.key = key  # (path, identity attributes): a change restarts the series
-        self.resource = resource  # ResourceMetrics.resource field, serialized
+        self.resource = resource  # ResourceMetrics.resource field (or its parts)
         self.start_ns = start_ns  # start of every cumulative series of this memcg
         self.start_part = _start(start_ns)  # that start time, encoded
         # Delta temporality only: (metric, attributes) -> (last cumulative value, time).
@@ -191,6 +211,7 @@ class BulkEncoder:
         temporality: int = CUMULATIVE,
     ) -> None:
         self._base = dict(base_resource)
+        self._base_attributes = PbResource(attributes=key_values(self._base)).SerializeToString()
         self._schema_url = _field(_T_RM_SCHEMA_URL, schema_url.encode()) if schema_url else b""
         scope = InstrumentationScope(name=scope_name, version=scope_version)
         self._scope = _field(_T_SM_SCOPE, scope.SerializeToString())
@@ -204,14 +225,26 @@ class BulkEncoder:
     # -- caches ---------------------------------------------------------------
 
     def _resource_for(self, identity: Mapping[str, object]) -> bytes:
-        merged = {**self._base, **identity}
-        resource = PbResource(attributes=key_values(merged)).SerializeToString()
-        return _field(_T_RM_RESOURCE, resource)
+        """The ``ResourceMetrics.resource`` field: base Resource + identity.
 
-    def _series_for(self, key: object, ident: tuple, identity: Mapping, now_ns: int) -> _Series:
+        Kept per memcg for as long as it lives, so only the identity's part is
+        serialized per memcg; the base's (most of the bytes) is shared. When the
+        identity overrides a base key the whole Resource is serialized, as the
+        SDK merges it."""
+        if self._base.keys() & identity.keys():
+            merged = {**self._base, **identity}
+            resource = PbResource(attributes=key_values(merged)).SerializeToString()
+            return _field(_T_RM_RESOURCE, resource)
+        return _SharedResource(
+            self._base_attributes, PbResource(attributes=key_values(identity)).SerializeToString()
+        )
+
+    def _series_for(
+        self, key: object, ident: tuple, identity: Callable[[], Mapping], now_ns: int
+    ) -> _Series:
         series = self._series.get(key)
         if series is None or series.key != ident:
-            series = _Series(ident, self._resource_for(identity), now_ns)
+            series = _Series(ident, self._resource_for(identity()), now_ns)
         return series
 
     def _attributes(self, extra: dict) -> bytes:
@@ -229,10 +262,30 @@ class BulkEncoder:
 
     def encode(self, snapshot: Snapshot, now_ns: int) -> list[bytes]:
         """Every ``ResourceMetrics`` of this snapshot, each serialized (no tag)."""
+        return list(self.frames(snapshot, now_ns))
+
+    def frames(self, snapshot: Snapshot, now_ns: int) -> Iterator[bytes]:
+        """``encode``, one ``ResourceMetrics`` at a time.
+
+        The series (start times, Resources) are settled before this returns:
+        call it under the lock that orders collections. The points are framed
+        as the iterator is consumed, so a cycle sending request by request
+        holds one request's bytes, not all of them (~19 MiB at 10,000 memcgs).
+        With delta temporality framing moves each series' last values, so it
+        happens at once, before this returns."""
+        work = self._settle(snapshot, now_ns)
+        framed = (self._frame(*item, now_ns) for item in work)
+        if self._delta:
+            return iter([rm for rm in framed if rm is not None])
+        return (rm for rm in framed if rm is not None)
+
+    def _settle(self, snapshot: Snapshot, now_ns: int) -> list[tuple]:
+        """(series, memcg or bucket, its activity metrics, its top files) per
+        ResourceMetrics; the series of memcgs gone from the snapshot are forgotten."""
         live: dict[object, _Series] = {}
-        out: list[bytes] = []
+        work: list[tuple] = []
         activity = snapshot.activity
-        activity_metrics = ()
+        activity_metrics: tuple[_Metric, ...] = ()
         if activity is not None:
             activity_metrics = tuple(
                 m
@@ -240,33 +293,50 @@ class BulkEncoder:
                 if activity.has_lookups or not needs
             )
         for sample in snapshot.memcgs:
-            identity = sample_resource_attributes(sample)
-            ident = (sample.path, tuple(identity.items()))
-            series = live[sample.id] = self._series_for(sample.id, ident, identity, now_ns)
-            metrics = self._metrics(series, _MEMCG, sample, now_ns)
-            if sample.activity is not None:
-                metrics += self._metrics(series, activity_metrics, sample.activity, now_ns)
-            if activity is not None:
-                files = activity.files.get(sample.id)
-                if files:
-                    metrics += self._metrics(series, (_FILES,), files, now_ns)
-            if metrics:
-                out.append(self._resource_metrics(series, metrics))
+            # The path and the Identity decide the Resource's attributes (with
+            # the id, the key): compared as they are, the attributes are only
+            # built for a new series.
+            ident = (sample.path, sample.identity)
+            series = live[sample.id] = self._series_for(
+                sample.id, ident, partial(sample_resource_attributes, sample), now_ns
+            )
+            files = activity.files.get(sample.id) if activity is not None else None
+            work.append((series, sample, activity_metrics, files))
         if activity is not None:
             for state, counters in activity.buckets.items():
                 key = (CGROUP_STATE, state)
                 identity = {CGROUP_STATE: state}
-                series = live[key] = self._series_for(key, key, identity, now_ns)
-                metrics = self._metrics(series, activity_metrics, counters, now_ns)
-                if metrics:
-                    out.append(self._resource_metrics(series, metrics))
+                series = live[key] = self._series_for(key, key, lambda i=identity: i, now_ns)
+                work.append((series, counters, activity_metrics, None))
         # Memcgs gone from the snapshot are forgotten: bounded by the live set.
         self._series = live
-        return out
+        return work
+
+    def _frame(
+        self,
+        series: _Series,
+        source: MemcgSample | ActivityCounters,
+        activity_metrics: tuple[_Metric, ...],
+        files: list | None,
+        now_ns: int,
+    ) -> bytes | None:
+        """One memcg's (or bucket's) ``ResourceMetrics``; None when it has no point."""
+        if type(source) is MemcgSample:
+            metrics = self._metrics(series, _MEMCG, source, now_ns)
+            if source.activity is not None:
+                metrics += self._metrics(series, activity_metrics, source.activity, now_ns)
+        else:
+            metrics = self._metrics(series, activity_metrics, source, now_ns)
+        if files:
+            metrics += self._metrics(series, (_FILES,), files, now_ns)
+        return self._resource_metrics(series, metrics) if metrics else None
 
     def _resource_metrics(self, series: _Series, metrics: list[bytes]) -> bytes:
         scope_metrics = _field(_T_RM_SCOPE_METRICS, self._scope + b"".join(metrics))
-        return series.resource + scope_metrics + self._schema_url
+        resource = series.resource
+        if type(resource) is _SharedResource:
+            resource = resource.field()
+        return resource + scope_metrics + self._schema_url
 
     def _metrics(
         self,
@@ -312,25 +382,26 @@ class BulkEncoder:
 
 
 def requests(
-    resource_metrics: list[bytes], head: bytes = b"", limit: int = MAX_REQUEST_BYTES
+    resource_metrics: Iterable[bytes], head: bytes = b"", limit: int = MAX_REQUEST_BYTES
 ) -> Iterator[bytes]:
     """Serialized ``ExportMetricsServiceRequest`` bodies, each under ``limit``,
-    one at a time (at 10,000 memcgs all of them at once are ~16 MiB more RSS).
+    one at a time (at 10,000 memcgs all of them at once are ~19 MiB more RSS).
 
     ``head`` (an already serialized request, e.g. the SDK's own metrics) leads
     the first body: concatenated protobuf messages merge, repeated fields
     append. A single ResourceMetrics over the limit still goes, alone.
-    ``resource_metrics`` is emptied as it is framed.
+    ``resource_metrics`` is consumed as it is framed: pass an iterator
+    (``BulkEncoder.frames``) and only one request's bytes exist at a time.
     """
     current: list[bytes] = [head] if head else []
     size = len(head)
-    resource_metrics.reverse()
-    while resource_metrics:
-        framed = _field(_T_REQUEST_RM, resource_metrics.pop())
-        if current and size + len(framed) > limit:
+    for rm in resource_metrics:
+        n = len(rm)
+        tag = _T_REQUEST_RM + (_VARINTS[n] if n < 128 else _varint(n))
+        if current and size + len(tag) + n > limit:
             yield b"".join(current)
             current, size = [], 0
-        current.append(framed)
-        size += len(framed)
+        current += (tag, rm)  # no framed copy of each ResourceMetrics
+        size += len(tag) + n
     if current:
         yield b"".join(current)

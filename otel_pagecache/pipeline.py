@@ -1,6 +1,6 @@
 """The node agent's push loop: one collection, one set of OTLP requests, per interval.
 
-Each cycle takes one snapshot and sends, in requests under 4 MiB:
+Each cycle takes one snapshot and sends, in requests under 1 MiB (``otlp_bulk``):
 
 - the agent's own metrics (node totals, BPF and collection health, stall
   histogram), collected by the SDK through its public pull reader
@@ -155,8 +155,9 @@ class MetricsPipeline:
             # Own metrics right away, while the snapshot is current for their
             # callbacks; the bulk's encoding can take longer than its max age.
             head = self._own_metrics()
-            encoded = self._encoder.encode(snapshot, time.time_ns())
-            del snapshot  # the encoded bytes are all that is needed now
+            # Series settled here, under the lock; points framed request by
+            # request as they are sent (one request's bytes at a time).
+            encoded = self._encoder.frames(snapshot, time.time_ns())
         return requests(encoded, head)
 
     def _own_metrics(self) -> bytes:

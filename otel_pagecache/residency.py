@@ -233,9 +233,8 @@ class ResidencyReader:
                 readings[new.id] = reading
                 if reading.nlink is not None:
                     self.tree.link_count_changed(new, reading.nlink)
-        for entry in entries:
-            if not readings[entry.id].present:
-                self.tree.forget(entry.id)
+        # One pass over the tree for all that vanished (forget walks every entry).
+        self.tree.forget(*(e.id for e in entries if not readings[e.id].present))
         if changed or len(readings) != len(entries):
             entries = [e for e in self.tree.current() if e.id in readings]
         self.index.update(entries)
@@ -262,10 +261,10 @@ class ResidencyReader:
         samples = []
         for entry in kept:
             reading = readings[entry.id]
-            if not reading.present:
-                self.tree.forget(entry.id)  # memory.stat gone: the cgroup went away
-                continue
-            samples.append(make_sample(entry, identities[entry.id], reading, tree_stats))
+            if reading.present:
+                samples.append(make_sample(entry, identities[entry.id], reading, tree_stats))
+        # memory.stat gone: the cgroup went away between the two reads.
+        self.tree.forget(*(e.id for e in kept if not readings[e.id].present))
         if len(self._path_identities) > len(entries):
             live = {e.id for e in entries}
             self._path_identities = {

@@ -12,7 +12,7 @@ import pytest
 
 from otel_pagecache import residency
 from otel_pagecache.cgroupfs import MemoryHierarchy
-from otel_pagecache.doctor import WARN, cap_check
+from otel_pagecache.doctor import INFO, OK, cap_check
 from otel_pagecache.residency import ResidencyReader
 from otel_pagecache.selection import CAP_SETTING, CapWarnings, Selection, largest
 from tests.cgroup_trees import write_v1_cgroup, write_v2_cgroup
@@ -117,10 +117,10 @@ def test_doctor_line_says_whether_the_cap_drops_memcgs():
     cap = CapWarnings(100, log=None)
     cap.update(90)
     ok = cap_check(120, cap)
-    assert ok.status != WARN and "none dropped" in ok.detail
+    assert ok.status == OK and "none dropped" in ok.detail
     cap.update(130)
     warn = cap_check(140, cap)
-    assert warn.status == WARN
+    assert warn.status == INFO  # a chosen bound, not a broken feature: the verdict stands
     assert "140 memcgs" in warn.detail and "drops 30" in warn.detail and "cap 100" in warn.detail
     assert f"{CAP_SETTING}=130" in warn.fix
 
@@ -128,12 +128,14 @@ def test_doctor_line_says_whether_the_cap_drops_memcgs():
 def test_cap_on_real_memcgs_keeps_the_largest_by_usage(real_hierarchy, memcgs, tmp_path, caplog):
     """Three real memcgs beneath this test's cgroup, one holding 8 MiB of page
     cache: a cap of one keeps that one, and says that it dropped two."""
-    created = [memcgs.create()[1] for _ in range(3)]
+    group, _ = memcgs.create()
+    name = group.rsplit("/", 1)[1]
+    created = [memcgs.create(f"{name}/m{i}")[1] for i in range(3)]
     big = created[1]
     data = tmp_path / "charged"
     writer = f"open({str(data)!r}, 'wb').write(b'x' * (8 << 20))"
     memcgs.run(big, [sys.executable, "-c", writer])
-    selection = Selection(include=(memcgs.children_glob,), max_cgroups=1)
+    selection = Selection(include=(f"{group}/*",), max_cgroups=1)
     reader = ResidencyReader(real_hierarchy, selection=selection)
     caplog.set_level(logging.WARNING, logger="otel_pagecache")
     snapshot = reader.read()
