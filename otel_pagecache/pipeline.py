@@ -12,6 +12,8 @@ Each cycle takes one snapshot and sends, in requests under 1 MiB (``otlp_bulk``)
 No queue: a cycle whose export fails drops its points (with one warning a
 minute), and the next cycle sends fresh ones; cumulative counters carry the
 counts across. An export blocks the loop at most ``export_timeout_s``.
+Cycles start on a fixed schedule (one slot per interval); one that overruns
+its slot is followed by one export at once, never by a burst.
 
 ``shutdown(bound_s)`` stops the loop and makes the last export within
 ``bound_s``, whatever the collector does (refuses, or accepts and never
@@ -219,8 +221,16 @@ class MetricsPipeline:
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        # Exports go on a fixed schedule, one slot per interval, not one
+        # interval after the previous export ended: a cycle's own time
+        # (collection, encoding, a slow receiver's answer) would otherwise
+        # add to every gap, and more so on a loaded host. A cycle that
+        # overruns its slot is followed by one export at once, and the
+        # schedule restarts from it: never a burst of catch-up exports.
+        next_slot = time.monotonic() + self._interval_s
+        while not self._stop.wait(max(0.0, next_slot - time.monotonic())):
             self.export_once()
+            next_slot = max(next_slot + self._interval_s, time.monotonic())
 
     def shutdown(self, bound_s: float) -> bool:
         """Stop the loop, then one last export within ``bound_s``; True if delivered.
