@@ -39,7 +39,7 @@ from .metrics import (
     SCOPE_NAME,
     STALL_DURATION,
     AgentMetrics,
-    sample_resource_attributes,
+    memcg_resource_attributes,
 )
 from .pipeline import MetricsPipeline
 from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
@@ -229,8 +229,8 @@ class Agent:
         # Identity of every memcg in the last two snapshots, for the stall
         # histogram's and spans' Resources (two, so an export that races a
         # newer snapshot still finds a cgroup removed in between).
-        self._identities: dict[int, dict] = {}
-        self._previous_identities: dict[int, dict] = {}
+        self._identities: dict[int, tuple] = {}
+        self._previous_identities: dict[int, tuple] = {}
         # Memcgs a stall named that no snapshot had: not read again for each
         # of their stalls, but forgotten every UNKNOWN_RETRY_S, so a container
         # started after the last snapshot gets its identity on later spans
@@ -341,11 +341,17 @@ class Agent:
                 if len(self._unknown_ids) > 10_000:
                     self._unknown_ids.clear()
                 self._unknown_ids.add(cgroup_id)
-        return found
+        if found is None:
+            return None
+        path, identity = found
+        return memcg_resource_attributes(identity, path, cgroup_id)  # type: ignore[arg-type]
 
     def _after_snapshot(self, snapshot: Snapshot) -> None:
+        # What names each memcg, not its attributes: those are built when a
+        # stall asks (a few per cycle); 10,000 dicts a cycle, kept for two
+        # cycles, were ~5 MiB.
         self._previous_identities = self._identities
-        self._identities = {s.id: sample_resource_attributes(s) for s in snapshot.memcgs}
+        self._identities = {s.id: (s.path, s.identity) for s in snapshot.memcgs}
 
     def wait(self, stop: threading.Event) -> None:
         """Block until ``stop`` is set (the pipelines run in their own threads)."""
