@@ -46,6 +46,7 @@ from .residency import ResidencyReader, Selection, Snapshot, SnapshotSource
 from .span_delivery import CountedBatchSpanProcessor
 from .span_export import build_span_exporter
 from .stalls import StallPipeline, StallPoller
+from .stopping import DETACH_S
 
 _log = logging.getLogger(__name__)
 
@@ -207,8 +208,9 @@ class Agent:
     """Owns the pipelines; ``stop()`` makes the last export within one bound.
 
     The bound is ``OTEL_PAGECACHE_SHUTDOWN_TIMEOUT`` (default 5 s): it covers
-    the last metric export and the last span export together, whatever the
-    collector does; the BPF programs are detached after it.
+    the last metric exports and the last span export together, whatever the
+    collector does; the BPF programs are detached after it, within
+    ``stopping.DETACH_S``.
     """
 
     def __init__(
@@ -266,6 +268,7 @@ class Agent:
         )
         meter = self.meter_provider.get_meter(SCOPE_NAME, __version__)
         self.tracer_provider: TracerProvider | None = None
+        self._span_exporter = None
         self.stall_poller: StallPoller | None = None
         self._start_stalls(meter, resource)
         engine = self.activity.probe.engine if self.activity is not None else None
@@ -297,6 +300,7 @@ class Agent:
         if probe is None or not probe.stall_kinds:
             return
         exporter = build_span_exporter(self.settings, self._identity)
+        self._span_exporter = exporter
         if exporter is not None:
             self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
@@ -358,39 +362,54 @@ class Agent:
         while not stop.wait(1.0):
             pass
 
-    def stop(self) -> bool:
+    def stop(self, deadline: float | None = None) -> bool:
         """Last export, then detach; returns True: a stop is not a failure.
 
-        Exports that fail or do not finish within ``shutdown_timeout_s`` are
-        warnings (``last_export_delivered`` tells tests which); the process
-        still exits 0, as systemd expects of a requested stop."""
+        Everything shares one ``deadline`` (``time.monotonic()``; by default
+        ``shutdown_timeout_s`` from now, the command line passes the signal's
+        time plus that): the stall poller, the last metric exports (all
+        pipelines at once) and the span flush end by it; the BPF detach gets
+        ``DETACH_S`` more, and what is still running then is left to the
+        process's exit (``stopping.ExitGuard`` bounds that too).
+
+        Exports that fail or do not finish in time are warnings
+        (``last_export_delivered`` tells tests which); the process still
+        exits 0, as systemd expects of a requested stop."""
         if self._stopped.is_set():
             return True
         self._stopped.set()
         bound_s = self.settings.shutdown_timeout_s
-        deadline = time.monotonic() + bound_s
+        if deadline is None:
+            deadline = time.monotonic() + bound_s
+        flush_started = time.monotonic()
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         # A poller stuck in poll() keeps the BPF object it reads: the kernel
         # detaches its programs when the process exits.
-        poller_stopped = self.stall_poller is None or self.stall_poller.stop()
-        # The span exporter's own retries are not ours to bound: its flush
-        # runs in a daemon thread we stop waiting for at the deadline.
+        poller_stopped = self.stall_poller is None or self.stall_poller.stop(min(2.0, remaining()))
+        # Each flush runs in a daemon thread that is abandoned at the
+        # deadline: the exporters' own retries and the SDK's joins are not
+        # ours to bound, and one slow exporter must not eat another's time.
         spans = None
         if self.tracer_provider is not None:
-            spans = threading.Thread(
-                target=self._shutdown_quietly,
-                args=(self.tracer_provider.shutdown,),
-                name="otel-pagecache-span-flush",
-                daemon=True,
-            )
-            spans.start()
-        delivered = True
-        for pipeline in self.pipelines:
-            remaining = max(0.0, deadline - time.monotonic())
-            delivered = pipeline.shutdown(remaining) and delivered
-        self._shutdown_quietly(self.meter_provider.shutdown)
+            spans = _in_thread(self._shutdown_quietly, "span-flush", self.tracer_provider.shutdown)
+        outcomes: list[bool] = []
+        flushes = [
+            _in_thread(lambda p=pipeline: outcomes.append(p.shutdown(remaining())), "last-export")
+            for pipeline in self.pipelines
+        ]
+        for thread in flushes:
+            thread.join(remaining())
+        delivered = len(outcomes) == len(flushes) and all(outcomes)
+        self._shutdown_quietly(self.meter_provider.shutdown, timeout_millis=remaining() * 1000)
         if spans is not None:
-            spans.join(max(0.0, deadline - time.monotonic()))
+            spans.join(remaining())
             if spans.is_alive():
+                # Close its channel: an export in flight ends now, not at its
+                # own timeout, and the SDK's thread with it.
+                self._shutdown_quietly(self._span_exporter.shutdown)
                 _log.warning("the last stall spans were not sent within %.1f s", bound_s)
         if not delivered:
             _log.warning(
@@ -401,22 +420,27 @@ class Agent:
         _log.info(
             "last export %s; flush took %.2f s (bound %.1f s)",
             "delivered" if delivered else "not delivered",
-            bound_s - max(0.0, deadline - time.monotonic()),
+            time.monotonic() - flush_started,
             bound_s,
         )
         self.last_export_delivered = delivered
+        detached = False
         if poller_stopped:
-            self.close_probes()
-        _log.info(
-            "stopped%s",
-            ": BPF programs detached" if self.activity is not None and poller_stopped else "",
-        )
+            detach = _in_thread(self.close_probes, "detach")
+            detach.join(remaining() + DETACH_S)
+            detached = not detach.is_alive()
+        if self.activity is None:
+            _log.info("stopped")
+        elif detached:
+            _log.info("stopped: BPF programs detached")
+        else:
+            _log.info("stopped: the BPF programs go with the process")
         return True
 
     @staticmethod
-    def _shutdown_quietly(shutdown) -> None:
+    def _shutdown_quietly(shutdown, **kwargs) -> None:
         try:
-            shutdown()
+            shutdown(**kwargs)
         except Exception:  # noqa: BLE001 - a failed flush at exit is a warning at most
             _log.debug("shutdown raised", exc_info=True)
 
@@ -424,3 +448,10 @@ class Agent:
         """Detach every BPF program (idempotent)."""
         if self.activity is not None:
             self.activity.probe.close()
+
+
+def _in_thread(target, name: str, *args) -> threading.Thread:
+    """``target(*args)`` started in a daemon thread (one the exit need not wait for)."""
+    thread = threading.Thread(target=target, args=args, name=f"otel-pagecache-{name}", daemon=True)
+    thread.start()
+    return thread

@@ -7,15 +7,14 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import sys
-import threading
 
 from . import __version__
 from .cgroupfs import CgroupSetupError, find_memory_hierarchy
 from .config import SETTINGS, SettingError, Settings, read
 from .endpoint import EndpointError, serve_prometheus
 from .log_rate_limit import RateLimitFilter
+from .stopping import guard_exit, stop_on_signals
 from .top import SORT_KEYS
 
 
@@ -109,24 +108,12 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
-def _stop_event_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handle(signum, _frame):
-        logging.getLogger("otel_pagecache").info(
-            "received %s, stopping", signal.Signals(signum).name
-        )
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    return stop
-
-
 def _run(settings: Settings) -> int:
     # First: a stop requested while the programs load is a stop, not a kill
-    # (the default SIGTERM action) or a KeyboardInterrupt traceback.
-    stop = _stop_event_on_signals()
+    # (the default SIGTERM action) or a KeyboardInterrupt traceback; and from
+    # the signal on, the whole process has one bound (stopping.py).
+    stop = stop_on_signals()
+    guard_exit(stop, settings.shutdown_timeout_s)
     from .agent import Agent
 
     if "prometheus" in settings.metrics_exporters:
@@ -135,9 +122,9 @@ def _run(settings: Settings) -> int:
     logging.getLogger("otel_pagecache").info("starting (pid %d)", os.getpid())
     agent = Agent(settings)
     try:
-        agent.wait(stop)
+        agent.wait(stop.event)
     finally:
-        clean = agent.stop()
+        clean = agent.stop(stop.deadline(settings.shutdown_timeout_s))
     return 0 if clean else 1
 
 
@@ -145,7 +132,7 @@ def _top(settings: Settings, args: argparse.Namespace, own: dict[str, object]) -
     from .agent import build_activity, build_residency_reader, read_snapshot
     from .top import run_top, terminal_keys
 
-    stop = _stop_event_on_signals()
+    stop = stop_on_signals().event
     interval = float(own["top_interval_s"])  # type: ignore[arg-type]
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
     # The table shows counters only: no stall programs (nothing would drain them).

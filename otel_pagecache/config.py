@@ -209,7 +209,8 @@ SETTINGS: tuple[Setting, ...] = (
             "export file.path of those files (off: a container's file names stay private)",
             "--file-paths", commands=RUN, flag_value=True),
     Setting("shutdown_timeout_s", "OTEL_PAGECACHE_SHUTDOWN_TIMEOUT", NON_NEGATIVE, 5.0,
-            "seconds allowed for the last export on exit", commands=RUN),
+            "seconds allowed for the last export on exit; the process ends at most 1 s "
+            "later", commands=RUN),
     Setting("stalls", "OTEL_PAGECACHE_STALLS", BOOL, True,
             "stall programs and spans", commands=RUN),
     Setting("stall_threshold_ms", "OTEL_PAGECACHE_STALL_THRESHOLD_MS", NON_NEGATIVE, 1.0,

@@ -38,6 +38,7 @@ class ResourceSwappingSpanExporter(SpanExporter):
         self._lookup = lookup
         self._keys = resource_keys
         self._resources = ResourceCache()
+        self._shut_down = False
 
     def export(self, spans) -> SpanExportResult:
         try:
@@ -57,6 +58,11 @@ class ResourceSwappingSpanExporter(SpanExporter):
         return copy_span(span, attributes=rest, resource=resource)
 
     def shutdown(self) -> None:
+        # Once: the agent closes it at its deadline to end an export in
+        # flight, and the SDK's processor closes it again when its thread ends.
+        if self._shut_down:
+            return
+        self._shut_down = True
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -16,8 +16,8 @@ from opentelemetry.proto.collector.metrics.v1 import (
 from otel_pagecache.otlp_bulk import MAX_REQUEST_BYTES, BulkEncoder, requests
 from otel_pagecache.otlp_transport import ExportError, OtlpMetricSender, OtlpSettings
 from tests.collection_snapshot import fixed_snapshot
+from tests.peers import Blackhole
 from tests.peers.otlp_receiver import OtlpReceiver, iter_points
-from tests.test_shutdown import Blackhole
 
 
 def test_signal_specific_variables_win_and_http_appends_the_path():

@@ -7,8 +7,9 @@ for its deadline), for both OTLP transports. The stop comes once an export
 attempt has reached the endpoint, so it finds the export loop busy with it. The bound is
 OTEL_PAGECACHE_SHUTDOWN_TIMEOUT (default 5 s) on the last flush, metrics and
 spans together; the agent logs how long its flush took, which is held to the
-bound here (the wall-clock stop also includes detaching BPF programs and the
-interpreter's exit, so it only gets a generous ceiling).
+bound here; the whole process, BPF detach and interpreter exit included, must
+end within the bound + 1 s of the signal, asserted with 2 s of slack, on both
+engines (bench/exit_time.py prints the times).
 """
 
 from __future__ import annotations
@@ -16,50 +17,19 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
+from otel_pagecache.probes.bcc import bcc_available
 from tests.agent_process import AgentProcess, wait_for_log
 from tests.pace import scaled
-from tests.peers import ClosingListener, free_port
+from tests.peers import Blackhole, ClosingListener, free_port
 
 BOUND_S = 3.0
-
-
-class Blackhole:
-    """Accepts TCP connections and never reads nor answers."""
-
-    def __init__(self) -> None:
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(64)
-        self.port = self._server.getsockname()[1]
-        self._held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-
-    def reached(self) -> bool:
-        """True once an export attempt has connected."""
-        return bool(self._held)
-
-    def close(self) -> None:
-        self._server.close()
-        for conn in self._held:
-            conn.close()
 
 
 @pytest.fixture
@@ -135,8 +105,10 @@ def _assert_clean_stop(code: int, elapsed: float, log: str) -> None:
     flush = re.search(r"flush took ([0-9.]+) s \(bound", log)
     assert flush, log
     assert float(flush.group(1)) <= BOUND_S + 0.5, log
-    # Detach and interpreter exit come on top of the flush; generous under load.
-    assert elapsed < BOUND_S + 10, f"stop took {elapsed:.1f} s\n{log}"
+    # The whole process, detach and interpreter exit included, ends within
+    # the bound + 1 s of the signal (stopping.ExitGuard); 2 s more of slack
+    # for a loaded machine. bench/exit_time.py measures it.
+    assert elapsed < BOUND_S + 3, f"stop took {elapsed:.1f} s\n{log}"
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -157,6 +129,19 @@ def test_sigterm_with_a_blackhole_collector_exits_0_within_the_bound(
     env = _env(f"http://127.0.0.1:{blackhole.port}", protocol)
     with AgentProcess(["run", "--include", path], env, tmp_path) as agent:
         _assert_clean_stop(*_stop(agent, signal.SIGTERM, blackhole.reached))
+
+
+@pytest.mark.parametrize("engine", ["core", "bcc"])
+def test_sigterm_with_the_receiver_down_ends_the_process_within_the_bound_on_both_engines(
+    memcgs, tmp_path, engine, refusing
+):
+    if engine == "bcc" and not bcc_available():
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    path, _ = memcgs.create()
+    env = _env(f"http://127.0.0.1:{refusing.port}", "grpc")
+    with AgentProcess(["run", "--engine", engine, "--include", path], env, tmp_path) as agent:
+        wait_for_log(agent, f"activity engine: {engine}", timeout=120)
+        _assert_clean_stop(*_stop(agent, signal.SIGTERM, refusing.reached))
 
 
 def test_sigint_with_a_dead_collector_exits_0(memcgs, tmp_path, refusing):

@@ -25,6 +25,7 @@ from typing import TypeVar
 from tests.pace import scaled
 
 __all__ = [
+    "Blackhole",
     "ClosingListener",
     "GoPeer",
     "GoPeerBuildError",
@@ -219,6 +220,36 @@ class ClosingListener(Managed):
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+class Blackhole:
+    """Accepts TCP connections and never reads nor answers."""
+
+    def __init__(self) -> None:
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(64)
+        self.port = self._server.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+
+    def reached(self) -> bool:
+        """True once an export attempt has connected."""
+        return bool(self._held)
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self._held:
+            conn.close()
 
 
 class GoPeerBuildError(RuntimeError):
