@@ -1,7 +1,10 @@
 """Collection-cycle cost vs number of memory cgroups, on the real kernel.
 
-Creates N empty memory cgroups beneath this process's own cgroup (N = 10, 100,
-1000 by default), then measures, in CPU time per cycle:
+Creates N empty memory cgroups beneath this process's own cgroup (N = 10,
+1000, 10000 by default), shaped as a Kubernetes node's (``--shape k8s``, the
+default: kubepods.slice / QoS slice / pod slice / one sandbox and two
+container scopes per pod, ``cri-containerd-<64 hex>.scope``) or flat
+(``--shape flat``), then measures, in CPU time per cycle:
 
 - floor: bare os.open/os.read/os.close of every file one cycle reads (all memcg
   files of every cgroup the walk finds, plus /proc/meminfo), nothing else;
@@ -11,7 +14,7 @@ Creates N empty memory cgroups beneath this process's own cgroup (N = 10, 100,
   changed), "full walk" lists every directory as well (every 30 s by default);
 - encode: what the agent's push loop does with that snapshot (the SDK
   collecting the agent's own metrics, the direct encoder building the
-  per-container bulk, requests split under 4 MiB; no network);
+  per-container bulk, requests split under 1 MiB; no network);
 - agent: a real ``otel-pagecache run`` process (defaults: CO-RE activity
   engine attached) exporting over OTLP/gRPC to a loopback receiver, at each
   N: its CPU time per export cycle (utime+stime from /proc over several
@@ -22,8 +25,12 @@ Creates N empty memory cgroups beneath this process's own cgroup (N = 10, 100,
 Run as root: ``.venv/bin/python bench/collection.py [N ...] [--baseline DIR]``
 (default 10 1000 10000; ``--baseline`` also runs another checkout's agent,
 e.g. the commit before the direct encoder, for a before/after in one run).
-Prints a table. Removes every cgroup it created, also on Ctrl-C. CPU figures
-are inflated by whatever else the machine runs.
+Prints a table. ``--profile`` instead runs the agent's cycle in this process
+(``Agent``, CO-RE engine attached, nothing sent) at each N and prints where
+the CPU goes (cProfile, the cycle's parts) and who owns the memory
+(tracemalloc, after a cycle and at its peak). Removes every cgroup it
+created, also on Ctrl-C. CPU figures are inflated by whatever else the
+machine runs; the cgroups other jobs create are walked too.
 """
 
 from __future__ import annotations
@@ -177,7 +184,38 @@ def agent_figures(
         receiver.stop()
 
 
-def main(sizes: list[int], baseline: str | None = None) -> int:
+def k8s_paths(n: int) -> list[str]:
+    """``n`` cgroup paths shaped as a Kubernetes node's (cgroupfs driver
+    systemd, containerd), parents before children."""
+    out = ["kubepods.slice"] + [f"kubepods.slice/kubepods-{q}.slice" for q in QOS_SLICES]
+    pod = 0
+    while len(out) < n:
+        qos = ("burstable", "besteffort", "guaranteed")[pod % 3]
+        uid = str(uuid.UUID(int=pod + 1)).replace("-", "_")
+        if qos == "guaranteed":
+            pod_dir = f"kubepods.slice/kubepods-pod{uid}.slice"
+        else:
+            pod_dir = f"kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{uid}.slice"
+        out.append(pod_dir)
+        # The sandbox and two containers.
+        out += [f"{pod_dir}/cri-containerd-{pod * 4 + c:064x}.scope" for c in range(3)]
+        pod += 1
+    return out[:n]
+
+
+QOS_SLICES = ("burstable", "besteffort")
+
+
+def grow(bench_root: Path, created: list[Path], n: int, shape: str) -> None:
+    """Create memcgs under ``bench_root`` until ``n`` exist (``created`` in order)."""
+    paths = [f"m{i:05d}" for i in range(n)] if shape == "flat" else k8s_paths(n)
+    for rel in paths[len(created) :]:
+        d = bench_root / rel
+        d.mkdir()
+        created.append(d)
+
+
+def main(sizes: list[int], baseline: str | None = None, shape: str = "k8s") -> int:
     if os.geteuid() != 0:
         print("run as root: it creates memory cgroups", file=sys.stderr)
         return 2
@@ -187,7 +225,7 @@ def main(sizes: list[int], baseline: str | None = None) -> int:
     bench_root = parent / f"otel-pagecache-bench-{uuid.uuid4().hex[:6]}"
     bench_root.mkdir()
     created: list[Path] = []
-    print(f"cgroup v{hierarchy.version}, memcgs created under {bench_root}")
+    print(f"cgroup v{hierarchy.version}, {shape}-shaped memcgs created under {bench_root}")
     header = (
         f"{'memcgs':>7} {'walked':>7} {'floor ms':>9} {'read+parse ms':>14} {'ratio':>6} "
         f"{'µs/memcg':>9} {'full walk ms':>13} {'encode ms':>10} {'cycle ms':>9} "
@@ -196,10 +234,7 @@ def main(sizes: list[int], baseline: str | None = None) -> int:
     print(header)
     try:
         for n in sizes:
-            while len(created) < n:
-                d = bench_root / f"m{len(created):05d}"
-                d.mkdir()
-                created.append(d)
+            grow(bench_root, created, n, shape)
             entries = walk(hierarchy)
             paths = [hierarchy.directory(e.path) + "/" + f for e in entries for f in files]
             paths.append("/proc/meminfo")
@@ -234,7 +269,7 @@ def main(sizes: list[int], baseline: str | None = None) -> int:
             encode = measure(pipeline.bodies, max(2, repeat // 4))
             provider.shutdown()
             interval_ms = 1000 if n <= 1000 else 3000
-            agent = agent_figures(n + 100, interval_ms)
+            agent = agent_figures(n, interval_ms)
             print(
                 f"{n:>7} {len(entries):>7} {floor * 1e3:>9.2f} {read_parse * 1e3:>14.2f} "
                 f"{read_parse / floor:>6.2f} {read_parse / len(entries) * 1e6:>9.1f} "
@@ -246,12 +281,12 @@ def main(sizes: list[int], baseline: str | None = None) -> int:
             )
             print(
                 f"        agent: {agent['requests_per_cycle']:.1f} requests per cycle, largest "
-                f"{agent['largest_request'] / 2**20:.2f} MiB (limit 4 MiB), every {interval_ms} ms",
+                f"{agent['largest_request'] / 2**20:.2f} MiB (limit 1 MiB), every {interval_ms} ms",
                 flush=True,
             )
             if baseline is not None:
                 try:
-                    before = agent_figures(n + 100, interval_ms, checkout=baseline)
+                    before = agent_figures(n, interval_ms, checkout=baseline)
                 except RuntimeError as e:
                     print(f"        baseline agent ({baseline}) failed: {e}", flush=True)
                 else:
@@ -282,5 +317,15 @@ if __name__ == "__main__":
         help="also measure the agent of this checkout (e.g. `git worktree add DIR <commit>`, "
         "with its BPF object built), in the same run",
     )
+    parser.add_argument("--shape", choices=("k8s", "flat"), default="k8s")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the agent's cycle in this process (cProfile, tracemalloc) at each N",
+    )
     args = parser.parse_args()
-    sys.exit(main(args.sizes, args.baseline))
+    if args.profile:
+        from collection_profile import profile_main
+
+        sys.exit(profile_main(args.sizes, args.shape))
+    sys.exit(main(args.sizes, args.baseline, args.shape))
