@@ -218,7 +218,12 @@ class BulkEncoder:
         self._delta = temporality == DELTA
         self._sum_tail = bytes((0x10, temporality, 0x18, 1))  # temporality, is_monotonic
         self._series: dict[object, _Series] = {}
-        self._attrs: dict[tuple, bytes] = {(): b""}
+        # Point attributes, serialized, of this cycle and the one before: a
+        # steady host reuses all of them, while those of files gone from the
+        # top files (new inodes under churn) are dropped after one cycle
+        # unused, not kept until some large bound.
+        self._attrs: dict[tuple, bytes] = {}
+        self._attrs_before: dict[tuple, bytes] = {}
         self._time_ns = 0
         self._time_part: bytes | None = None  # this cycle's time_unix_nano, encoded
 
@@ -253,9 +258,10 @@ class BulkEncoder:
         key = tuple(extra.items())
         found = self._attrs.get(key)
         if found is None:
-            if len(self._attrs) > 50_000:  # bounded: file attributes churn
-                self._attrs = {(): b""}
-            found = self._attrs[key] = _attributes_bytes(extra)
+            found = self._attrs_before.get(key)
+            if found is None:
+                found = _attributes_bytes(extra)
+            self._attrs[key] = found
         return found
 
     # -- encoding -------------------------------------------------------------
@@ -274,6 +280,7 @@ class BulkEncoder:
         With delta temporality framing moves each series' last values, so it
         happens at once, before this returns."""
         work = self._settle(snapshot, now_ns)
+        self._attrs_before, self._attrs = self._attrs, {}  # a new cycle
         framed = (self._frame(*item, now_ns) for item in work)
         if self._delta:
             return iter([rm for rm in framed if rm is not None])
