@@ -210,9 +210,18 @@ class ResidencyReader:
         # Select before reading: the globs and the container test need only
         # the path; every directory is still opened, for its link count.
         admitted = {e.id for e in entries if admits(e.path, identities[e.id])}
-        readings = {
-            e.id: read_size(directory(e.path), version, stats, e.id in admitted) for e in entries
-        }
+        # Under the cap, everything admitted is read in one pass (one open of
+        # each directory); above it, a size pass first, then the kept.
+        one_pass = len(admitted) <= self.selection.max_cgroups
+
+        def first_read(e: CgroupEntry) -> MemcgReading:
+            if e.id not in admitted:
+                return read_size(directory(e.path), version, stats, usage=False)
+            if one_pass:
+                return read_memcg(directory(e.path), version, stats)
+            return read_size(directory(e.path), version, stats)
+
+        readings = {e.id: first_read(e) for e in entries}
         # Directories whose link count moved gained or lost children: list
         # them again and size what is new, in this same cycle. So are the
         # parents of children whose directory is gone: under churn a creation
@@ -229,8 +238,7 @@ class ResidencyReader:
                 identities[new.id] = self._identity(new)
                 if admits(new.path, identities[new.id]):
                     admitted.add(new.id)
-                reading = read_size(directory(new.path), version, stats, new.id in admitted)
-                readings[new.id] = reading
+                reading = readings[new.id] = first_read(new)
                 if reading.nlink is not None:
                     self.tree.link_count_changed(new, reading.nlink)
         # One pass over the tree for all that vanished (forget walks every entry).
@@ -245,7 +253,8 @@ class ResidencyReader:
         self.cap_warnings.update(len(candidates))
         kept = largest(candidates, lambda e: readings[e.id].usage, self.selection.max_cgroups)
         for e in kept:
-            read_memcg(directory(e.path), version, stats, readings[e.id])
+            if not readings[e.id].read:
+                read_memcg(directory(e.path), version, stats, readings[e.id])
         if version == 2:
             # v2 own figures are the hierarchical ones minus the children's:
             # children not exported still need their memory.stat read.

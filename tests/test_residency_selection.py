@@ -145,3 +145,27 @@ def test_cap_on_real_memcgs_keeps_the_largest_by_usage(real_hierarchy, memcgs, t
     [line] = [r.getMessage() for r in caplog.records]
     assert "cap of 1" in line and "drops 2" in line and CAP_SETTING in line
     data.unlink()
+
+
+def test_under_the_cap_each_directory_is_opened_once(tmp_path, stat_reads, monkeypatch):
+    """No size pass when the selection admits no more than the cap: the
+    admitted are read in one pass, the others only sized for their link count."""
+    h = _v1_tree(tmp_path)
+    sized: list[tuple[str, bool]] = []
+    real = residency.read_size
+
+    def recording(directory, version, stats=None, usage=True):
+        sized.append((directory, usage))
+        return real(directory, version, stats, usage)
+
+    monkeypatch.setattr(residency, "read_size", recording)
+    selection = Selection(include=("/docker/*",), max_cgroups=4)
+    snapshot = ResidencyReader(h, str(tmp_path), selection).read()
+    assert len(snapshot.memcgs) == 4
+    assert sorted(stat_reads) == sorted(h.directory(f"/docker/{c}") for c in CIDS)
+    assert len(sized) == 4 and not any(usage for _, usage in sized)  # the four not admitted
+    sized.clear()
+    stat_reads.clear()
+    selection.max_cgroups = 3  # now above it: a size pass over the admitted first
+    snapshot = ResidencyReader(h, str(tmp_path), selection).read()
+    assert sum(usage for _, usage in sized) == 4 and len(stat_reads) == 3
