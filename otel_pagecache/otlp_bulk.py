@@ -146,6 +146,7 @@ class _Metric:
     extract: Extract
     header: bytes  # name, description, unit fields of Metric
     is_sum: bool
+    data_tag: bytes  # Metric.sum or Metric.gauge
 
 
 def _metric(spec: MetricSpec, extract: Extract) -> _Metric:
@@ -154,7 +155,8 @@ def _metric(spec: MetricSpec, extract: Extract) -> _Metric:
         + _field(b"\x12", spec.description.encode())
         + _field(b"\x1a", spec.unit.encode())
     )
-    return _Metric(spec, extract, header, spec.kind == "counter")
+    is_sum = spec.kind == "counter"
+    return _Metric(spec, extract, header, is_sum, _T_SUM if is_sum else _T_GAUGE)
 
 
 _MEMCG = tuple(_metric(spec, extract) for spec, extract in MEMCG_METRICS)
@@ -363,28 +365,39 @@ class BulkEncoder:
             self._time_ns = now_ns
         start_part = series.start_part
         varints = _VARINTS
+        delta = self._delta
+        int_value, double_value = _INT_VALUE, _DOUBLE_VALUE
         for metric in metrics:
             points = []
+            is_sum = metric.is_sum
             for value, extra in metric.extract(source):
                 attrs = self._attributes(extra) if extra else b""
-                if not metric.is_sum:
-                    body = attrs + time_part + _value(value)
-                elif self._delta:
+                # _value, inlined: ints stay ints (as_int), as the SDK sends them.
+                if not is_sum:
+                    prefix = attrs + time_part
+                elif delta:
                     previous_key = (metric.spec.name, attrs)
                     last_value, last_time = series.previous.get(previous_key, (0, series.start_ns))
                     series.previous[previous_key] = (value, now_ns)
-                    body = attrs + _start(last_time) + time_part + _value(value - last_value)
+                    prefix = attrs + _start(last_time) + time_part
+                    value = value - last_value
                 else:
-                    body = attrs + start_part + time_part + _value(value)
+                    prefix = attrs + start_part + time_part
+                if type(value) is int:
+                    body = prefix + int_value(_T_AS_INT, value)
+                else:
+                    body = prefix + double_value(_T_AS_DOUBLE, value)
                 n = len(body)
                 points.append(_T_DATA_POINT + (varints[n] if n < 128 else _varint(n)) + body)
             if not points:
                 continue
-            if metric.is_sum:
-                data = _field(_T_SUM, b"".join(points) + self._sum_tail)
-            else:
-                data = _field(_T_GAUGE, b"".join(points))
-            encoded.append(_field(_T_SM_METRIC, metric.header + data))
+            payload = points[0] if len(points) == 1 else b"".join(points)
+            if is_sum:
+                payload += self._sum_tail
+            n = len(payload)
+            body = metric.header + metric.data_tag + (varints[n] if n < 128 else _varint(n))
+            n += len(body)
+            encoded.append(_T_SM_METRIC + (varints[n] if n < 128 else _varint(n)) + body + payload)
         return encoded
 
 
