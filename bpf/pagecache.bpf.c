@@ -25,7 +25,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* include/linux/memcontrol.h: low bits of folio->memcg_data are flags. */
 #define MEMCG_DATA_OBJEXTS 1UL
 #define MEMCG_DATA_FLAGS_MASK 7UL
-#define PAGE_SHIFT 12 /* x86-64 and arm64 with 4 KiB pages: the build's targets */
 
 enum pageflags___local {
 	PG_head = 6,
@@ -484,15 +483,9 @@ int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t
 static __always_inline void read_at_entry(struct kiocb *iocb, __u64 count)
 {
 	struct address_space *mapping = BPF_CORE_READ(iocb, ki_filp, f_mapping);
-	__s64 pos = BPF_CORE_READ(iocb, ki_pos);
-	__s64 end = pos + (__s64)count;
-	__s64 size = BPF_CORE_READ(mapping, host, i_size);
 
-	if (end > size)
-		end = size;
-	if (pos < 0 || pos >= end)
-		return; /* at or past the end of the file: nothing looked up */
-	lookup_read(current_task(), (__u64)mapping, pos >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT);
+	lookup_read_entered(current_task(), (__u64)mapping, BPF_CORE_READ(iocb, ki_pos), count,
+			    BPF_CORE_READ(mapping, host, i_size));
 }
 
 static __always_inline void fault_at_entry(struct vm_fault *vmf)
@@ -504,17 +497,9 @@ static __always_inline void fault_at_entry(struct vm_fault *vmf)
 static __always_inline void fault_around_at_entry(struct vm_fault *vmf, __u64 start, __u64 end)
 {
 	struct address_space *mapping = BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
-	__s64 size = BPF_CORE_READ(mapping, host, i_size);
-	__u64 last_in_file;
 
-	if (size <= 0)
-		return;
-	last_in_file = (__u64)(size - 1) >> PAGE_SHIFT;
-	if (end > last_in_file)
-		end = last_in_file;
-	if (start > end)
-		return;
-	lookup_fault_around(current_task(), (__u64)mapping, start, end);
+	lookup_fault_around_entered(current_task(), (__u64)mapping, start, end,
+				    BPF_CORE_READ(mapping, host, i_size));
 }
 
 /* A read function taking (iocb, iter): the byte count is iter->count. */

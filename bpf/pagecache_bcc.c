@@ -13,7 +13,14 @@
  *   DIRTY_PAGE_TRACEPOINT  writeback_dirty_page, before writeback_dirty_folio
  *   RECLAIM_BEGIN_GFP_FIRST  *_reclaim_begin(gfp, order, memcg) (7.x)
  *   THROTTLE_THRESH_ARGS balance_dirty_pages with ten numbers (up to 6.12)
+ *   KPROBE_LOOKUPS       no lookup tracepoints (before 6.12): lookups from
+ *                        kprobes on the read and fault functions, which the
+ *                        loader attaches (lookup_read_* to the read function
+ *                        this kernel has, lookup_fault_entry, lookup_map_pages_entry)
  */
+#ifdef KPROBE_LOOKUPS
+#include <uapi/linux/ptrace.h> /* struct pt_regs, as bcc's own tools include it */
+#endif
 #include "pagecache.h"
 #include "pagecache_bcc_common.h"
 
@@ -202,6 +209,65 @@ RAW_TRACEPOINT_PROBE(mm_filemap_map_pages)
 {
 	lookup_fault_around((void *)bpf_get_current_task(), ctx->args[0], ctx->args[1],
 			    ctx->args[2]);
+	return 0;
+}
+#endif
+
+#ifdef KPROBE_LOOKUPS
+/* Lookups before 6.12, as bcc's cachestat takes them: kprobes on the read
+ * function (filemap_get_pages from 5.12, generic_file_buffered_read before)
+ * and the fault functions; the rules are the CO-RE engine's kprobe hooks'
+ * (pagecache_bookkeeping.h, "Lookups from the read and fault functions"). */
+static __always_inline s64 mapping_size(u64 mapping)
+{
+	return (s64)rd64((void *)rd64((void *)mapping + OFF_MAPPING_HOST) + OFF_INODE_SIZE);
+}
+
+static __always_inline void read_entered(void *iocb, u64 count)
+{
+	u64 mapping = rd64((void *)rd64(iocb + OFF_KIOCB_FILP) + OFF_FILE_MAPPING);
+
+	lookup_read_entered((void *)bpf_get_current_task(), mapping,
+			    (s64)rd64(iocb + OFF_KIOCB_POS), count, mapping_size(mapping));
+}
+
+/* (iocb, iter, ...): generic_file_buffered_read, filemap_get_pages to 6.4 */
+int lookup_read_iter(struct pt_regs *ctx)
+{
+	read_entered((void *)PT_REGS_PARM1(ctx), rd64((void *)PT_REGS_PARM2(ctx) + OFF_ITER_COUNT));
+	return 0;
+}
+
+/* (iocb, count, ...): filemap_get_pages from 6.5 */
+int lookup_read_count(struct pt_regs *ctx)
+{
+	read_entered((void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+	return 0;
+}
+
+static __always_inline u64 vmf_mapping(void *vmf)
+{
+	void *file = (void *)rd64((void *)rd64(vmf + OFF_VMF_VMA) + OFF_VMA_FILE);
+
+	return rd64(file + OFF_FILE_MAPPING);
+}
+
+/* filemap_fault(vmf) */
+int lookup_fault_entry(struct pt_regs *ctx)
+{
+	void *vmf = (void *)PT_REGS_PARM1(ctx);
+
+	lookup_fault((void *)bpf_get_current_task(), vmf_mapping(vmf), rd64(vmf + OFF_VMF_PGOFF));
+	return 0;
+}
+
+/* filemap_map_pages(vmf, start_pgoff, end_pgoff) */
+int lookup_map_pages_entry(struct pt_regs *ctx)
+{
+	u64 mapping = vmf_mapping((void *)PT_REGS_PARM1(ctx));
+
+	lookup_fault_around_entered((void *)bpf_get_current_task(), mapping, PT_REGS_PARM2(ctx),
+				    PT_REGS_PARM3(ctx), mapping_size(mapping));
 	return 0;
 }
 #endif

@@ -12,6 +12,8 @@
 #include <linux/fs.h>
 #include <linux/sched.h>
 #include <linux/pid.h>
+#include <linux/mm.h>
+#include <linux/uio.h>
 
 /* struct folio arrived in 5.16; before it the head struct page stands in
  * (order 0), and named its memcg by pointer until 5.11 (see pagecache.bpf.c). */
@@ -60,6 +62,14 @@
 #define OFF_TASK_THREAD_PID offsetof(struct task_struct, thread_pid)
 #define OFF_PID_LEVEL offsetof(struct pid, level)
 #define OFF_PID_NUMBERS offsetof(struct pid, numbers)
+#define OFF_KIOCB_FILP offsetof(struct kiocb, ki_filp)
+#define OFF_KIOCB_POS offsetof(struct kiocb, ki_pos)
+#define OFF_FILE_MAPPING offsetof(struct file, f_mapping)
+#define OFF_INODE_SIZE offsetof(struct inode, i_size)
+#define OFF_ITER_COUNT offsetof(struct iov_iter, count)
+#define OFF_VMF_VMA offsetof(struct vm_fault, vma)
+#define OFF_VMF_PGOFF offsetof(struct vm_fault, pgoff)
+#define OFF_VMA_FILE offsetof(struct vm_area_struct, vm_file)
 #define SIZE_UPID sizeof(struct upid)
 #define MEMORY_CGRP_ID memory_cgrp_id
 #define PG_HEAD PG_head

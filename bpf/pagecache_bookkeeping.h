@@ -32,7 +32,7 @@
  *   void lost(u32 reason)
  *   struct cpu_slots *cpu_slots_get(void)
  *   struct read_progress *read_progress_find(u32 *tid)
- *   void read_progress_save(u32 *tid, struct read_progress *)
+ *   void read_progress_save(u32 *tid, struct read_progress *)  create or replace
  * and, for stalls (PAGECACHE_STALLS defined):
  *   int stall_start_save(u32 *tid, struct stall_start *)    0 on success
  *   struct stall_start *stall_start_find(u32 *tid)
@@ -303,6 +303,31 @@ static __always_inline bool read_continues(struct lookup_slot *slot, u32 tid, u6
 	return last > index && resume_from_map(slot, tid, mapping, index, last);
 }
 
+/*
+ * A new read of more than one page: later batches may come after a switch,
+ * so it becomes the thread's entry in reads_in_progress. A thread that has an
+ * entry (it read more than one page before) has it rewritten in place: a
+ * look-up costs a fraction of an LRU map update, which a cached 1 MiB read
+ * (one event per read with large folios) otherwise paid on every read
+ * (bench/bpf_cost.py: +250 ns per event over an empty program, +130 ns in
+ * place). The map's other writer, carry_progress on another CPU, only moves
+ * the index of a read that its slot continues, so it cannot match a read
+ * being written here unless it is of the same file with the same end.
+ */
+static __always_inline void read_started(u32 tid, u64 mapping, u64 index, u64 last)
+{
+	struct read_progress *progress = read_progress_find(&tid);
+	struct read_progress started = {.mapping = mapping, .index = index, .last = last};
+
+	if (progress) {
+		progress->mapping = mapping;
+		progress->last = last;
+		progress->index = index;
+		return;
+	}
+	read_progress_save(&tid, &started);
+}
+
 static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64 last)
 {
 	struct cpu_slots *slots = cpu_slots_get();
@@ -322,12 +347,8 @@ static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64
 	slot->mapping = mapping;
 	slot->index = index;
 	slot->last = last;
-	if (last > index) {
-		/* More than one page: later batches may come after a switch. */
-		struct read_progress started = {.mapping = mapping, .index = index, .last = last};
-
-		read_progress_save(&tid, &started);
-	}
+	if (last > index)
+		read_started(tid, mapping, index, last);
 	count_lookups(slots, last - index + 1, task);
 }
 
@@ -362,6 +383,45 @@ static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 st
 		slot->fault_mapping = 0;
 	}
 	count_lookups(slots, pages, task);
+}
+
+/* ---- Lookups from the read and fault functions (kernels before 6.12) ---------
+ *
+ * Where mm_filemap_get_pages/_map_pages are missing, the engines hook the
+ * functions behind them at entry (fentry or kprobe; the why: pagecache.bpf.c,
+ * "Lookups before 6.12") and hand over what they read there: the read's byte
+ * position and count and the file's size, or the fault-around range. The
+ * range is then what the tracepoints report, from the same rules.
+ */
+#define LOOKUP_PAGE_SHIFT 12 /* 4 KiB pages: x86-64 and arm64, the builds' targets */
+
+/* A read of count bytes from pos, clamped to the file's size. */
+static __always_inline void lookup_read_entered(TASK_T task, u64 mapping, s64 pos, u64 count,
+						s64 size)
+{
+	s64 end = pos + (s64)count;
+
+	if (end > size)
+		end = size;
+	if (pos < 0 || pos >= end)
+		return; /* at or past the end of the file: nothing looked up */
+	lookup_read(task, mapping, pos >> LOOKUP_PAGE_SHIFT, (end - 1) >> LOOKUP_PAGE_SHIFT);
+}
+
+/* Fault-around of pages [start, end], clamped to the file's last page. */
+static __always_inline void lookup_fault_around_entered(TASK_T task, u64 mapping, u64 start,
+							u64 end, s64 size)
+{
+	u64 last_in_file;
+
+	if (size <= 0)
+		return;
+	last_in_file = (u64)(size - 1) >> LOOKUP_PAGE_SHIFT;
+	if (end > last_in_file)
+		end = last_in_file;
+	if (start > end)
+		return;
+	lookup_fault_around(task, mapping, start, end);
 }
 
 /* ---- Stalls ------------------------------------------------------------------

@@ -156,12 +156,17 @@ def _check_bcc() -> Check:
             "the CO-RE engine (engine.core) does not need BCC",
         )
     layout, attribution, hook = probe.layout, probe.attribution, probe.lookup_hook
+    refused = probe.lookup_hooks_refused
     probe.close()
     detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
     if hook == "none":
-        # BCC takes lookups from the 6.12 tracepoints only; CO-RE has the
-        # fentry/kprobe hooks of older kernels.
-        detail += "; no lookups with BCC on this kernel (before 6.12: use the CO-RE engine)"
+        # BCC takes lookups from the 6.12 tracepoints, else from kprobes on the
+        # read and fault functions; CO-RE also has fentry.
+        detail += "; no lookups with BCC on this kernel" + (
+            f" (refused: {'; '.join(refused)})" if refused else ""
+        )
+    elif hook != "tracepoint":
+        detail += f"; lookups from {hook}"
     return Check("engine.bcc", OK, detail)
 
 

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from otel_pagecache.probes.bcc import bcc_available
+from otel_pagecache.probes.bcc import _kprobe_hook, bcc_available
 from otel_pagecache.probes.btf_offsets import KernelBtf
 from otel_pagecache.probes.core import PROGRAMS, choose_programs
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
-from tests.kernel_features import LOOKUP_TRACEPOINTS, skip_if_lacking, skip_unless_lookups
+from tests.kernel_features import skip_unless_lookups
 from tests.pace import scaled
 from tests.peers.otlp_receiver import iter_points
 
@@ -32,10 +32,13 @@ def _expected_programs() -> dict[str, set[str]]:
     hook = choice.lookup_hooks[0] if choice.lookup_hooks else None
     core = counters | set(hook.programs if hook else ())
     # BCC names each program after its raw tracepoint, and serves lookups from
-    # the 6.12 tracepoints only.
+    # the 6.12 tracepoints, else from kprobes on the functions the CO-RE
+    # engine's kprobe hook names.
     bcc = {f"raw_tracepoint__{PROGRAMS[p].split(':')[1]}" for p in counters}
     if hook is not None and hook.code == "tracepoint":
         bcc |= {f"raw_tracepoint__{PROGRAMS[p].split(':')[1]}" for p in hook.programs}
+    else:
+        bcc |= {program for _, program in _kprobe_hook(choice.lookup_hooks)}
     return {"core": core, "bcc": bcc}
 
 
@@ -59,8 +62,6 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
 ):
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
-    if engine == "bcc":  # BCC serves lookups from the 6.12 tracepoints only
-        skip_if_lacking(LOOKUP_TRACEPOINTS, "BCC lookups")
     skip_unless_lookups()  # it waits for the lookups of a read
     our_programs = _expected_programs()[engine]
     container_id, path, directory = memcgs.create_container()

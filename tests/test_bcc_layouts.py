@@ -26,6 +26,48 @@ UNIFIED = Path("/sys/fs/cgroup/unified")
 pytestmark = pytest.mark.skipif(not bcc_available(), reason="python3-bpfcc is not installed")
 
 
+@pytest.mark.parametrize("layout", ["btf", "headers"])
+def test_kprobe_lookups_compile_and_pass_the_verifier(monkeypatch, real_hierarchy, layout):
+    """Where the lookup tracepoints are missing (before 6.12) BCC takes lookups
+    from kprobes on the read and fault functions. Forced here, with the
+    choice a 6.1 kernel's BTF gives (headers: from /proc/kallsyms and the
+    headers' version): the programs compile and pass the verifier, and this
+    host, which has no kprobes, refuses them by name and runs without lookups
+    (their counts are tested in the 5.10 and 6.1 guests)."""
+    from otel_pagecache.probes import bcc
+    from otel_pagecache.probes.core import LookupHook
+
+    real_choose = bcc.choose_programs
+
+    def choose_without_lookup_tracepoints(params):
+        choice = real_choose(params)
+        choice.lookup_hooks = [
+            LookupHook(
+                "kprobe:filemap_get_pages",
+                ("kprobe_get_pages_iter", "kprobe_fault", "kprobe_map_pages"),
+            )
+        ]
+        return choice
+
+    monkeypatch.setattr(bcc, "choose_programs", choose_without_lookup_tracepoints)
+    monkeypatch.setattr(
+        bcc,
+        "_kprobe_hook_from_headers",
+        lambda version: [bcc.KPROBE_PROGRAMS[s] for s in ("get_pages_iter", "fault", "map_pages")],
+    )
+    probe = BccProbe(layout=layout).start()
+    try:
+        assert b"lookup_read_iter" in probe._bpf.funcs  # loaded: the verifier took it
+        if probe.has_lookups:  # a kernel with kprobes
+            assert probe.lookup_hook == "kprobe:filemap_get_pages"
+            assert "filemap_get_pages" in probe.attached
+        else:
+            assert probe.lookup_hook == "none"
+            assert probe.lookup_hooks_refused[0].startswith("kprobe:filemap_get_pages (")
+    finally:
+        probe.close()
+
+
 def test_headers_layout_compiles_and_loads(real_hierarchy):
     probe = BccProbe(layout="headers").start()
     try:

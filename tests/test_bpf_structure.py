@@ -119,3 +119,33 @@ def test_bcc_gets_the_header_pasted_once_into_its_text():
         text = _source(layout)
         assert text.count(marker) == 1, layout
         assert not re.search(r'^#include "', text, re.MULTILINE), layout
+
+
+def test_lookups_from_the_read_and_fault_functions_are_decided_once():
+    """Before 6.12 both engines take lookups from the read and fault functions
+    (CO-RE by fentry or kprobe, BCC by kprobe): the byte range clamped to the
+    file's size and the fault-around window clamped to its last page are
+    worked out in the header, from what each engine reads its own way."""
+    header = _code(BPF / HEADER)
+    entered = {"lookup_read_entered", "lookup_fault_around_entered"}
+    assert entered <= _defined_functions(header)
+    assert "LOOKUP_PAGE_SHIFT" in _function(header, "lookup_read_entered")
+    for name in ("pagecache.bpf.c", "pagecache_bcc.c"):
+        text = _code(BPF / name)
+        for function in entered:
+            assert f"{function}(" in text, (name, function)
+    # No engine turns bytes into pages or clamps to the file's size itself.
+    clamping = re.compile(r"PAGE_SHIFT|\bend\s*=\s*size\b|last_in_file")
+    for path in _engine_files():
+        text = _code(path)
+        assert not clamping.search(text), (path.name, clamping.search(text))
+
+
+def test_a_new_read_is_saved_in_one_place():
+    """A multi-page read becomes its thread's reads_in_progress entry in
+    read_started() only: rewritten in place when the thread has one (a look-up,
+    not an LRU update, on the hot path of large cached reads), else created."""
+    header = _code(BPF / HEADER)
+    started = _function(header, "read_started")
+    assert "read_progress_find(" in started and "read_progress_save(" in started
+    assert len(re.findall(r"\bread_progress_save\(", header)) == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from otel_pagecache.probes.bcc import _drift_flags
+from otel_pagecache.probes.bcc import _drift_flags, _kprobe_hook, _kprobe_hook_from_headers
 from otel_pagecache.probes.btf_offsets import KIND_FUNC, KIND_TYPEDEF
 from otel_pagecache.probes.core import choose_programs
 
@@ -180,3 +180,50 @@ def test_bcc_gets_the_same_choice_as_compile_flags():
 def test_a_kernel_without_any_read_function_gets_no_lookup_hook():
     params = _kernel(_common("writeback_dirty_folio", RECLAIM_OLD, THROTTLE_THRESH), FAULTS)
     assert choose_programs(params).lookup_hooks == []
+
+
+def test_bcc_takes_lookups_from_kprobes_where_the_tracepoints_are_missing():
+    """Before 6.12 the BCC engine hooks, by kprobe, the functions the CO-RE
+    engine's kprobe hook names (as bcc's own cachestat does); from 6.12 it
+    takes the tracepoints."""
+    faults = [
+        ("filemap_fault", "lookup_fault_entry"),
+        ("filemap_map_pages", "lookup_map_pages_entry"),
+    ]
+    assert _kprobe_hook(choose_programs(KERNELS["5.10"]).lookup_hooks) == [
+        ("generic_file_buffered_read", "lookup_read_iter"),
+        *faults,
+    ]
+    assert _kprobe_hook(choose_programs(KERNELS["6.1"]).lookup_hooks) == [
+        ("filemap_get_pages", "lookup_read_iter"),
+        *faults,
+    ]
+    assert _kprobe_hook(choose_programs(KERNELS["6.12"]).lookup_hooks) == []
+
+
+@pytest.mark.parametrize(
+    ("version", "symbols", "read"),
+    [
+        ("5.10.0-33-amd64", ["generic_file_buffered_read"], "lookup_read_iter"),
+        ("6.1.0-57-amd64", ["filemap_get_pages"], "lookup_read_iter"),
+        ("6.6.58", ["filemap_get_pages"], "lookup_read_count"),
+        ("6.1.0-57-amd64", [], None),
+    ],
+)
+def test_bcc_without_btf_takes_its_kprobes_from_kallsyms_and_the_headers(
+    tmp_path, version, symbols, read
+):
+    """No BTF, headers that match the kernel: which functions exist comes from
+    /proc/kallsyms, the read function's signature from the headers' version."""
+    kallsyms = tmp_path / "kallsyms"
+    lines = [f"ffffffff8123c0d0 t {s}" for s in [*symbols, "filemap_fault", "filemap_map_pages"]]
+    kallsyms.write_text("\n".join(["ffffffff81000000 T _stext", *lines]) + "\n")
+    hook = _kprobe_hook_from_headers(version, str(kallsyms))
+    if read is None:
+        assert hook == []
+    else:
+        assert [program for _, program in hook] == [
+            read,
+            "lookup_fault_entry",
+            "lookup_map_pages_entry",
+        ]

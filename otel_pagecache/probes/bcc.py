@@ -27,7 +27,15 @@ from importlib import resources
 
 from . import ActivityReading, ProbeUnavailable, missing_bpf_capabilities
 from .btf_offsets import KIND_TYPEDEF, KernelBtf, layout_from_btf
-from .core import PROGRAMS, STALL_KINDS, announcement_decoder, choose_programs, kernel_hz
+from .core import (
+    FAULT_FUNCTIONS,
+    PROGRAMS,
+    STALL_KINDS,
+    LookupHook,
+    announcement_decoder,
+    choose_programs,
+    kernel_hz,
+)
 from .kheaders import find_headers
 from .layout import LOST_REASONS, REMOVAL_REASONS
 from .lookup_slots import read_lookups
@@ -86,6 +94,56 @@ def _drift_flags(programs: list[str]) -> list[str]:
     if "on_balance_dirty_pages_thresh" in programs:
         flags.append("-DTHROTTLE_THRESH_ARGS")
     return flags
+
+
+# Lookups before 6.12 (KPROBE_LOOKUPS in pagecache_bcc.c): the CO-RE engine's
+# kprobe program suffix -> (the kernel function, BCC's program for it).
+KPROBE_PROGRAMS = {
+    "get_pages_iter": ("filemap_get_pages", "lookup_read_iter"),
+    "get_pages_count": ("filemap_get_pages", "lookup_read_count"),
+    "buffered_read": ("generic_file_buffered_read", "lookup_read_iter"),
+    "fault": ("filemap_fault", "lookup_fault_entry"),
+    "map_pages": ("filemap_map_pages", "lookup_map_pages_entry"),
+}
+
+
+def _kprobe_hook(hooks: list[LookupHook]) -> list[tuple[str, str]]:
+    """(function, BCC program) pairs of the kprobe hook among ``hooks`` (as
+    choose_programs chose them from BTF); [] when there is none."""
+    for hook in hooks:
+        if hook.code.startswith("kprobe:"):
+            return [KPROBE_PROGRAMS[p.removeprefix("kprobe_")] for p in hook.programs]
+    return []
+
+
+def _kprobe_hook_from_headers(
+    version: str, kallsyms: str = "/proc/kallsyms"
+) -> list[tuple[str, str]]:
+    """Without BTF, with headers that match the kernel exactly: the functions
+    from /proc/kallsyms, and the read function's signature from the headers'
+    version (filemap_get_pages took the iov_iter until 6.5 made it the byte
+    count): the only two facts the kprobes need that BTF would give."""
+    wanted = {function for function, _ in KPROBE_PROGRAMS.values()}
+    found: set[str] = set()
+    try:
+        with open(kallsyms) as f:
+            for line in f:
+                # ffffffff8123c0d0 t filemap_get_pages
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in wanted:
+                    found.add(parts[2])
+    except OSError:
+        return []
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    major_minor = (int(numbers.group(1)), int(numbers.group(2))) if numbers else (0, 0)
+    if "filemap_get_pages" in found:
+        read = "get_pages_count" if major_minor >= (6, 5) else "get_pages_iter"
+    elif "generic_file_buffered_read" in found:
+        read = "buffered_read"
+    else:
+        return []
+    faults = [s for f, s in FAULT_FUNCTIONS if f in found]
+    return [KPROBE_PROGRAMS[s] for s in (read, *faults)]
 
 
 class _Printed:
@@ -195,8 +253,9 @@ class BccProbe:
         # by the cgroup of the task that caused the event (tracepoints mode).
         self.attribution = "owner"
         self.has_lookups = False
-        self.lookup_hook = "none"  # "tracepoint" or "none" (see CoreProbe.lookup_hook)
-        self.lookup_hooks_refused: list[str] = []  # it tries no hook but the tracepoint
+        # "tracepoint", "kprobe:<function>" or "none" (see CoreProbe.lookup_hook)
+        self.lookup_hook = "none"
+        self.lookup_hooks_refused: list[str] = []
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self.attached: list[str] = []
@@ -254,15 +313,26 @@ class BccProbe:
         cflags += _drift_flags(choice.tracepoint_programs)
         # BCC attaches every probe in the program: one on a tracepoint this
         # kernel lacks would fail the whole load, so those are compiled out.
-        # Lookups come from the 6.12 tracepoints only: the fentry/kprobe hooks
-        # of older kernels are the CO-RE engine's.
+        # Lookups come from the 6.12 tracepoints, else from kprobes on the
+        # read and fault functions (as bcc's cachestat), which the loader
+        # attaches itself below (a kernel without kprobes then runs without
+        # lookups). The tracepoint-fields-only program reads no struct: no kprobes.
         self.missing_tracepoints = choice.missing_tracepoints
         tracepoint_lookups = bool(choice.lookup_hooks) and choice.lookup_hooks[0].code == (
             "tracepoint"
         )
+        kprobes: list[tuple[str, str]] = []
         if self.want_lookups and tracepoint_lookups:
             cflags.append("-DWITH_LOOKUPS")
-        else:
+        elif self.want_lookups and self.layout != "tracepoints":
+            kprobes = (
+                _kprobe_hook(choice.lookup_hooks)
+                if self.layout == "btf"
+                else _kprobe_hook_from_headers(headers.version)
+            )
+            if kprobes:
+                cflags.append("-DKPROBE_LOOKUPS")
+        if not (tracepoint_lookups or kprobes):
             self.want_lookups = False
         stall_tps = {tp for tps in STALL_KINDS.values() for tp in tps}
         if stall_tps & set(self.missing_tracepoints):
@@ -294,6 +364,8 @@ class BccProbe:
         self._headers = headers
         self.has_lookups = self.want_lookups
         self.lookup_hook = "tracepoint" if self.has_lookups else "none"
+        if kprobes and self.want_lookups:
+            self._attach_kprobes(kprobes)
         if self.want_stalls:
             self.stall_kinds = ["memcg_reclaim", "direct_reclaim", "dirty_throttle"]
         self.attached = [
@@ -303,8 +375,10 @@ class BccProbe:
             if "on_dirty_page" in choice.tracepoint_programs
             else "writeback_dirty_folio",
         ]
-        if self.has_lookups:
+        if self.has_lookups and not kprobes:
             self.attached += ["mm_filemap_get_pages", "mm_filemap_fault", "mm_filemap_map_pages"]
+        elif self.has_lookups:
+            self.attached += [function for function, _ in kprobes]
         if self.want_stalls:
             self.attached += [
                 "mm_vmscan_memcg_reclaim_begin",
@@ -320,6 +394,29 @@ class BccProbe:
                 os.uname().release,
             )
         return self
+
+    def _attach_kprobes(self, kprobes: list[tuple[str, str]]) -> None:
+        """Attach the lookup kprobes, all or none: lookups counted through only
+        some of the functions would be wrong, not just fewer."""
+        code = f"kprobe:{kprobes[0][0]}"
+        attached: list[tuple[str, str]] = []
+        printed = _Printed()
+        try:
+            with _stderr_to_debug_log(printed):
+                for function, program in kprobes:
+                    self._bpf.attach_kprobe(event=function.encode(), fn_name=program.encode())
+                    attached.append((function, program))
+        except Exception as e:  # noqa: BLE001 - BCC raises plain Exception
+            for function, program in attached:
+                with contextlib.suppress(Exception):
+                    self._bpf.detach_kprobe(event=function.encode(), fn_name=program.encode())
+            reason = (printed.text.strip().splitlines() or [str(e)])[-1]
+            self.lookup_hooks_refused.append(f"{code} ({reason})")
+            self.has_lookups = False
+            self.lookup_hook = "none"
+            _log.warning("no way to count lookups with BCC on this kernel: %s", reason)
+            return
+        self.lookup_hook = code
 
     def read(self) -> ActivityReading:
         with self._lock:

@@ -179,6 +179,15 @@ MEMBERS = {
     "OFF_TASK_THREAD_PID": (("task_struct", "thread_pid"),),
     "OFF_PID_LEVEL": (("pid", "level"),),
     "OFF_PID_NUMBERS": (("pid", "numbers"),),
+    # the kprobe lookups of kernels before 6.12 (KPROBE_LOOKUPS)
+    "OFF_KIOCB_FILP": (("kiocb", "ki_filp"),),
+    "OFF_KIOCB_POS": (("kiocb", "ki_pos"),),
+    "OFF_FILE_MAPPING": (("file", "f_mapping"),),
+    "OFF_INODE_SIZE": (("inode", "i_size"),),
+    "OFF_ITER_COUNT": (("iov_iter", "count"),),
+    "OFF_VMF_VMA": (("vm_fault", "vma"),),
+    "OFF_VMF_PGOFF": (("vm_fault", "pgoff"),),
+    "OFF_VMA_FILE": (("vm_area_struct", "vm_file"),),
 }
 # Folio size: -1 where the kernel has no such member.
 OPTIONAL_MEMBERS = {
