@@ -190,6 +190,7 @@ class SlotRegistry:
         except Exception:  # noqa: BLE001 - map full or probe closed: the scan retries
             _log.debug("publishing span slots of %d failed", pid, exc_info=True)
             return False
+        _log.debug("span slots of pid %d on request: %#x, %d x %d bytes", pid, *entry)
         self._known[pid] = entry
         self.announced += 1
         return True
@@ -215,6 +216,7 @@ class SlotRegistry:
                 seen[pid] = entry
         for pid, entry in list(seen.items()):
             if self._known.get(pid) != entry:
+                _log.debug("span slots of pid %d by the scan: %#x, %d x %d bytes", pid, *entry)
                 try:
                     self._publish(pid, *entry)
                 except Exception:  # noqa: BLE001 - map full or probe closed: try next scan
@@ -222,6 +224,7 @@ class SlotRegistry:
                     del seen[pid]
         gone = [pid for pid in self._known if pid not in seen]
         if gone:
+            _log.debug("span slots forgotten (no registry any more): pids %s", gone[:20])
             try:
                 self._forget(gone)
             except Exception:  # noqa: BLE001
