@@ -48,7 +48,8 @@ def test_a_stop_ends_the_process_at_the_bound_even_inside_a_c_call():
     assert code == 0, log
     assert "received SIGTERM, stopping" in log, log
     assert "did not finish within its bound" in log and log.rstrip().endswith("stopped"), log
-    assert BOUND_S <= elapsed <= BOUND_S + EXIT_GRACE_S + 0.5, f"{elapsed:.2f} s\n{log}"
+    # The guard is due at BOUND_S + EXIT_GRACE_S - 0.2 s; slack for a loaded machine.
+    assert BOUND_S <= elapsed <= BOUND_S + EXIT_GRACE_S + 3, f"{elapsed:.2f} s\n{log}"
 
 
 def test_the_deadline_counts_from_the_signal():
