@@ -455,11 +455,15 @@ static __always_inline void current_span(TASK_T task, struct span_slot *slot)
  * Span slots learnt at once, not at the next scan of /proc. The plugin writes
  * its registry file, then renames its thread to the name it already has
  * (correlation.SpanSlots): task_rename is rare, cheap to watch, and fired by
- * the process itself. Such a rename from a process whose slots are unknown
- * sends its pid to user space, which reads the file under the registry's
- * usual checks and fills span_slot_bases, long before the application opens
- * its first span. A real rename (a new name) sends nothing; an exec of a
- * program of the same name does, and user space finds no file.
+ * the process itself. Such a rename sends the process's pid to user space,
+ * which reads the file under the registry's usual checks and fills
+ * span_slot_bases, long before the application opens its first span. Known
+ * processes too: a process whose slots are known may have new ones (a forked
+ * child published its parent's slots, then exec'd an instrumented program;
+ * the instrumentation was set up again), and the old address would hold
+ * until the next scan; user space publishes only what changed. A real
+ * rename (a new name) sends nothing; an exec of a program of the same name
+ * does, and user space finds no file or the same one.
  */
 static __always_inline void slots_announced(TASK_T task, const void *new_name)
 {
@@ -471,8 +475,6 @@ static __always_inline void slots_announced(TASK_T task, const void *new_name)
 	if (name[0] != now[0] || name[1] != now[1])
 		return;
 	announcement.pid = task_process_id(task);
-	if (span_base_find(&announcement.pid))
-		return;
 	if (slots_announcement_output(&announcement))
 		lost(LOST_ANNOUNCEMENT_RINGBUF_FULL);
 }

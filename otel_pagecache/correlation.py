@@ -56,10 +56,24 @@ class SpanSlots:
         self.count = count
         self._slots = (SpanSlot * count)()
         self.address = ctypes.addressof(self._slots)
+        self._closed = False
         self._publish()
         atexit.register(self.close)
-        # A forked child has the same slots at the same address, under its own pid.
-        os.register_at_fork(after_in_child=self._publish)
+        os.register_at_fork(after_in_child=self._publish_in_child)
+
+    def _publish_in_child(self) -> None:
+        """A forked child has the same slots at the same address, under its own
+        pid. Not once closed: at-fork handlers cannot be unregistered, and a
+        process whose instrumentation was removed would otherwise hand every
+        child it forks (``subprocess`` with a ``preexec_fn`` forks and runs
+        these handlers) a registry, and an announcement, of slots no span
+        fills, which after the child's exec name memory of another program."""
+        if self._closed:
+            return
+        try:
+            self._publish()
+        except OSError as e:
+            _log.debug("span slots of the forked child not published (%s)", e)
 
     def _publish(self) -> None:
         """Write the registry file for this process (pids as this process sees them)."""
@@ -89,6 +103,7 @@ class SpanSlots:
             ctypes.memset(ctypes.addressof(slot), 0, ctypes.sizeof(SpanSlot))
 
     def close(self) -> None:
+        self._closed = True
         # Only the process that wrote it: a forked child exiting must not
         # remove its parent's registry.
         if os.getpid() == self.pid:

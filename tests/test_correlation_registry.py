@@ -160,8 +160,8 @@ def test_a_rename_to_the_same_name_announces_the_process(real_hierarchy):
     """The kernel side of the announcement (bpf/pagecache_bookkeeping.h
     slots_announced; the BCC engine's is the same code, exercised by
     tests/test_correlation.py): a thread renamed to the name it has sends its
-    process's pid; a real rename, or a process whose slots are already known,
-    sends nothing."""
+    process's pid, whether its slots are known or not (they may be new: an
+    exec'd child, instrumentation set up again); a real rename sends nothing."""
     from otel_pagecache.probes.core import CoreProbe
 
     probe = CoreProbe(lookups=False).start()
@@ -180,11 +180,48 @@ def test_a_rename_to_the_same_name_announces_the_process(real_hierarchy):
             ring.poll(100)
             assert announced == [os.getpid()]
             probe.publish_span_slots(os.getpid(), 140000000000, 4096, ctypes.sizeof(SpanSlot))
-            _rename_self(name)  # known: nothing
-            ring.poll(200)
-            assert announced == [os.getpid()]
+            _rename_self(name)  # known: announced again, its slots may be new
+            _rename_self(b"otel-pc-renamed")
+            ring.poll(1000)
+            ring.poll(100)
+            assert announced == [os.getpid(), os.getpid()]
         finally:
             probe.forget_span_slots([os.getpid()])
             ring.close()
     finally:
         probe.close()
+
+
+def test_forked_children_get_a_registry_only_while_the_slots_are_open(tmp_path):
+    """A forked child has its parent's slots (same address, its own pid): it
+    publishes them. Once the slots are closed (instrumentation removed) a
+    child must not: at-fork handlers stay registered, and a child that then
+    execs another program (subprocess with a preexec_fn runs them) would
+    announce the parent's address under its pid, stale after the exec (in the
+    full suite the pytest process's closed slots misled the pipeline test's
+    app this way)."""
+    from otel_pagecache.correlation import SpanSlots
+
+    slots = SpanSlots(count=64)
+
+    def child_registry() -> tuple[int, bytes | None]:
+        # preexec_fn: the child returns to Python after fork, so the at-fork
+        # handlers run in it, as they do for a real fork.
+        proc = subprocess.Popen(["sleep", "5"], preexec_fn=lambda: None)
+        try:
+            path = Path(registry_path(proc.pid))
+            return proc.pid, path.read_bytes() if path.exists() else None
+        finally:
+            proc.kill()
+            proc.wait()
+            Path(registry_path(proc.pid)).unlink(missing_ok=True)
+
+    try:
+        pid, open_registry = child_registry()
+        assert open_registry is not None, f"no registry for forked child {pid}"
+        assert parse_registry(open_registry) == (slots.address, 64, ctypes.sizeof(SpanSlot))
+    finally:
+        slots.close()
+    assert not Path(registry_path(os.getpid())).exists()
+    pid, closed_registry = child_registry()
+    assert closed_registry is None, f"forked child {pid} of closed slots got a registry"
