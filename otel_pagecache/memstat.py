@@ -207,11 +207,8 @@ def read_size(
     to read in full (``residency.choose``) before any ``memory.stat`` is parsed.
     """
     reading = MemcgReading()
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        _count(stats, e)
-        reading.present = False
+    dir_fd = _open_directory(directory, reading, stats)
+    if dir_fd is None:
         return reading
     try:
         reading.nlink = os.fstat(dir_fd).st_nlink
@@ -228,6 +225,17 @@ def read_size(
     finally:
         os.close(dir_fd)
     return reading
+
+
+def _open_directory(directory: str, reading: MemcgReading, stats: ReadStats | None) -> int | None:
+    """The memcg's directory, opened once for its files; None (counted, and the
+    reading marked absent) when it is gone or unreadable."""
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        _count(stats, e)
+        reading.present = False
+        return None
 
 
 def _exists(name: str, dir_fd: int) -> bool:
@@ -263,11 +271,8 @@ def read_memcg(
         reading = MemcgReading()
     elif not reading.present:
         return reading
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        _count(stats, e)
-        reading.present = False
+    dir_fd = _open_directory(directory, reading, stats)
+    if dir_fd is None:
         return reading
     try:
         if reading.nlink is None:
