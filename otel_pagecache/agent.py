@@ -204,6 +204,7 @@ def feature_notes(hierarchy: MemoryHierarchy) -> list[str]:
 # How long a memcg no snapshot knew stays unknown to the stall spans' Resources.
 UNKNOWN_RETRY_S = 10.0
 
+
 class Agent:
     """Owns the pipelines; ``stop()`` makes the last export within one bound.
 
