@@ -198,6 +198,27 @@ static __always_inline struct task_struct *current_task(void)
 	return (struct task_struct *)bpf_get_current_task();
 }
 
+/* The registers saved at the running syscall's entry: bpf_task_pt_regs
+ * arrived in 5.15. Before it the plugin's announcement reaches
+ * span_slot_bases through user space only (see slots_announced). */
+#define HAVE_TASK_PT_REGS bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs)
+
+static __always_inline int current_syscall_args(__u64 *nr, __u64 args[5])
+{
+	struct pt_regs *regs;
+
+	if (!HAVE_TASK_BTF || !HAVE_TASK_PT_REGS)
+		return 0;
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	*nr = BPF_CORE_READ(regs, orig_ax);
+	args[0] = BPF_CORE_READ(regs, di);
+	args[1] = BPF_CORE_READ(regs, si);
+	args[2] = BPF_CORE_READ(regs, dx);
+	args[3] = BPF_CORE_READ(regs, r10);
+	args[4] = BPF_CORE_READ(regs, r8);
+	return 1;
+}
+
 /* The page-cache event's page or folio: a struct folio * from 5.17, the
  * head struct page * before. */
 static __always_inline struct address_space *folio_mapping(void *folio)
@@ -366,6 +387,11 @@ static __always_inline void stall_event_submit(struct stall_event *event)
 static __always_inline struct span_slot_base *span_base_find(__u32 *tgid)
 {
 	return bpf_map_lookup_elem(&span_slot_bases, tgid);
+}
+
+static __always_inline int span_base_save(__u32 *tgid, struct span_slot_base *base)
+{
+	return bpf_map_update_elem(&span_slot_bases, tgid, base, BPF_ANY);
 }
 
 static __always_inline int slots_announcement_output(struct slots_announcement *announcement)

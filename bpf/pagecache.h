@@ -133,6 +133,18 @@ struct span_slot_base {
 #define PAGECACHE_MAX_TRACED_PROCESSES 16384
 #define PAGECACHE_ANNOUNCEMENT_RINGBUF_BYTES 4096
 
+/*
+ * The plugin's announcement carries its slots in the rename's spare
+ * arguments, which the kernel ignores for PR_SET_NAME:
+ *   prctl(PR_SET_NAME, name, address, count << 32 | size, SPAN_SLOTS_MAGIC)
+ * so the program records them before the rename returns, and a process's
+ * first stall links whatever user space is doing (correlation.announce).
+ */
+#define SPAN_SLOTS_MAGIC 0x6f74656c2d706373ULL /* "otel-pcs" */
+#define SPAN_SLOTS_MAX_COUNT (1U << 20)
+#define PRCTL_SET_NAME 15   /* PR_SET_NAME, include/uapi/linux/prctl.h */
+#define SYSCALL_PRCTL 157   /* __NR_prctl on x86-64 */
+
 /* slot_announcements record: a process that may just have published span
  * slots (see slots_announced in pagecache_bookkeeping.h). */
 struct slots_announcement {

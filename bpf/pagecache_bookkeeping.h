@@ -40,6 +40,10 @@
  *   struct stall_event *stall_event_reserve(void)
  *   void stall_event_submit(struct stall_event *)
  *   struct span_slot_base *span_base_find(u32 *tgid)
+ *   int span_base_save(u32 *tgid, struct span_slot_base *)  create or replace
+ *   int current_syscall_args(u64 *nr, u64 args[5])  the running syscall's
+ *                                 number and first five arguments; 0 where
+ *                                 the kernel cannot tell (before 5.15)
  *   int slots_announcement_output(struct slots_announcement *)  0 on success
  *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
  *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
@@ -452,29 +456,56 @@ static __always_inline void current_span(TASK_T task, struct span_slot *slot)
 }
 
 /*
+ * The slots a plugin's announcement carries (SPAN_SLOTS_MAGIC in
+ * pagecache.h), if this rename is one: prctl(PR_SET_NAME, name, address,
+ * count << 32 | size, SPAN_SLOTS_MAGIC). Any other rename (exec, a write to
+ * /proc/<pid>/comm, a plain prctl) is not.
+ */
+static __always_inline int announced_slots(struct span_slot_base *base)
+{
+	u64 nr = 0, args[5] = {};
+
+	if (!current_syscall_args(&nr, args) || nr != SYSCALL_PRCTL || args[0] != PRCTL_SET_NAME ||
+	    args[4] != SPAN_SLOTS_MAGIC)
+		return 0;
+	base->address = args[2];
+	base->count = args[3] >> 32;
+	base->size = (u32)args[3];
+	return base->address && base->count && base->count <= SPAN_SLOTS_MAX_COUNT &&
+	       base->size == sizeof(struct span_slot);
+}
+
+/*
  * Span slots learnt at once, not at the next scan of /proc. The plugin writes
  * its registry file, then renames its thread to the name it already has
- * (correlation.SpanSlots): task_rename is rare, cheap to watch, and fired by
- * the process itself. Such a rename sends the process's pid to user space,
- * which reads the file under the registry's usual checks and fills
- * span_slot_bases, long before the application opens its first span. Known
- * processes too: a process whose slots are known may have new ones (a forked
- * child published its parent's slots, then exec'd an instrumented program;
- * the instrumentation was set up again), and the old address would hold
- * until the next scan; user space publishes only what changed. A real
- * rename (a new name) sends nothing; an exec of a program of the same name
- * does, and user space finds no file or the same one.
+ * (correlation.announce): task_rename is rare, cheap to watch, and fired by
+ * the process itself. The rename's spare arguments carry the slots, so where
+ * the kernel shows a syscall's arguments (5.15+) they go into span_slot_bases
+ * here, before the rename returns: the process's first stall links, however
+ * late user space runs. The process's pid also goes to user space, which
+ * reads the registry file under its usual checks (and, before 5.15, fills
+ * span_slot_bases from it, racing the process's first stalls), and forgets
+ * the process when it is gone. Known processes too: a process whose slots
+ * are known may have new ones (a forked child published its parent's slots,
+ * then exec'd an instrumented program; the instrumentation was set up
+ * again). A real rename (a new name) sends nothing; an exec of a program of
+ * the same name does, and user space finds no file or the same one.
  */
 static __always_inline void slots_announced(TASK_T task, const void *new_name)
 {
 	u64 name[2] = {}, now[2] = {};
 	struct slots_announcement announcement = {};
+	struct span_slot_base base = {};
 
 	bpf_probe_read_kernel_str(name, sizeof(name), new_name);
 	bpf_get_current_comm(now, sizeof(now));
 	if (name[0] != now[0] || name[1] != now[1])
 		return;
 	announcement.pid = task_process_id(task);
+	/* A full map is not counted here: user space then fails to publish the
+	 * same slots, and retries at each scan. */
+	if (announced_slots(&base))
+		span_base_save(&announcement.pid, &base);
 	if (slots_announcement_output(&announcement))
 		lost(LOST_ANNOUNCEMENT_RINGBUF_FULL);
 }

@@ -35,9 +35,10 @@ typedef long unsigned int ino_t;
 typedef long long int loff_t;
 
 /* Only to ask, by CO-RE enum relocation, whether the running kernel has
- * this helper (5.11+). */
+ * these helpers (5.11+, 5.15+). */
 enum bpf_func_id {
 	BPF_FUNC_get_current_task_btf = 158,
+	BPF_FUNC_task_pt_regs = 175,
 };
 
 enum bpf_map_type {
@@ -153,7 +154,8 @@ struct vm_fault {
 	pgoff_t pgoff;
 };
 
-/* x86-64 argument registers, for BPF_KPROBE (bpf_tracing.h). */
+/* x86-64 argument registers, for BPF_KPROBE (bpf_tracing.h), and a
+ * syscall's (orig_ax is its number; its fourth argument is in r10). */
 struct pt_regs {
 	long unsigned int di;
 	long unsigned int si;
@@ -161,10 +163,12 @@ struct pt_regs {
 	long unsigned int cx;
 	long unsigned int r8;
 	long unsigned int r9;
+	long unsigned int r10;
 	long unsigned int sp;
 	long unsigned int bp;
 	long unsigned int ax;
 	long unsigned int ip;
+	long unsigned int orig_ax;
 };
 
 /* Linux 6.18: folio->flags is a memdesc_flags_t. */

@@ -7,15 +7,19 @@ Two halves, one per side of the privilege boundary:
   slot per thread (index ``tid % count``), holding the span the thread is
   running. Its address is published in ``/tmp/otel-pagecache-slots.<pid>``
   inside the application's own filesystem view; then the plugin renames its
-  thread to the name it already has, which the stall programs see at once
+  thread to the name it already has, with the slots' address in the
+  rename's spare arguments, which the stall programs see at once and record
   (``slots_announced`` in bpf/pagecache_bookkeeping.h).
 - ``SlotRegistry`` (in the node agent, root): finds those files through
   ``/proc/<pid>/root``, and hands each address to the stall programs, which
   copy the stalled thread's slot with ``bpf_probe_read_user`` when a stall
-  starts (the stalled thread is the current task). It reads one process's
-  file as soon as the programs report its announcement, so a process links
-  from its first stall; a scan of /proc every 2 s catches the rest
-  (processes that started before the agent, a full announcement ring).
+  starts (the stalled thread is the current task). The programs record an
+  announced address themselves where the kernel shows them the rename's
+  arguments (5.15+), so a process links from its first stall; the registry
+  reads the process's file as soon as the programs report its announcement
+  (before 5.15 that is what publishes it), and a scan of /proc every 2 s
+  catches the rest (processes that started before the agent, a full
+  announcement ring) and forgets processes that are gone.
 
 The registry file is read with O_NOFOLLOW, at most 256 bytes, and only
 parsed as three numbers: a hostile container can at worst make its own
@@ -36,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from .probes.layout import SpanSlot
+from .probes.layout import MAX_TRACED_PROCESSES, SPAN_SLOTS_MAGIC, SpanSlot
 
 _log = logging.getLogger(__name__)
 
@@ -57,19 +61,24 @@ class SpanSlots:
         self._slots = (SpanSlot * count)()
         self.address = ctypes.addressof(self._slots)
         self._closed = False
+        self._unpublished_child = False
         self._publish()
         atexit.register(self.close)
         os.register_at_fork(after_in_child=self._publish_in_child)
 
     def _publish_in_child(self) -> None:
         """A forked child has the same slots at the same address, under its own
-        pid. Not once closed: at-fork handlers cannot be unregistered, and a
-        process whose instrumentation was removed would otherwise hand every
-        child it forks (``subprocess`` with a ``preexec_fn`` forks and runs
-        these handlers) a registry, and an announcement, of slots no span
-        fills, which after the child's exec name memory of another program."""
-        if self._closed:
-            return
+        pid: it publishes them at its first span (``set``), not at the fork.
+        A child that execs at once (``subprocess`` with a ``preexec_fn`` forks
+        and runs these handlers) would otherwise leave behind a registry that
+        nothing removes (its exec skips ``atexit``), naming memory of another
+        program. Not once closed: at-fork handlers cannot be unregistered,
+        and a process whose instrumentation was removed must not hand its
+        children slots no span fills."""
+        self._unpublished_child = not self._closed
+
+    def _publish_child(self) -> None:
+        self._unpublished_child = False
         try:
             self._publish()
         except OSError as e:
@@ -88,9 +97,11 @@ class SpanSlots:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        announce()
+        announce(self.address, self.count, ctypes.sizeof(SpanSlot))
 
     def set(self, tid: int, trace_id: int, span_id: int, trace_flags: int) -> None:
+        if self._unpublished_child:
+            self._publish_child()
         slot = self._slots[tid % self.count]
         slot.tid = tid
         slot.trace_flags = trace_flags
@@ -111,18 +122,38 @@ class SpanSlots:
                 os.unlink(self.path)
 
 
-def announce() -> None:
-    """Rename this thread to the name it has: the stall programs see the rename
-    (task_rename) and the node agent reads the registry file at once. A no-op
-    for the application; where /proc is not mounted the agent's next scan
-    finds the file instead."""
+PR_SET_NAME = 15
+PR_GET_NAME = 16
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
     try:
-        with open("/proc/thread-self/comm", "rb") as f:
-            name = f.read().rstrip(b"\n")
-        with open("/proc/thread-self/comm", "wb") as f:
-            f.write(name)
-    except OSError as e:
-        _log.debug("span slots not announced (%s): the agent finds them within 2 s", e)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.restype = ctypes.c_int
+    prctl.argtypes = [ctypes.c_int, ctypes.c_char_p] + [ctypes.c_ulong] * 3
+    return prctl
+
+
+def announce(address: int, count: int, size: int) -> None:
+    """Rename this thread to the name it has, the slots in the rename's spare
+    arguments (which the kernel ignores for PR_SET_NAME): the stall programs
+    see the rename (task_rename), record the slots where the kernel shows
+    them the arguments (5.15+), and the node agent reads the registry file at
+    once. A no-op for the application; without prctl (not Linux) the agent's
+    next scan finds the file instead."""
+    prctl = _prctl()
+    name = ctypes.create_string_buffer(16)
+    if prctl is None or prctl(PR_GET_NAME, name, 0, 0, 0) != 0:
+        _log.debug("span slots not announced: the agent finds them within 2 s")
+        return
+    if prctl(PR_SET_NAME, name.value, address, count << 32 | size, SPAN_SLOTS_MAGIC) != 0:
+        _log.debug(
+            "span slots not announced (%s): the agent finds them within 2 s",
+            os.strerror(ctypes.get_errno()),
+        )
 
 
 def parse_registry(data: bytes) -> tuple[int, int, int] | None:
@@ -169,6 +200,10 @@ class SlotRegistry:
         self._pending: queue.Queue[tuple[int, bool]] = queue.Queue(self.MAX_PENDING)
         self._lookups = 0
         self._absent: set[int] = set()  # looked up without a registry since the last scan
+        # Announced without a registry this agent can use: the programs may
+        # have recorded their slots anyway (from the announcement itself), so
+        # they are forgotten when the process is gone. Bounded like the map.
+        self._unfiled: set[int] = set()
         self.announced = 0  # processes published on request, between scans
 
     def request(self, pid: int, announced: bool = True) -> None:
@@ -189,7 +224,8 @@ class SlotRegistry:
                 continue
             if self._lookups < self.MAX_LOOKUPS_PER_SCAN:
                 self._lookups += 1
-                self.lookup(pid)
+                if not self.lookup(pid) and announced and len(self._unfiled) < MAX_TRACED_PROCESSES:
+                    self._unfiled.add(pid)
         self.maybe_scan()
 
     def lookup(self, pid: int) -> bool:
@@ -237,7 +273,10 @@ class SlotRegistry:
                 except Exception:  # noqa: BLE001 - map full or probe closed: try next scan
                     _log.debug("publishing span slots of %d failed", pid, exc_info=True)
                     del seen[pid]
+        alive = set(pids)
         gone = [pid for pid in self._known if pid not in seen]
+        gone += [pid for pid in self._unfiled if pid not in alive and pid not in self._known]
+        self._unfiled = {pid for pid in self._unfiled if pid in alive and pid not in seen}
         if gone:
             _log.debug("span slots forgotten (no registry any more): pids %s", gone[:20])
             try:

@@ -6,6 +6,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,15 @@ def test_python_mirrors_match_the_compiled_structs():
         size, members = structs[name]
         assert ctypes.sizeof(mirror) == size, name
         assert {f: getattr(mirror, f).offset for f, _ in mirror._fields_} == members, name
+
+
+def test_python_mirrors_match_the_header_constants():
+    """Numbers that BTF does not carry (#defines), read from bpf/pagecache.h."""
+    header = (Path(__file__).parents[1] / "bpf" / "pagecache.h").read_text()
+    # #define SPAN_SLOTS_MAGIC 0x6f74656c2d706373ULL /* "otel-pcs" */
+    defines = {
+        m.group(1): int(m.group(2), 0)
+        for m in re.finditer(r"^#define (\w+) (0x[0-9a-fA-F]+|\d+)U?L*\b", header, re.M)
+    }
+    assert defines["SPAN_SLOTS_MAGIC"] == layout.SPAN_SLOTS_MAGIC
+    assert defines["PAGECACHE_MAX_TRACED_PROCESSES"] == layout.MAX_TRACED_PROCESSES

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -142,6 +143,29 @@ def test_unlinked_stalls_ask_once_per_scan_for_a_process_without_slots(target):
     assert registry.reads == [pid, pid]
 
 
+def test_an_announced_process_without_a_registry_is_forgotten_once_gone(target):
+    """The kernel may have recorded the slots an announcement carried (5.15+)
+    though the agent cannot read the process's file: the map entry is still
+    removed when the process is gone, and not before."""
+    pid, _ = target
+    forgotten: list[int] = []
+    registry = SlotRegistry(lambda *entry: None, forgotten.extend)
+    registry._last = time.monotonic()  # no scan until asked
+    registry.request(pid)  # announced, no file
+    registry.run_once(0.2)
+    registry.scan()
+    assert forgotten == []  # alive: kept
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+    registry.scan()
+    assert forgotten == [pid]
+    registry.scan()
+    assert forgotten == [pid]  # once
+
+
 def test_requests_are_bounded_between_scans():
     registry = _CountingRegistry()
     for pid in range(SlotRegistry.MAX_PENDING + 100):
@@ -192,36 +216,122 @@ def test_a_rename_to_the_same_name_announces_the_process(real_hierarchy):
         probe.close()
 
 
-def test_forked_children_get_a_registry_only_while_the_slots_are_open(tmp_path):
+def _forked_child_registry(slots) -> tuple[bytes | None, bytes | None]:
+    """Fork (as multiprocessing or a pre-fork server does); in the child, the
+    registry of its pid before and after its first span starts."""
+    read_end, write_end = os.pipe()
+    before = time.time() - 1  # a file of an earlier process of the same pid is not the child's
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        try:
+            path = Path(registry_path(os.getpid()))
+
+            def registry() -> str:
+                fresh = path.exists() and path.stat().st_mtime >= before
+                return path.read_text().strip() if fresh else "-"
+
+            at_fork = registry()
+            slots.set(threading.get_native_id(), 1, 2, 1)
+            os.write(write_end, f"{at_fork}|{registry()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as f:
+            at_fork, at_span = f.read().decode().split("|")
+    finally:
+        os.waitpid(pid, 0)
+        Path(registry_path(pid)).unlink(missing_ok=True)
+    return tuple(None if r == "-" else r.encode() for r in (at_fork, at_span))
+
+
+def test_forked_children_publish_the_slots_at_their_first_span_while_they_are_open():
     """A forked child has its parent's slots (same address, its own pid): it
-    publishes them. Once the slots are closed (instrumentation removed) a
-    child must not: at-fork handlers stay registered, and a child that then
-    execs another program (subprocess with a preexec_fn runs them) would
-    announce the parent's address under its pid, stale after the exec (in the
-    full suite the pytest process's closed slots misled the pipeline test's
-    app this way)."""
+    publishes them when it first starts a span, not at the fork, so a child
+    that execs at once (subprocess with a preexec_fn runs the at-fork
+    handlers) leaves no registry behind (its exec skips atexit). Once the
+    slots are closed (instrumentation removed) a child never publishes: the
+    at-fork handlers stay registered, and their address would name memory no
+    span fills (in the full suite the pytest process's closed slots misled
+    the pipeline test's app this way)."""
     from otel_pagecache.correlation import SpanSlots
 
     slots = SpanSlots(count=64)
-
-    def child_registry() -> tuple[int, bytes | None]:
-        # preexec_fn: the child returns to Python after fork, so the at-fork
-        # handlers run in it, as they do for a real fork.
+    try:
+        at_fork, at_span = _forked_child_registry(slots)
+        assert at_fork is None, f"a forked child wrote a registry before any span: {at_fork}"
+        assert at_span is not None, "a forked child's first span published no registry"
+        assert parse_registry(at_span) == (slots.address, 64, ctypes.sizeof(SpanSlot))
+        before = time.time() - 1
         proc = subprocess.Popen(["sleep", "5"], preexec_fn=lambda: None)
         try:
             path = Path(registry_path(proc.pid))
-            return proc.pid, path.read_bytes() if path.exists() else None
+            assert not (path.exists() and path.stat().st_mtime >= before), (
+                f"child {proc.pid}, exec'd after a fork, left a registry"
+            )
         finally:
             proc.kill()
             proc.wait()
-            Path(registry_path(proc.pid)).unlink(missing_ok=True)
-
-    try:
-        pid, open_registry = child_registry()
-        assert open_registry is not None, f"no registry for forked child {pid}"
-        assert parse_registry(open_registry) == (slots.address, 64, ctypes.sizeof(SpanSlot))
     finally:
         slots.close()
     assert not Path(registry_path(os.getpid())).exists()
-    pid, closed_registry = child_registry()
-    assert closed_registry is None, f"forked child {pid} of closed slots got a registry"
+    assert _forked_child_registry(slots) == (None, None), "a child of closed slots published"
+
+
+# The plugin's process: instruments itself, says where its slots are, waits.
+_PLUGIN_PROCESS = """
+import sys
+from otel_pagecache.correlation import SpanSlots
+slots = SpanSlots()
+print(slots.address, slots.count, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("engine", ["core", "bcc"])
+def test_an_announcement_records_its_slots_in_the_kernel_before_the_rename_returns(
+    real_hierarchy, engine
+):
+    """Where the kernel shows a syscall's arguments (5.15+), the rename that
+    announces span slots carries them, and the program records them itself:
+    the process's first stall links however late user space runs. Here no
+    one reads the announcement ring, so the map entry can only come from the
+    kernel side; a same-name rename without the slots, and one with a wrong
+    magic number, record nothing."""
+    from otel_pagecache.correlation import PR_SET_NAME, _prctl
+    from otel_pagecache.probes.bcc import BccProbe, bcc_available
+    from otel_pagecache.probes.core import CoreProbe
+    from otel_pagecache.probes.layout import SPAN_SLOTS_MAGIC
+    from tests.bpf_maps import span_slot_base
+    from tests.kernel_features import kernel_records_announced_slots
+
+    if not kernel_records_announced_slots():
+        pytest.skip("before 5.15 (no bpf_task_pt_regs) user space publishes announced slots")
+    if engine == "bcc" and not bcc_available():
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
+    probe = (CoreProbe if engine == "core" else BccProbe)(lookups=False).start()
+    plugin = subprocess.Popen(
+        [os.sys.executable, "-c", _PLUGIN_PROCESS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        address, count = (int(f) for f in plugin.stdout.readline().split())
+        assert span_slot_base(plugin.pid) == {
+            "address": address,
+            "count": count,
+            "size": ctypes.sizeof(SpanSlot),
+        }
+        # This process: a plain same-name rename, then one with a wrong magic.
+        name = Path("/proc/thread-self/comm").read_bytes().rstrip(b"\n")
+        _rename_self(name)
+        size = ctypes.sizeof(SpanSlot)
+        assert _prctl()(PR_SET_NAME, name, 140000000000, 64 << 32 | size, SPAN_SLOTS_MAGIC ^ 1) == 0
+        assert span_slot_base(os.getpid()) is None
+    finally:
+        plugin.stdin.close()
+        plugin.wait(10)
+        probe.forget_span_slots([plugin.pid, os.getpid()])
+        probe.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from tests.agent_process import (
     stalls_on_span,
     wait_for_log,
 )
+from tests.bpf_maps import span_slot_base
 from tests.conftest import make_cold_file
 from tests.pace import scaled
 from tests.peers import go_peer_binary
@@ -93,23 +93,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             yield Pipeline(jaeger, prometheus, c)
 
 
-def _map_entries(dump: object) -> list:
-    """The entries of ``bpftool -j map dump name ...``: a flat list when one map
-    has the name, one object per map with its own entries when several do
-    (another agent on the host has a span_slot_bases of its own)."""
-    # one map:  [{"key": ["0x92", ...], "formatted": {"key": 4242, ...}}, ...]
-    # several:  [{"id": 13339, "type": "hash", "name": "span_slot_bases", "elements": [...]}, ...]
-    if not isinstance(dump, list):
-        return []
-    entries: list = []
-    for item in dump:
-        if isinstance(item, dict) and isinstance(item.get("elements"), list):
-            entries += item["elements"]
-        else:
-            entries.append(item)
-    return entries
-
-
 def _slots_published(pid: int) -> None:
     """Wait until the agent's span_slot_bases map holds the address the app's
     registry file names: the app announced its slots and the agent published
@@ -124,19 +107,8 @@ def _slots_published(pid: int) -> None:
             registry = parse_registry(Path(registry_path(pid)).read_bytes())
         except OSError:
             registry = None
-        out = subprocess.run(
-            ["bpftool", "-j", "map", "dump", "name", "span_slot_bases"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        try:
-            entries = json.loads(out or "[]")
-        except ValueError:
-            entries = []
-        for e in _map_entries(entries):
-            formatted = e.get("formatted", {}) if isinstance(e, dict) else {}
-            if formatted.get("key") == pid:
-                published = formatted.get("value", {}).get("address")
+        base = span_slot_base(pid)
+        published = base.get("address") if isinstance(base, dict) else None
         if registry is not None and published == registry[0]:
             return
         time.sleep(0.1)

@@ -208,7 +208,8 @@ def _first_offset(btf: KernelBtf, spellings) -> int | None:
 
 def layout_from_btf() -> dict[str, int]:
     """The constants for the BCC program; raises KeyError naming what is missing.
-    HAS_FOLIO and MEMCG_DATA_IS_OBJCG are present only when true (#ifdef)."""
+    HAS_FOLIO, MEMCG_DATA_IS_OBJCG and HAVE_TASK_PT_REGS are present only when
+    true (#ifdef)."""
     btf = KernelBtf()
     try:
         out = {}
@@ -224,6 +225,9 @@ def layout_from_btf() -> dict[str, int]:
             out["HAS_FOLIO"] = 1
         if btf.member_offset("obj_cgroup", "is_root") is not None:  # 7.x: see the drift block
             out["MEMCG_DATA_IS_OBJCG"] = 1
+        # 5.15+: the stall programs read a syscall's arguments (slots_announced).
+        if btf.enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs") is not None:
+            out["HAVE_TASK_PT_REGS"] = 1
         memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
         head = btf.enum_value("pageflags", "PG_head")
         if memory_id is None or head is None:

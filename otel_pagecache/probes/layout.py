@@ -31,6 +31,11 @@ LOST_REASONS = {
 
 STALL_KINDS = {0: "memcg_reclaim", 1: "direct_reclaim", 2: "dirty_throttle"}
 
+# The plugin's announcement: prctl(PR_SET_NAME, name, address, count << 32 |
+# size, SPAN_SLOTS_MAGIC) (see SPAN_SLOTS_MAGIC in bpf/pagecache.h).
+SPAN_SLOTS_MAGIC = 0x6F74656C2D706373
+MAX_TRACED_PROCESSES = 16384  # span_slot_bases' size
+
 
 class RemovalKey(ctypes.Structure):
     _fields_ = (("memcg", ctypes.c_uint64), ("reason", ctypes.c_uint32), ("pad", ctypes.c_uint32))
