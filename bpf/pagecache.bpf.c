@@ -199,17 +199,19 @@ static __always_inline struct task_struct *current_task(void)
 }
 
 /* The registers saved at the running syscall's entry: bpf_task_pt_regs
- * arrived in 5.15. Before it the plugin's announcement reaches
- * span_slot_bases through user space only (see slots_announced). */
+ * arrived in 5.15; before it, the top of the task's kernel stack (see
+ * X86_64_THREAD_SIZE in pagecache.h). */
 #define HAVE_TASK_PT_REGS bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs)
 
 static __always_inline int current_syscall_args(__u64 *nr, __u64 args[5])
 {
 	struct pt_regs *regs;
 
-	if (!HAVE_TASK_BTF || !HAVE_TASK_PT_REGS)
-		return 0;
-	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (HAVE_TASK_BTF && HAVE_TASK_PT_REGS)
+		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	else
+		regs = (struct pt_regs *)((__u64)BPF_CORE_READ(current_task(), stack) +
+					  X86_64_THREAD_SIZE - X86_64_PT_REGS_SIZE);
 	*nr = BPF_CORE_READ(regs, orig_ax);
 	args[0] = BPF_CORE_READ(regs, di);
 	args[1] = BPF_CORE_READ(regs, si);

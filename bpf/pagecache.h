@@ -144,6 +144,14 @@ struct span_slot_base {
 #define SPAN_SLOTS_MAX_COUNT (1U << 20)
 #define PRCTL_SET_NAME 15   /* PR_SET_NAME, include/uapi/linux/prctl.h */
 #define SYSCALL_PRCTL 157   /* __NR_prctl on x86-64 */
+/* Before bpf_task_pt_regs (5.15) a syscall's saved registers are found as
+ * x86-64's task_pt_regs() finds them: the top of the task's kernel stack,
+ * THREAD_SIZE (16 KiB without KASAN) above task->stack, with no padding
+ * above them before FRED (6.9), struct pt_regs being 21 words. A kernel built
+ * otherwise shows other words there, which fail the magic number: user
+ * space then publishes the slots. */
+#define X86_64_THREAD_SIZE (16 * 1024)
+#define X86_64_PT_REGS_SIZE (21 * 8)
 
 /* slot_announcements record: a process that may just have published span
  * slots (see slots_announced in pagecache_bookkeeping.h). */

@@ -132,6 +132,41 @@ static __always_inline void stall_event_task(struct stall_event *event, void *ta
 	event->ns_pid = task_ns_tid((void *)rd64(task + OFF_TASK_GROUP_LEADER));
 	bpf_get_current_comm(&event->comm, sizeof(event->comm));
 }
+
+/* The registers saved at the running syscall's entry: from bpf_task_pt_regs
+ * where the kernel has it (5.15+; the loader defines HAVE_TASK_PT_REGS from
+ * BTF), else from the top of the task's kernel stack (see X86_64_THREAD_SIZE
+ * in pagecache.h). Read as raw words: x86-64's struct pt_regs is the ptrace
+ * layout, fixed. */
+#define PT_REGS_WORD_R10 7
+#define PT_REGS_WORD_R8 9
+#define PT_REGS_WORD_DX 12
+#define PT_REGS_WORD_SI 13
+#define PT_REGS_WORD_DI 14
+#define PT_REGS_WORD_ORIG_AX 15
+static __always_inline int current_syscall_args(u64 *nr, u64 args[5])
+{
+	u64 regs[16] = {};
+#ifdef HAVE_TASK_PT_REGS
+	void *saved = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+#else
+	void *saved;
+
+	if (OFF_TASK_STACK < 0)
+		return 0;
+	saved = (void *)(rd64((void *)bpf_get_current_task() + OFF_TASK_STACK) +
+			 X86_64_THREAD_SIZE - X86_64_PT_REGS_SIZE);
+#endif
+	if (bpf_probe_read_kernel(regs, sizeof(regs), saved))
+		return 0;
+	*nr = regs[PT_REGS_WORD_ORIG_AX];
+	args[0] = regs[PT_REGS_WORD_DI];
+	args[1] = regs[PT_REGS_WORD_SI];
+	args[2] = regs[PT_REGS_WORD_DX];
+	args[3] = regs[PT_REGS_WORD_R10];
+	args[4] = regs[PT_REGS_WORD_R8];
+	return 1;
+}
 #endif
 
 #include "pagecache_bookkeeping.h"

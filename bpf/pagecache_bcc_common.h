@@ -125,33 +125,4 @@ static __always_inline int slots_announcement_output(struct slots_announcement *
 {
 	return slot_announcements.ringbuf_output(announcement, sizeof(*announcement), 0);
 }
-
-/* The registers saved at the running syscall's entry, where the kernel has
- * bpf_task_pt_regs (5.15+; the loader defines HAVE_TASK_PT_REGS from BTF).
- * Read as raw words: x86-64's struct pt_regs is the ptrace layout, fixed. */
-#define PT_REGS_WORD_R10 7
-#define PT_REGS_WORD_R8 9
-#define PT_REGS_WORD_DX 12
-#define PT_REGS_WORD_SI 13
-#define PT_REGS_WORD_DI 14
-#define PT_REGS_WORD_ORIG_AX 15
-static __always_inline int current_syscall_args(u64 *nr, u64 args[5])
-{
-#ifdef HAVE_TASK_PT_REGS
-	u64 regs[16] = {};
-	void *saved = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
-
-	if (bpf_probe_read_kernel(regs, sizeof(regs), saved))
-		return 0;
-	*nr = regs[PT_REGS_WORD_ORIG_AX];
-	args[0] = regs[PT_REGS_WORD_DI];
-	args[1] = regs[PT_REGS_WORD_SI];
-	args[2] = regs[PT_REGS_WORD_DX];
-	args[3] = regs[PT_REGS_WORD_R10];
-	args[4] = regs[PT_REGS_WORD_R8];
-	return 1;
-#else
-	return 0;
-#endif
-}
 #endif

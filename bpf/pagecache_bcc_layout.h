@@ -60,6 +60,7 @@
 #define OFF_TASK_TGID offsetof(struct task_struct, tgid)
 #define OFF_TASK_GROUP_LEADER offsetof(struct task_struct, group_leader)
 #define OFF_TASK_THREAD_PID offsetof(struct task_struct, thread_pid)
+#define OFF_TASK_STACK offsetof(struct task_struct, stack)
 #define OFF_PID_LEVEL offsetof(struct pid, level)
 #define OFF_PID_NUMBERS offsetof(struct pid, numbers)
 #define OFF_KIOCB_FILP offsetof(struct kiocb, ki_filp)

@@ -115,6 +115,7 @@ struct task_struct {
 	struct pid *thread_pid;
 	struct reclaim_state *reclaim_state;
 	struct css_set *cgroups;
+	void *stack;
 };
 
 struct super_block {

@@ -75,16 +75,3 @@ def preempts_tracepoint_programs() -> bool:
         return False
     return "(full)" in text or "(lazy)" in text
 
-
-@functools.cache
-def kernel_records_announced_slots() -> bool:
-    """Whether the stall programs record the span slots a plugin's
-    announcement carries themselves (bpf_task_pt_regs, 5.15+), rather than
-    leaving them to user space (slots_announced in bpf/pagecache_bookkeeping.h)."""
-    from otel_pagecache.probes.btf_offsets import KernelBtf
-
-    try:
-        with KernelBtf() as btf:
-            return btf.enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs") is not None
-    except OSError:
-        return False

@@ -5,9 +5,7 @@ a memory cgroup with a 48 MiB limit, and reads a 128 MiB cold file inside
 span "read-big", which it opens at once: its thread stalls in memcg reclaim.
 The node agent's stall spans for that thread must carry a link to "read-big"
 (same trace and span id), read by the BPF program from the plugin's span
-slot at the stall's start, from the first stall on (all but one at most
-where the kernel records the announced slots itself, 5.15+; at least 90%
-before, where user space publishes them).
+slot at the stall's start, from the first stall on (all but one at most).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from tests.agent_process import (
     wait_for_log,
 )
 from tests.conftest import make_cold_file
-from tests.kernel_features import kernel_records_announced_slots, skip_if_lacking
+from tests.kernel_features import skip_if_lacking
 from tests.peers.otlp_receiver import iter_spans
 
 APP = Path(__file__).with_name("apps") / "stall_app.py"
@@ -84,17 +82,15 @@ def test_stall_span_links_to_the_application_span(
         and s.resource.get("container.id") == container_id
     ]
     # The app opened its span at once: its slots must be known from its first
-    # stall (announced by the plugin). Where the kernel records the slots
-    # the announcement carries (5.15+), every stall of its thread while the
+    # stall (the kernel records the slots the plugin's announcement carries,
+    # whatever the agent is doing), so every stall of its thread while the
     # span ran is linked but one at most: one that began between the span's
-    # start time and the plugin's writing its slot (one Python call). Before
-    # 5.15 user space publishes them, racing the first stalls: nearly every.
+    # start time and the plugin's writing its slot (one Python call).
     during = stalls_on_span(stalls, app_span)
     linked = [s for s in stalls if s.links]
     assert during, stalls
     unlinked = len([s for s in during if not s.links])
-    tolerated = 1 if kernel_records_announced_slots() else 0.1 * len(during)
-    assert unlinked <= tolerated, f"{unlinked} of {len(during)} stall spans not linked"
+    assert unlinked <= 1, f"{unlinked} of {len(during)} stall spans not linked"
     for stall in linked:
         (link,) = stall.links
         assert (link.trace_id, link.span_id) == (app_span.trace_id, app_span.span_id)

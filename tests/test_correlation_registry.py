@@ -293,10 +293,11 @@ sys.stdin.read()
 def test_an_announcement_records_its_slots_in_the_kernel_before_the_rename_returns(
     real_hierarchy, engine
 ):
-    """Where the kernel shows a syscall's arguments (5.15+), the rename that
-    announces span slots carries them, and the program records them itself:
-    the process's first stall links however late user space runs. Here no
-    one reads the announcement ring, so the map entry can only come from the
+    """The rename that announces span slots carries them, and the program
+    records them itself, from the syscall's saved registers
+    (bpf_task_pt_regs, or before 5.15 the top of the kernel stack): the
+    process's first stall links however late user space runs. Here no one
+    reads the announcement ring, so the map entry can only come from the
     kernel side; a same-name rename without the slots, and one with a wrong
     magic number, record nothing."""
     from otel_pagecache.correlation import PR_SET_NAME, _prctl
@@ -304,10 +305,7 @@ def test_an_announcement_records_its_slots_in_the_kernel_before_the_rename_retur
     from otel_pagecache.probes.core import CoreProbe
     from otel_pagecache.probes.layout import SPAN_SLOTS_MAGIC
     from tests.bpf_maps import span_slot_base
-    from tests.kernel_features import kernel_records_announced_slots
 
-    if not kernel_records_announced_slots():
-        pytest.skip("before 5.15 (no bpf_task_pt_regs) user space publishes announced slots")
     if engine == "bcc" and not bcc_available():
         pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
     probe = (CoreProbe if engine == "core" else BccProbe)(lookups=False).start()

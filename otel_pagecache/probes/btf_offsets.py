@@ -195,6 +195,7 @@ OPTIONAL_MEMBERS = {
     "OFF_FOLIO_ORDER": (("folio", "_folio_order"),),  # 5.17 .. 6.5
     "OFF_FOLIO_FLAGS_1": (("folio", "_flags_1"),),
     "OFF_OBJCG_MEMCG": (("obj_cgroup", "memcg"),),
+    "OFF_TASK_STACK": (("task_struct", "stack"),),  # syscall registers before 5.15
 }
 
 
