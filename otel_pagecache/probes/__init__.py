@@ -89,6 +89,17 @@ class ActivityProbe(Protocol):
         """The stall ring buffer, ``callback`` per record, with span-slot announcements."""
         ...
 
+    has_whatif: bool
+    """Whether the what-if curve's page samples can flow (they ride on lookups)."""
+
+    def set_whatif(self, shift: int, max_pages: int, enabled: bool = True) -> None:
+        """Sample one page in 2**shift of each file, at most ``max_pages`` per event."""
+        ...
+
+    def whatif_ring(self, callback: Callable[[bytes], None]) -> StallRing:
+        """The what-if samples' ring buffer, ``callback`` per struct whatif_sample."""
+        ...
+
     def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
         """Tell the stall programs where process ``pid`` keeps its span slots."""
         ...
