@@ -36,11 +36,10 @@ _log = logging.getLogger(__name__)
 
 _M64 = (1 << 64) - 1
 _TWO64 = float(1 << 64)
-# Reuse distances (in pages, scaled by 1/rate) land in geometric bins of
-# ratio 1 + 1/_BINS_PER_DOUBLING*ln2..: 32 bins per doubling, 2% wide, which
-# costs the curve far less than sampling does.
+# Stack positions (reuse distance + 1: the smallest LRU that hits the
+# access), in pages scaled by 1/rate, land in geometric bins, 32 per doubling
+# (2.2% wide), which costs the curve far less than sampling does.
 _BINS_PER_DOUBLING = 32
-_LOG2_SCALE = _BINS_PER_DOUBLING
 # The scales of the current page cache at which the curve is exported, and
 # the targets of the working-set estimate (fractions of the best hit ratio).
 SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
@@ -63,18 +62,18 @@ def expand_sample(first: int, count: int, shift: int, skip: int) -> list[int]:
     return [p for p in range(first, first + count * stride, stride) if p != skip]
 
 
-def _bin(distance: float) -> int:
-    """The histogram bin of a scaled reuse distance (in pages, >= 0)."""
-    return int(math.log2(distance + 1.0) * _LOG2_SCALE)
+def _bin(position: float) -> int:
+    """The histogram bin of a stack position (pages, >= 1): [2^(b/32), 2^((b+1)/32))."""
+    return int(math.log2(position) * _BINS_PER_DOUBLING)
 
 
 def _bin_upper(index: int) -> float:
-    """The largest distance of bin ``index`` (the next bin's lower bound)."""
-    return 2.0 ** ((index + 1) / _LOG2_SCALE) - 1.0
+    """The end of bin ``index`` (the next bin's start)."""
+    return 2.0 ** ((index + 1) / _BINS_PER_DOUBLING)
 
 
 def _bin_lower(index: int) -> float:
-    return 2.0 ** (index / _LOG2_SCALE) - 1.0
+    return 2.0 ** (index / _BINS_PER_DOUBLING)
 
 
 class _Bucket:
@@ -115,8 +114,9 @@ class Curve:
         return sum(self.bins) + self.cold
 
     def hit_ratio(self, pages: float) -> float | None:
-        """The hit ratio an LRU of ``pages`` pages would have had; None without
-        samples. Within a bin the distances are taken as evenly spread."""
+        """The hit ratio an LRU of ``pages`` pages would have had (an access hits
+        when its stack position is at most ``pages``); None without samples.
+        Within a bin the positions are taken as evenly spread."""
         total = self.total
         if total <= 0:
             return None
@@ -231,7 +231,7 @@ class ShardsCurve:
         else:
             # Distinct kept keys accessed since: marks after previous.
             distance = len(self.last) - self._prefix(previous)
-            bucket.add(_bin(distance / self.rate), weight)
+            bucket.add(_bin(distance / self.rate + 1.0), weight)
             self._add(previous, -1)
             self._keys[previous] = None
             self.last[key] = stamp
@@ -469,3 +469,139 @@ class WhatifTracker:
             for memcg in memcgs:
                 self.curves.pop(memcg, None)
                 self.samples.pop(memcg, None)
+
+
+class WhatifPoller:
+    """Polls the probe's what-if ring buffer in a thread until ``stop()``."""
+
+    def __init__(self, ring, timeout_ms: int = 100) -> None:
+        self._ring = ring
+        self._timeout_ms = timeout_ms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otel-pagecache-whatif", daemon=True)
+
+    def start(self) -> WhatifPoller:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ring.poll(self._timeout_ms)
+            except Exception:  # noqa: BLE001 - keep polling
+                _log.debug("what-if ring poll failed", exc_info=True)
+                self._stop.wait(0.5)
+
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """False if the thread is still inside poll(): the ring (and the BPF
+        object) must then not be freed (see stalls.StallPoller.stop)."""
+        self._stop.set()
+        self._thread.join(timeout_s / 2)
+        if self._thread.is_alive():
+            try:
+                self._ring.abandon()
+            except Exception:  # noqa: BLE001
+                _log.debug("what-if ring abandon failed", exc_info=True)
+            self._thread.join(timeout_s / 2)
+        if self._thread.is_alive():
+            return False
+        try:
+            self._ring.close()
+        except Exception:  # noqa: BLE001
+            _log.debug("what-if ring close failed", exc_info=True)
+        return True
+
+
+class WhatifRun:
+    """The curve as the agent runs it: the probe's samples into a tracker, and
+    each snapshot's memcgs annotated with their point (``annotate``).
+
+    Calibration (``calibrate=True``, off by default): the kernel's lists are
+    not one LRU (active/inactive with refault activation, or MGLRU's
+    generations), and favour frequency more than an LRU does. Calibrated,
+    each memcg's curve is shifted so that its point at scale 1 equals the hit
+    ratio the kernel really gave over the window (from the exact lookups and
+    misses the lookup programs count), clamped to [0, the best]; the series
+    then carry ``pagecache.whatif.calibrated=true``.
+    """
+
+    def __init__(self, tracker: WhatifTracker, probe=None, calibrate: bool = False) -> None:
+        self.tracker = tracker
+        self.calibrate = calibrate
+        self.poller: WhatifPoller | None = None
+        # memcg -> [(time, lookups, misses)] cumulative, within the window
+        self._history: dict[int, list[tuple[float, int, int]]] = {}
+        if probe is not None:
+            self.poller = WhatifPoller(probe.whatif_ring(tracker.take)).start()
+
+    def annotate(self, snapshot, page_size: int) -> None:
+        """Set ``sample.activity.whatif`` for each memcg of ``snapshot`` with a curve."""
+        now = self.tracker.clock()
+        cache = {s.id: s.file_lru_bytes // page_size for s in snapshot.memcgs}
+        points = self.tracker.points(cache, now)
+        horizon = now - self.tracker.window_s
+        live = set()
+        for sample in snapshot.memcgs:
+            counters = sample.activity
+            if counters is None:
+                continue
+            live.add(sample.id)
+            history = self._history.setdefault(sample.id, [])
+            history.append((now, counters.lookups, counters.misses))
+            while len(history) > 1 and history[1][0] <= horizon:
+                history.pop(0)
+            point = points.get(sample.id)
+            if point is None:
+                continue
+            if self.calibrate:
+                point = self._calibrated(point, history, sample.id, now)
+            counters.whatif = point
+        for memcg in [m for m in self._history if m not in live]:
+            del self._history[memcg]
+
+    def _calibrated(self, point: WhatifPoint, history, memcg: int, now: float) -> WhatifPoint:
+        (_, lookups0, misses0), (_, lookups1, misses1) = history[0], history[-1]
+        lookups = lookups1 - lookups0
+        if lookups <= 0:
+            return point
+        measured = max(0.0, 1.0 - (misses1 - misses0) / lookups)
+        curve = self.tracker.curve(memcg, now)
+        best = curve.best() if curve is not None else None
+        if best is None:
+            return point
+        shift = measured - point.hit_ratios[1.0]
+        ratios = {s: min(best, max(0.0, h + shift)) for s, h in point.hit_ratios.items()}
+        return WhatifPoint(point.cache_pages, ratios, point.working_sets, point.samples, True)
+
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        return self.poller is None or self.poller.stop(timeout_s)
+
+
+def start_whatif(settings, probe) -> WhatifRun | None:
+    """The curve for ``probe``, or None (logged) when it is off or cannot run."""
+    if not settings.whatif:
+        _log.info("what-if curve: off, as asked")
+        return None
+    if probe is None or not getattr(probe, "has_whatif", False):
+        _log.info("what-if curve: off (it rides on the lookup hooks, which do not run here)")
+        return None
+    tracker = WhatifTracker(
+        window_s=settings.whatif_window_s,
+        max_keys=settings.whatif_max_keys,
+        max_keys_per_memcg=settings.whatif_max_keys_per_memcg,
+        shift=settings.whatif_sample_shift,
+    )
+    try:
+        run = WhatifRun(tracker, probe, calibrate=settings.whatif_calibrate)
+        probe.set_whatif(settings.whatif_sample_shift, settings.whatif_max_pages_per_event)
+    except Exception as e:  # noqa: BLE001 - the rest of the agent runs without the curve
+        _log.warning("what-if curve unavailable: %s", e)
+        return None
+    _log.info(
+        "what-if curve: one page in %d sampled, window %.0f s, %d keys (%d per memcg)",
+        1 << settings.whatif_sample_shift,
+        settings.whatif_window_s,
+        settings.whatif_max_keys,
+        settings.whatif_max_keys_per_memcg,
+    )
+    return run
