@@ -282,12 +282,15 @@ class ShardsCurve:
             self._keys[stamp] = key
             self._times[stamp] = t
             self.last[key] = stamp
-        tree = self._tree
-        for stamp in range(len(live)):  # O(n) Fenwick build
-            i = stamp + 1
-            tree[i] += 1
+        # O(n) Fenwick build: marks at 1..len(live), each node's sum carried
+        # up to its parent, over the whole tree (a node past the last mark
+        # still carries the marks below it upwards).
+        tree, size, marks = self._tree, self._size, len(live)
+        for i in range(1, size + 1):
+            if i <= marks:
+                tree[i] += 1
             parent = i + (i & -i)
-            if parent <= self._size:
+            if parent <= size:
                 tree[parent] += tree[i]
         self._stamp = len(live)
         self._oldest = 0
