@@ -412,7 +412,7 @@ static __always_inline struct whatif_sample *whatif_reserve(void)
 
 static __always_inline void whatif_submit(struct whatif_sample *sample)
 {
-	bpf_ringbuf_submit(sample, 0);
+	bpf_ringbuf_submit(sample, PAGECACHE_WHATIF_SUBMIT_FLAGS);
 }
 
 #define PAGECACHE_STALLS

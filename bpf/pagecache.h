@@ -178,6 +178,10 @@ struct stall_event {
  * path as it is without the curve.
  */
 #define PAGECACHE_WHATIF_RINGBUF_BYTES (1024 * 1024)
+/* Submitted without waking the reader (BPF_RB_NO_WAKEUP): a wakeup per record
+ * cost microseconds per event (bench/whatif_cost.py); user space consumes the
+ * ring on a timer instead. */
+#define PAGECACHE_WHATIF_SUBMIT_FLAGS 1
 
 struct whatif_config {
 	__u32 enabled;

@@ -142,6 +142,6 @@ static __always_inline struct whatif_sample *whatif_reserve(void)
 
 static __always_inline void whatif_submit(struct whatif_sample *sample)
 {
-	whatif_samples.ringbuf_submit(sample, 0);
+	whatif_samples.ringbuf_submit(sample, PAGECACHE_WHATIF_SUBMIT_FLAGS);
 }
 #endif

@@ -217,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
             "sampled pages sent per read or fault at most; events cut there are counted in "
             "pagecache.agent.bpf.lost (whatif_capped)", commands=RUN),
     Setting("whatif_max_keys", "OTEL_PAGECACHE_WHATIF_MAX_KEYS", POSITIVE_INT, 100_000,
-            "pages the curves of all memcgs keep together (about 150 bytes each)",
+            "pages the curves of all memcgs keep together (about 210 bytes each)",
             commands=RUN),
     Setting("whatif_max_keys_per_memcg", "OTEL_PAGECACHE_WHATIF_MAX_KEYS_PER_MEMCG",
             POSITIVE_INT, 16_384,

@@ -77,21 +77,28 @@ def _bin_lower(index: int) -> float:
 
 
 class _Bucket:
-    """The histogram of one slice of the window."""
+    """The histogram of one slice of the window: bins [base, base + len(bins))."""
 
-    __slots__ = ("start", "bins", "cold", "samples")
+    __slots__ = ("start", "base", "bins", "cold", "samples")
 
     def __init__(self, start: float) -> None:
         self.start = start
-        self.bins = array("f")  # weight per distance bin, grown on demand
+        self.base = 0
+        self.bins = array("f")  # weight per bin from base, grown on demand
         self.cold = 0.0  # first accesses (in the window)
         self.samples = 0  # sampled accesses counted, unweighted
 
     def add(self, index: int, weight: float) -> None:
         bins = self.bins
-        if index >= len(bins):
-            bins.extend(array("f", bytes(4 * (index + 1 - len(bins)))))
-        bins[index] += weight
+        if not bins:
+            self.base = index
+            bins.append(0.0)
+        elif index < self.base:
+            bins[0:0] = array("f", bytes(4 * (self.base - index)))
+            self.base = index
+        elif index >= self.base + len(bins):
+            bins.extend(array("f", bytes(4 * (index + 1 - self.base - len(bins)))))
+        bins[index - self.base] += weight
 
     def scale(self, factor: float) -> None:
         for i, v in enumerate(self.bins):
@@ -176,12 +183,11 @@ class ShardsCurve:
         self.bucket_s = window_s / buckets
         self.threshold = 1 << 64  # keep key iff key < threshold
         self.last: dict[int, int] = {}  # key -> stamp of its latest access
-        self._heap: list[int] = []  # -key of kept keys (lazily cleaned): the largest first
         self._buckets: list[_Bucket] = []
         self._stamp = 0  # next stamp
         self._oldest = 0  # stamps below it are expired or compacted away
         self._size = 0
-        self._alloc(2 * self.max_keys + 16)
+        self._alloc(64)  # grown by _compact as keys come: memory follows the keys held
         self.samples = 0  # sampled accesses taken in, over the curve's life
         self.filtered = 0  # sampled accesses the threshold left out
 
@@ -227,7 +233,6 @@ class ShardsCurve:
         if previous is None:
             bucket.cold += weight
             self.last[key] = stamp
-            heapq.heappush(self._heap, -key)
         else:
             # Distinct kept keys accessed since: marks after previous.
             distance = len(self.last) - self._prefix(previous)
@@ -277,7 +282,7 @@ class ShardsCurve:
             for i in range(self._oldest, self._stamp)
             if self._keys[i] is not None
         ]
-        self._alloc(max(2 * self.max_keys + 16, 2 * len(live) + 16))
+        self._alloc(max(64, 2 * len(live) + 16))
         for stamp, (key, t) in enumerate(live):
             self._keys[stamp] = key
             self._times[stamp] = t
@@ -297,21 +302,21 @@ class ShardsCurve:
 
     def _shrink(self, keys: int) -> None:
         """Keep at most ``keys`` keys: the largest hashes go, the threshold
-        drops to the largest gone, and the counts so far are rescaled to the
-        new rate (fixed-size SHARDS)."""
+        drops to the smallest gone, and the counts so far are rescaled to the
+        new rate (fixed-size SHARDS). A tenth of the keys go at once when only
+        a few are over, so the search for the largest (no heap kept: it would
+        cost ~45 bytes a key) runs once per that many new keys."""
+        last = self.last
+        excess = len(last) - keys
+        if excess <= 0:
+            return
         old_rate = self.rate
-        heap, last = self._heap, self.last
-        while len(last) > keys and heap:
-            key = -heapq.heappop(heap)
-            if key not in last or key >= self.threshold:
-                continue
+        doomed = heapq.nlargest(max(excess, len(last) // 10), last)
+        for key in doomed:
             stamp = last.pop(key)
             self._keys[stamp] = None
             self._add(stamp, -1)
-            self.threshold = key
-        if len(heap) > 2 * len(last) + 64:  # stale entries: rebuild
-            self._heap = [-k for k in last]
-            heapq.heapify(self._heap)
+        self.threshold = doomed[-1]
         factor = self.rate / old_rate if old_rate else 1.0
         if factor < 1.0:
             for bucket in self._buckets:
@@ -328,9 +333,10 @@ class ShardsCurve:
         bins: list[float] = []
         cold, samples = 0.0, 0
         for bucket in self._buckets:
-            if len(bucket.bins) > len(bins):
-                bins.extend([0.0] * (len(bucket.bins) - len(bins)))
-            for i, v in enumerate(bucket.bins):
+            end = bucket.base + len(bucket.bins)
+            if end > len(bins):
+                bins.extend([0.0] * (end - len(bins)))
+            for i, v in enumerate(bucket.bins, bucket.base):
                 bins[i] += v
             cold += bucket.cold
             samples += bucket.samples
@@ -475,11 +481,16 @@ class WhatifTracker:
 
 
 class WhatifPoller:
-    """Polls the probe's what-if ring buffer in a thread until ``stop()``."""
+    """Consumes the probe's what-if ring buffer every ``period_s`` until ``stop()``.
 
-    def __init__(self, ring, timeout_ms: int = 100) -> None:
+    The kernel submits the samples without a wakeup (a wakeup per record cost
+    microseconds per read event), so the ring is emptied on a timer: at 1,000,000
+    page accesses a second, one page in 64 sampled, 100 ms is ~1,600 records
+    of the ring's ~21,000."""
+
+    def __init__(self, ring, period_s: float = 0.1) -> None:
         self._ring = ring
-        self._timeout_ms = timeout_ms
+        self._period_s = period_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otel-pagecache-whatif", daemon=True)
 
@@ -488,12 +499,11 @@ class WhatifPoller:
         return self
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self._period_s):
             try:
-                self._ring.poll(self._timeout_ms)
-            except Exception:  # noqa: BLE001 - keep polling
-                _log.debug("what-if ring poll failed", exc_info=True)
-                self._stop.wait(0.5)
+                self._ring.consume()
+            except Exception:  # noqa: BLE001 - keep consuming
+                _log.debug("what-if ring consume failed", exc_info=True)
 
     def stop(self, timeout_s: float = 2.0) -> bool:
         """False if the thread is still inside poll(): the ring (and the BPF

@@ -58,7 +58,7 @@ class Samples:
 
     def drain(self, memcg: int) -> list[WhatifSample]:
         """Every record so far of ``memcg``; the ring is empty afterwards."""
-        while self._ring.poll(0):
+        while self._ring.consume():
             pass
         with self._lock:
             mine = [r for r in self.records if r.memcg == memcg]

@@ -35,6 +35,10 @@ class StallRing(Protocol):
         """Hand pending records to their callbacks, waiting at most ``timeout_ms``."""
         ...
 
+    def consume(self) -> int:
+        """Hand every ready record to its callback without waiting."""
+        ...
+
     def abandon(self) -> None:
         """Make a poll in progress return at its next record, leaving the rest."""
         ...

@@ -209,6 +209,11 @@ class _BccRing:
         with self._poll_lock:
             self._bpf.ring_buffer_poll(timeout_ms)
 
+    def consume(self) -> int:
+        """Every ready record of every ring of the object, woken or not."""
+        with self._poll_lock:
+            return self._bpf.ring_buffer_consume() or 0
+
     def abandon(self) -> None:
         """Make a poll in progress return at its next record (see RingBuffer.abandon)."""
         self._abandoned = True
