@@ -144,11 +144,15 @@ def test_faults_and_fault_around_sample_each_page_once(memcgs, data_dir, probe, 
     worker.do("mmap", target, "nohuge")
     sampled = [p for _, p in _pages(samples.drain(memcg))]
     # The faulting page is skipped in its own fault-around range: each page
-    # at most once. Some fault-around batches of large folios go unreported
-    # on 6.18 (tests/test_activity.py): a lower bound of 90%.
-    assert len(sampled) == len(set(sampled))
+    # at most once where the fault comes first. Through kprobes (5.10) the
+    # fault-around may run before a fault, whose page then counts twice, as
+    # lookups do (tests/test_activity.py allows 16 pages more): 257 of 256
+    # seen there. Some fault-around batches of large folios go unreported on
+    # 6.18 (tests/test_activity.py): a lower bound of 90%.
+    repeated = len(sampled) - len(set(sampled))
+    assert repeated == 0 or (probe.lookup_hook != "tracepoint" and repeated <= 2), repeated
     assert len({p % (1 << SHIFT) for p in sampled}) == 1
-    assert 0.9 * (pages >> SHIFT) <= len(sampled) <= pages >> SHIFT
+    assert 0.9 * (pages >> SHIFT) <= len(set(sampled)) <= pages >> SHIFT
 
 
 def test_no_samples_when_the_curve_is_off(memcgs, data_dir, probe, samples):
