@@ -410,7 +410,41 @@ static __always_inline void stall_event_task(struct stall_event *event, struct t
 	bpf_get_current_comm(event->comm, sizeof(event->comm));
 }
 
+/* The what-if curve's samples (pagecache_whatif.h): off until user space
+ * writes whatif_config. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct whatif_config);
+} whatif_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PAGECACHE_WHATIF_RINGBUF_BYTES);
+} whatif_samples SEC(".maps");
+
+const volatile struct whatif_sample *unused_whatif_sample __attribute__((unused));
+
+static __always_inline struct whatif_config *whatif_config_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&whatif_config, &zero);
+}
+
+static __always_inline struct whatif_sample *whatif_reserve(void)
+{
+	return bpf_ringbuf_reserve(&whatif_samples, sizeof(struct whatif_sample), 0);
+}
+
+static __always_inline void whatif_submit(struct whatif_sample *sample)
+{
+	bpf_ringbuf_submit(sample, PAGECACHE_WHATIF_SUBMIT_FLAGS);
+}
+
 #define PAGECACHE_STALLS
+#define PAGECACHE_WHATIF
 #include "pagecache_bookkeeping.h"
 
 /* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
@@ -477,24 +511,37 @@ int BPF_PROG(on_delete_from_page_cache, void *folio)
 
 /* ---- Lookups (by accessor): the hot path, from 6.12's tracepoints --------- */
 
+/*
+ * The mapping's address as a plain number, the file's name for the lookup
+ * bookkeeping. The verifier keeps a tp_btf argument a trusted pointer even
+ * cast to an integer, and refuses any arithmetic on it but this: the
+ * difference of two pointers is a scalar (to programs allowed pointer leaks,
+ * as these are). Against a fixed address (a map's), it names the mapping as
+ * well as its address does, and the what-if sampling can hash it.
+ */
+static __always_inline __u64 mapping_number(struct address_space *mapping)
+{
+	return (__u64)mapping - (__u64)&whatif_config;
+}
+
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t last_index)
 {
-	SLOTS_EXCLUSIVE(lookup_read(bpf_get_current_task_btf(), (__u64)mapping, index, last_index));
+	SLOTS_EXCLUSIVE(lookup_read(bpf_get_current_task_btf(), mapping_number(mapping), index, last_index));
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_fault")
 int BPF_PROG(on_fault, struct address_space *mapping, pgoff_t index)
 {
-	SLOTS_EXCLUSIVE(lookup_fault(bpf_get_current_task_btf(), (__u64)mapping, index));
+	SLOTS_EXCLUSIVE(lookup_fault(bpf_get_current_task_btf(), mapping_number(mapping), index));
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(on_map_pages, struct address_space *mapping, pgoff_t start, pgoff_t last)
 {
-	SLOTS_EXCLUSIVE(lookup_fault_around(bpf_get_current_task_btf(), (__u64)mapping, start, last));
+	SLOTS_EXCLUSIVE(lookup_fault_around(bpf_get_current_task_btf(), mapping_number(mapping), start, last));
 	return 0;
 }
 

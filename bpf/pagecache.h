@@ -41,7 +41,9 @@ enum lost_reason {
 	LOST_STALL_RINGBUF_FULL = 2, /* a stall event found the ring buffer full */
 	LOST_STALL_STARTS_FULL = 3,  /* too many threads stalled at once to time them */
 	LOST_ANNOUNCEMENT_RINGBUF_FULL = 4, /* a span-slot announcement found its ring full */
-	LOST_REASONS = 5,
+	LOST_WHATIF_CAPPED = 5,       /* a lookup had more sampled pages than max_pages */
+	LOST_WHATIF_RINGBUF_FULL = 6, /* a what-if sample found its ring buffer full */
+	LOST_REASONS = 7,
 };
 
 /*
@@ -188,6 +190,35 @@ struct stall_event {
 	struct span_slot span; /* tid 0: no application span known */
 	__u32 ns_pid;      /* pid and tid as the process sees them (its own PID namespace) */
 	__u32 ns_tid;
+};
+
+/*
+ * The what-if curve's sampled page accesses (pagecache_whatif.h). One
+ * whatif_config entry, written by user space; enabled 0 leaves the lookup
+ * path as it is without the curve.
+ */
+#define PAGECACHE_WHATIF_RINGBUF_BYTES (1024 * 1024)
+/* Submitted without waking the reader (BPF_RB_NO_WAKEUP): a wakeup per record
+ * cost microseconds per event (bench/whatif_cost.py); user space consumes the
+ * ring on a timer instead. */
+#define PAGECACHE_WHATIF_SUBMIT_FLAGS 1
+
+struct whatif_config {
+	__u32 enabled;
+	__u32 shift;     /* stride 2^shift: one page in 2^shift of each file is sampled */
+	__u32 max_pages; /* sampled pages sent per lookup event, at most */
+	__u32 pad;
+};
+
+/* whatif_samples record: pages first, first + 2^shift, ... (count of them),
+ * but skip, looked up by memcg (the reader's) in the file named by mapping. */
+struct whatif_sample {
+	__u64 memcg;
+	__u64 mapping;
+	__u64 first;
+	__u64 skip; /* a page of the range already counted (fault-around's fault), or ~0 */
+	__u32 count;
+	__u32 shift;
 };
 
 #endif /* __PAGECACHE_H__ */

@@ -126,3 +126,27 @@ static __always_inline int slots_announcement_output(struct slots_announcement *
 	return slot_announcements.ringbuf_output(announcement, sizeof(*announcement), 0);
 }
 #endif
+
+#ifdef WITH_WHATIF
+/* The what-if curve's samples (pagecache_whatif.h). */
+#define PAGECACHE_WHATIF
+BPF_ARRAY(whatif_config, struct whatif_config, 1);
+BPF_RINGBUF_OUTPUT(whatif_samples, PAGECACHE_WHATIF_RINGBUF_BYTES / 4096);
+
+static __always_inline struct whatif_config *whatif_config_get(void)
+{
+	u32 zero = 0;
+
+	return whatif_config.lookup(&zero);
+}
+
+static __always_inline struct whatif_sample *whatif_reserve(void)
+{
+	return whatif_samples.ringbuf_reserve(sizeof(struct whatif_sample));
+}
+
+static __always_inline void whatif_submit(struct whatif_sample *sample)
+{
+	whatif_samples.ringbuf_submit(sample, PAGECACHE_WHATIF_SUBMIT_FLAGS);
+}
+#endif

@@ -47,6 +47,8 @@
  *   int slots_announcement_output(struct slots_announcement *)  0 on success
  *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
  *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
+ * and, for the what-if curve's samples (PAGECACHE_WHATIF defined): the
+ * functions pagecache_whatif.h names.
  *
  * "mapping" is whatever the program sees that names the file: an
  * address_space pointer, or the inode number in the tracepoint-only program.
@@ -188,6 +190,8 @@ static __always_inline u32 removal_reason(TASK_T task)
 }
 
 /* ---- Lookups (by accessor): the hot path ----------------------------------- */
+
+#include "pagecache_whatif.h"
 
 /* Count pages looked up; the slot holds a running count for one memcg and is
  * flushed into pagecache_lookups only when another memcg reads on this CPU. */
@@ -354,6 +358,8 @@ static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64
 	if (last > index)
 		read_started(tid, mapping, index, last);
 	count_lookups(slots, last - index + 1, task);
+	/* A read's first event only: its range is counted once, here. */
+	whatif_sample(slots->lookup.memcg, mapping, index, last, ~0ULL);
 }
 
 /* A page fault that found no mapped page: one page looked up. Fault-around
@@ -368,6 +374,7 @@ static __always_inline void lookup_fault(TASK_T task, u64 mapping, u64 index)
 	slots->lookup.fault_mapping = mapping;
 	slots->lookup.fault_index = index;
 	count_lookups(slots, 1, task);
+	whatif_sample(slots->lookup.memcg, mapping, index, index, ~0ULL);
 }
 
 /* Fault-around mapped the cached pages [start, last] of a mapping: counted as
@@ -375,7 +382,7 @@ static __always_inline void lookup_fault(TASK_T task, u64 mapping, u64 index)
 static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 start, u64 last)
 {
 	struct cpu_slots *slots = cpu_slots_get();
-	u64 pages = last - start + 1;
+	u64 pages = last - start + 1, skip = ~0ULL;
 	struct lookup_slot *slot;
 
 	if (!slots)
@@ -384,9 +391,11 @@ static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 st
 	if (slot->fault_tid == task_tid(task) && slot->fault_mapping == mapping &&
 	    slot->fault_index >= start && slot->fault_index <= last) {
 		pages -= 1;
+		skip = slot->fault_index;
 		slot->fault_mapping = 0;
 	}
 	count_lookups(slots, pages, task);
+	whatif_sample(slot->memcg, mapping, start, last, skip);
 }
 
 /* ---- Lookups from the read and fault functions (kernels before 6.12) ---------

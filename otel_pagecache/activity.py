@@ -46,6 +46,8 @@ class ActivityCounters:
     hit_ratio: float | None = None
     interval_lookups: int = 0
     interval_misses: int = 0
+    # The memcg's what-if curve read for export (whatif.WhatifPoint), when it runs.
+    whatif: object | None = None
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 
 from . import __version__
-from .activity import ActivityTracker, FilePathResolver
+from .activity import PAGE_SIZE, ActivityTracker, FilePathResolver
 from .cgroupfs import MemoryHierarchy, find_memory_hierarchy
 from .config import Settings
 from .container_resources import base_resource
@@ -47,6 +47,7 @@ from .span_delivery import CountedBatchSpanProcessor
 from .span_export import build_span_exporter
 from .stalls import StallPipeline, StallPoller
 from .stopping import DETACH_S
+from .whatif import WhatifRun, start_whatif
 
 _log = logging.getLogger(__name__)
 
@@ -163,8 +164,11 @@ def engine_reason_code(settings: Settings, engine: str | None) -> str:
     return REASON_AUTO_CORE if engine == "core" else REASON_AUTO_FALLBACK
 
 
-def read_snapshot(residency: ResidencyReader, tracker: ActivityTracker | None) -> Snapshot:
-    """Residency, then activity joined to it by memcg id (the walk just refreshed the index)."""
+def read_snapshot(
+    residency: ResidencyReader, tracker: ActivityTracker | None, whatif: WhatifRun | None = None
+) -> Snapshot:
+    """Residency, then activity joined to it by memcg id (the walk just refreshed the index),
+    then each memcg's what-if curve."""
     snapshot = residency.read()
     if tracker is None:
         return snapshot
@@ -176,6 +180,11 @@ def read_snapshot(residency: ResidencyReader, tracker: ActivityTracker | None) -
     snapshot.activity = activity
     for sample in snapshot.memcgs:
         sample.activity = activity.memcgs.get(sample.id)
+    if whatif is not None:
+        try:
+            whatif.annotate(snapshot, PAGE_SIZE)
+        except Exception:  # noqa: BLE001 - costs the curve for one cycle only
+            _log.debug("what-if curve read failed", exc_info=True)
     return snapshot
 
 
@@ -229,6 +238,7 @@ class Agent:
             _log.info("%s", note)
         self.residency = build_residency_reader(settings, self.hierarchy)
         self.activity: ActivityTracker | None = None
+        self.whatif: WhatifRun | None = None
         # Identity of every memcg in the last two snapshots, for the stall
         # histogram's and spans' Resources (two, so an export that races a
         # newer snapshot still finds a cgroup removed in between).
@@ -241,7 +251,8 @@ class Agent:
         self._unknown_ids: set = set()
         self._unknown_since = time.monotonic()
         self.source = SnapshotSource(
-            lambda: read_snapshot(self.residency, self.activity), on_snapshot=self._after_snapshot
+            lambda: read_snapshot(self.residency, self.activity, self.whatif),
+            on_snapshot=self._after_snapshot,
         )
         resource = resource or base_resource()
         self.pipelines: list[MetricsPipeline]
@@ -252,6 +263,7 @@ class Agent:
         # Exporter settings are checked (and the Prometheus port bound) above,
         # before any BPF program loads.
         self.activity = build_activity(settings, self.residency)
+        self.whatif = start_whatif(settings, self.activity.probe if self.activity else None)
         # The stall histogram is the one SDK instrument with a series per memcg.
         stall_view = View(
             instrument_name=STALL_DURATION.name,
@@ -390,6 +402,8 @@ class Agent:
         # A poller stuck in poll() keeps the BPF object it reads: the kernel
         # detaches its programs when the process exits.
         poller_stopped = self.stall_poller is None or self.stall_poller.stop(min(2.0, remaining()))
+        if self.whatif is not None:
+            poller_stopped = self.whatif.stop(min(2.0, remaining())) and poller_stopped
         # Each flush runs in a daemon thread that is abandoned at the
         # deadline: the exporters' own retries and the SDK's joins are not
         # ours to bound, and one slow exporter must not eat another's time.

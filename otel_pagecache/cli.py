@@ -131,22 +131,25 @@ def _run(settings: Settings) -> int:
 def _top(settings: Settings, args: argparse.Namespace, own: dict[str, object]) -> int:
     from .agent import build_activity, build_residency_reader, read_snapshot
     from .top import run_top, terminal_keys
+    from .whatif import start_whatif
 
     stop = stop_on_signals().event
     interval = float(own["top_interval_s"])  # type: ignore[arg-type]
     reader = build_residency_reader(settings, find_memory_hierarchy(settings.cgroup_root))
     # The table shows counters only: no stall programs (nothing would drain them).
     tracker = build_activity(dataclasses.replace(settings, stalls=False), reader)
+    # The NEED95 column: the what-if curve from the moment top started.
+    whatif = start_whatif(settings, tracker.probe if tracker is not None else None)
     count = 1 if args.once else own["top_count"]
     try:
         previous = None
         if tracker is not None and args.once:
             # One screen of activity needs an interval to measure rates over.
-            previous = read_snapshot(reader, tracker)
+            previous = read_snapshot(reader, tracker, whatif)
             stop.wait(min(interval, 1.0))
         with terminal_keys() if not args.once else contextlib.nullcontext() as keys:
             run_top(
-                lambda: read_snapshot(reader, tracker),
+                lambda: read_snapshot(reader, tracker, whatif),
                 interval,
                 count,  # type: ignore[arg-type]
                 should_stop=stop.is_set,
@@ -155,6 +158,8 @@ def _top(settings: Settings, args: argparse.Namespace, own: dict[str, object]) -
                 sort=args.sort,
             )
     finally:
+        if whatif is not None:
+            whatif.stop()
         if tracker is not None:
             tracker.probe.close()
     return 0

@@ -103,6 +103,7 @@ PORT = Kind("a port number from 1 to 65535", _number(int, 1, maximum=65535), "PO
 TEXT = Kind("a non-empty string", _text)
 PATH = Kind("a path", _text, "PATH")
 GLOBS = Kind("comma-separated glob patterns on cgroup paths", split, "GLOB")
+WHATIF_SHIFT = Kind("a whole number from 0 to 20", _number(int, 0, maximum=20), "N")
 LOG_LEVEL = _choice("debug", "info", "warning", "error")
 METRICS_EXPORTERS = _choices("otlp", "console", "prometheus", "none")
 
@@ -203,6 +204,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bpf_max_memcgs", "OTEL_PAGECACHE_BPF_MAX_MEMCGS", COUNT, 0,
             "(CO-RE engine) entries of each per-memcg BPF map (0: built-in 16384); events of "
             "memcgs beyond it are counted in pagecache.agent.bpf.lost", commands=RUN),
+    # The what-if curve (docs/whatif.md): page accesses sampled on the lookup path.
+    Setting("whatif", "OTEL_PAGECACHE_WHATIF", BOOL, True,
+            "the what-if curve (pagecache.whatif.*): hit ratio at other cache sizes and the "
+            "working set, per memcg; needs the lookup path", commands=RUN),
+    Setting("whatif_window_s", "OTEL_PAGECACHE_WHATIF_WINDOW_S", POSITIVE, 600.0,
+            "seconds of accesses the curve is built from (a sliding window)", commands=RUN),
+    Setting("whatif_sample_shift", "OTEL_PAGECACHE_WHATIF_SAMPLE_SHIFT", WHATIF_SHIFT, 6,
+            "the kernel samples one page in 2**N of each file", commands=RUN),
+    Setting("whatif_max_pages_per_event", "OTEL_PAGECACHE_WHATIF_MAX_PAGES_PER_EVENT",
+            POSITIVE_INT, 64,
+            "sampled pages sent per read or fault at most; events cut there are counted in "
+            "pagecache.agent.bpf.lost (whatif_capped)", commands=RUN),
+    Setting("whatif_max_keys", "OTEL_PAGECACHE_WHATIF_MAX_KEYS", POSITIVE_INT, 100_000,
+            "pages the curves of all memcgs keep together (about 210 bytes each)",
+            commands=RUN),
+    Setting("whatif_max_keys_per_memcg", "OTEL_PAGECACHE_WHATIF_MAX_KEYS_PER_MEMCG",
+            POSITIVE_INT, 16_384,
+            "pages one memcg's curve keeps at most (fewer when many memcgs are active)",
+            commands=RUN),
+    Setting("whatif_calibrate", "OTEL_PAGECACHE_WHATIF_CALIBRATE", BOOL, False,
+            "shift each curve so its point at scale 1 is the hit ratio measured over the "
+            "window; the series carry pagecache.whatif.calibrated=true", commands=RUN),
     Setting("top_files", "OTEL_PAGECACHE_TOP_FILES", COUNT, 10,
             "files per container in pagecache.file.usage", "--top-files", commands=RUN),
     Setting("file_paths", "OTEL_PAGECACHE_FILE_PATHS", BOOL, False,
@@ -435,6 +458,13 @@ class Settings:
     bpf_max_memcgs: int
     top_files: int
     file_paths: bool
+    whatif: bool
+    whatif_window_s: float
+    whatif_sample_shift: int
+    whatif_max_pages_per_event: int
+    whatif_max_keys: int
+    whatif_max_keys_per_memcg: int
+    whatif_calibrate: bool
 
     @classmethod
     def from_env(

@@ -156,6 +156,7 @@ def _check_bcc() -> Check:
             "the CO-RE engine (engine.core) does not need BCC",
         )
     layout, attribution, hook = probe.layout, probe.attribution, probe.lookup_hook
+    whatif = probe.has_whatif
     refused = probe.lookup_hooks_refused
     probe.close()
     detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
@@ -167,6 +168,8 @@ def _check_bcc() -> Check:
         )
     elif hook != "tracepoint":
         detail += f"; lookups from {hook}"
+    if whatif:
+        detail += "; what-if samples"
     return Check("engine.bcc", OK, detail)
 
 
@@ -373,6 +376,7 @@ def _check_engines(settings: Settings) -> list[Check]:
         attached = set(probe.attached)
         missing = set(probe.missing_tracepoints)
         hook, refused = probe.lookup_hook, probe.lookup_hooks_refused
+        whatif = probe.has_whatif
     finally:
         probe.close()
     out.append(Check("engine.core", OK, f"loads and attaches {len(attached)} programs"))
@@ -417,7 +421,21 @@ def _check_engines(settings: Settings) -> list[Check]:
                 "filemap_get_pages / generic_file_buffered_read",
             )
         )
+    out.append(_check_whatif(settings, whatif, hook))
     return out
+
+
+def _check_whatif(settings: Settings, whatif: bool, hook: str) -> Check:
+    """Whether the what-if curve (docs/whatif.md) can be built, and from which hook."""
+    if not settings.whatif:
+        return Check("whatif", INFO, "the what-if curve is off (OTEL_PAGECACHE_WHATIF=false)")
+    if whatif:
+        return Check("whatif", OK, f"the what-if curve can be built: page samples from {hook}")
+    return Check(
+        "whatif",
+        INFO,
+        "no what-if curve: its page samples ride on the lookup hooks, which do not run here",
+    )
 
 
 def healthy(checks: list[Check]) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from .activity import ActivityCounters, FileUsage
+from .activity import PAGE_SIZE, ActivityCounters, FileUsage
 from .residency import MemcgSample, Snapshot, SnapshotSource
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ FILE_PATH = "file.path"
 STATE = "pagecache.state"
 PRESSURE = "pagecache.pressure"
 CGROUP_SET = "pagecache.cgroup.set"
+# The what-if curve (whatif.py): at which multiple of the memcg's page cache,
+# for which fraction of the best hit ratio, and whether it was calibrated.
+WHATIF_SCALE = "pagecache.whatif.scale"
+WHATIF_TARGET = "pagecache.whatif.target"
+WHATIF_CALIBRATED = "pagecache.whatif.calibrated"
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,34 @@ def _hit_ratio(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
     return () if counters.hit_ratio is None else ((counters.hit_ratio, {}),)
 
 
+def _whatif_hit_ratio(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+    point = counters.whatif
+    if point is None:
+        return
+    extra = {WHATIF_CALIBRATED: True} if point.calibrated else {}
+    for scale, ratio in point.hit_ratios.items():
+        yield ratio, {WHATIF_SCALE: scale, **extra}
+
+
+def _whatif_cache_size(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+    point = counters.whatif
+    if point is not None:
+        for scale in point.hit_ratios:
+            yield int(scale * point.cache_pages) * PAGE_SIZE, {WHATIF_SCALE: scale}
+
+
+def _whatif_working_set(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+    point = counters.whatif
+    if point is not None:
+        for target, pages in point.working_sets.items():
+            yield int(pages) * PAGE_SIZE, {WHATIF_TARGET: target}
+
+
+def _whatif_samples(counters: ActivityCounters) -> Iterable[tuple[float, dict]]:
+    point = counters.whatif
+    return () if point is None else ((point.samples, {}),)
+
+
 # Per-memcg activity from the BPF probe (and the dying/unattributed buckets).
 # Which memcg: lookups, misses and hit ratio by the task's (accessor's);
 # insertions, dirtied and removals by the page's owner.
@@ -278,6 +311,48 @@ ACTIVITY_METRICS: tuple[
         ),
         _removals,
         False,
+    ),
+    # The what-if curve (docs/whatif.md), by the reader's memcg.
+    (
+        MetricSpec(
+            "pagecache.whatif.hit_ratio",
+            "gauge",
+            "1",
+            "Hit ratio an LRU page cache of pagecache.whatif.scale times the memcg's would "
+            "have had on its accesses in the window",
+        ),
+        _whatif_hit_ratio,
+        True,
+    ),
+    (
+        MetricSpec(
+            "pagecache.whatif.cache_size",
+            "gauge",
+            "By",
+            "The page-cache size each pagecache.whatif.scale stood for",
+        ),
+        _whatif_cache_size,
+        True,
+    ),
+    (
+        MetricSpec(
+            "pagecache.whatif.working_set",
+            "gauge",
+            "By",
+            "Smallest page cache reaching pagecache.whatif.target of the best hit ratio",
+        ),
+        _whatif_working_set,
+        True,
+    ),
+    (
+        MetricSpec(
+            "pagecache.whatif.samples",
+            "counter",
+            "{access}",
+            "Sampled page accesses the memcg's what-if curve is built from",
+        ),
+        _whatif_samples,
+        True,
     ),
 )
 

@@ -23,6 +23,7 @@ from .containers import Identity
 from .residency import MemcgSample, Snapshot
 
 _CLEAR = "\x1b[H\x1b[2J"
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # Sort key -> (the key that picks it, the column it sorts).
 SORT_KEYS = ("cache", "misses", "evictions")
@@ -52,6 +53,7 @@ def human_bytes(value: int | float | None) -> str:
 
 _COLUMNS = (
     "CACHE",
+    "NEED95",  # the what-if curve's 95% working set (docs/whatif.md)
     "ACTIVE",
     "INACTIVE",
     "DIRTY",
@@ -79,8 +81,10 @@ def _row(
     a = sample.activity
     b = before.activity if before is not None else None
     hit = "-" if a is None or a.hit_ratio is None else f"{a.hit_ratio * 100:.1f}"
+    need = a.whatif.working_sets.get(0.95) if a is not None and a.whatif is not None else None
     return [
         human_bytes(sample.file_lru_bytes),
+        human_bytes(None if need is None else need * _PAGE_SIZE),
         human_bytes(s.get("active_file")),
         human_bytes(s.get("inactive_file")),
         human_bytes(s.get("dirty")),

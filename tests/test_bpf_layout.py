@@ -24,6 +24,8 @@ MIRRORS = {
     "span_slot": layout.SpanSlot,
     "span_slot_base": layout.SpanSlotBase,
     "slots_announcement": layout.SlotsAnnouncement,
+    "whatif_config": layout.WhatifConfig,
+    "whatif_sample": layout.WhatifSample,
 }
 
 

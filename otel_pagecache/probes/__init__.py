@@ -35,6 +35,10 @@ class StallRing(Protocol):
         """Hand pending records to their callbacks, waiting at most ``timeout_ms``."""
         ...
 
+    def consume(self) -> int:
+        """Hand every ready record to its callback without waiting."""
+        ...
+
     def abandon(self) -> None:
         """Make a poll in progress return at its next record, leaving the rest."""
         ...
@@ -87,6 +91,17 @@ class ActivityProbe(Protocol):
         on_announcement: Callable[[int], None] | None = None,
     ) -> StallRing:
         """The stall ring buffer, ``callback`` per record, with span-slot announcements."""
+        ...
+
+    has_whatif: bool
+    """Whether the what-if curve's page samples can flow (they ride on lookups)."""
+
+    def set_whatif(self, shift: int, max_pages: int, enabled: bool = True) -> None:
+        """Sample one page in 2**shift of each file, at most ``max_pages`` per event."""
+        ...
+
+    def whatif_ring(self, callback: Callable[[bytes], None]) -> StallRing:
+        """The what-if samples' ring buffer, ``callback`` per struct whatif_sample."""
         ...
 
     def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:

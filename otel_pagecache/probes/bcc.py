@@ -180,9 +180,14 @@ class _BccRing:
     """BCC's ring-buffer API behind the poll()/close() the stall poller expects:
     one poll over the ring buffer maps named in ``rings``, each with its callback."""
 
-    def __init__(self, bpf, rings: dict[str, Callable[[bytes], None]]) -> None:
+    def __init__(
+        self, bpf, rings: dict[str, Callable[[bytes], None]], lock: threading.Lock | None = None
+    ) -> None:
         self._abandoned = False
         self._bpf = bpf
+        # BCC polls every ring of its BPF object at once, whichever ring asked:
+        # the stall and what-if pollers take turns through this lock.
+        self._poll_lock = lock or threading.Lock()
         # BCC keeps its own references too; these are ours
         self._samples = [self._sampler(callback) for callback in rings.values()]
         for name, sample in zip(rings, self._samples, strict=True):
@@ -201,7 +206,13 @@ class _BccRing:
         return sample
 
     def poll(self, timeout_ms: int) -> None:
-        self._bpf.ring_buffer_poll(timeout_ms)
+        with self._poll_lock:
+            self._bpf.ring_buffer_poll(timeout_ms)
+
+    def consume(self) -> int:
+        """Every ready record of every ring of the object, woken or not."""
+        with self._poll_lock:
+            return self._bpf.ring_buffer_consume() or 0
 
     def abandon(self) -> None:
         """Make a poll in progress return at its next record (see RingBuffer.abandon)."""
@@ -242,8 +253,15 @@ def _record_has_order() -> bool:
 class BccProbe:
     engine = "bcc"
 
-    def __init__(self, lookups: bool = True, stalls: bool = True, layout: str = "auto") -> None:
+    def __init__(
+        self, lookups: bool = True, stalls: bool = True, layout: str = "auto", whatif: bool = True
+    ) -> None:
         self.want_lookups = lookups
+        # The what-if samples (pagecache_whatif.h) are compiled in only when
+        # wanted: off, the lookup path is the same text as before.
+        self.want_whatif = whatif
+        self.has_whatif = False
+        self._ring_lock = threading.Lock()
         self.want_stalls = stalls
         # "auto": BTF when the kernel has it; else headers that match the
         # running kernel exactly; else tracepoint fields only (see
@@ -339,6 +357,8 @@ class BccProbe:
             self.want_stalls = False
         if self.want_stalls:
             cflags += ["-DWITH_STALLS", f"-DKERNEL_HZ={kernel_hz() or 0}"]
+        if self.want_whatif and self.want_lookups:
+            cflags.append("-DWITH_WHATIF")
         previous = os.environ.get("BCC_KERNEL_SOURCE")
         os.environ["BCC_KERNEL_SOURCE"] = headers.path
         printed = _Printed()
@@ -366,6 +386,7 @@ class BccProbe:
         self.lookup_hook = "tracepoint" if self.has_lookups else "none"
         if kprobes and self.want_lookups:
             self._attach_kprobes(kprobes)
+        self.has_whatif = self.has_lookups and self.want_whatif
         if self.want_stalls:
             self.stall_kinds = ["memcg_reclaim", "direct_reclaim", "dirty_throttle"]
         self.attached = [
@@ -466,7 +487,21 @@ class BccProbe:
             rings = {"stall_events": callback}
             if on_announcement is not None:
                 rings["slot_announcements"] = announcement_decoder(on_announcement)
-            return _BccRing(self._bpf, rings)
+            return _BccRing(self._bpf, rings, self._ring_lock)
+
+    def set_whatif(self, shift: int, max_pages: int, enabled: bool = True) -> None:
+        """See CoreProbe.set_whatif; nothing to set where the samples are not compiled in."""
+        with self._lock:
+            if self._bpf is not None and self.has_whatif:
+                table = self._bpf[b"whatif_config"]
+                table[0] = table.Leaf(int(enabled), shift, max_pages, 0)
+
+    def whatif_ring(self, callback) -> _BccRing:
+        """The what-if samples' ring buffer (see CoreProbe.whatif_ring)."""
+        with self._lock:
+            if self._bpf is None or not self.has_whatif:
+                raise ProbeUnavailable("what-if samples are not compiled in (no lookups)")
+            return _BccRing(self._bpf, {"whatif_samples": callback}, self._ring_lock)
 
     def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from .layout import (
     RemovalKey,
     SlotsAnnouncement,
     SpanSlotBase,
+    WhatifConfig,
 )
 from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer
 from .lookup_slots import read_lookups
@@ -421,6 +422,26 @@ class CoreProbe:
             if on_announcement is not None:
                 rings["slot_announcements"] = announcement_decoder(on_announcement)
             return self._obj.ring_buffer(rings)
+
+    @property
+    def has_whatif(self) -> bool:
+        """Whether what-if samples can flow: they ride on the lookup hooks."""
+        return self.has_lookups
+
+    def set_whatif(self, shift: int, max_pages: int, enabled: bool = True) -> None:
+        """Sample one page in 2**shift of each file, at most ``max_pages`` per
+        lookup event (see bpf/pagecache_whatif.h); ``enabled=False`` stops it."""
+        with self._lock:
+            if self._obj is not None:
+                config = WhatifConfig(int(enabled), shift, max_pages, 0)
+                self._obj.map("whatif_config").update(struct.pack("=I", 0), bytes(config))
+
+    def whatif_ring(self, callback) -> RingBuffer:
+        """The what-if samples' ring buffer, ``callback(bytes)`` per record."""
+        with self._lock:
+            if self._obj is None:
+                raise ProbeUnavailable("probe is closed")
+            return self._obj.ring_buffer({"whatif_samples": callback})
 
     def publish_span_slots(self, pid: int, address: int, count: int, size: int) -> None:
         """Tell the stall programs where process ``pid`` keeps its span slots."""

@@ -21,12 +21,16 @@ LOST_FILE_MAP_FULL = 1
 LOST_STALL_RINGBUF_FULL = 2
 LOST_STALL_STARTS_FULL = 3
 LOST_ANNOUNCEMENT_RINGBUF_FULL = 4
+LOST_WHATIF_CAPPED = 5
+LOST_WHATIF_RINGBUF_FULL = 6
 LOST_REASONS = {
     LOST_MEMCG_MAP_FULL: "memcg_map_full",
     LOST_FILE_MAP_FULL: "file_map_full",
     LOST_STALL_RINGBUF_FULL: "stall_ring_buffer_full",
     LOST_STALL_STARTS_FULL: "stall_starts_full",
     LOST_ANNOUNCEMENT_RINGBUF_FULL: "announcement_ring_buffer_full",
+    LOST_WHATIF_CAPPED: "whatif_capped",
+    LOST_WHATIF_RINGBUF_FULL: "whatif_ring_buffer_full",
 }
 
 STALL_KINDS = {0: "memcg_reclaim", 1: "direct_reclaim", 2: "dirty_throttle"}
@@ -126,6 +130,26 @@ class StallEvent(ctypes.Structure):
         ("span", SpanSlot),
         ("ns_pid", ctypes.c_uint32),
         ("ns_tid", ctypes.c_uint32),
+    )
+
+
+class WhatifConfig(ctypes.Structure):
+    _fields_ = (
+        ("enabled", ctypes.c_uint32),
+        ("shift", ctypes.c_uint32),
+        ("max_pages", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    )
+
+
+class WhatifSample(ctypes.Structure):
+    _fields_ = (
+        ("memcg", ctypes.c_uint64),
+        ("mapping", ctypes.c_uint64),
+        ("first", ctypes.c_uint64),
+        ("skip", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("shift", ctypes.c_uint32),
     )
 
 

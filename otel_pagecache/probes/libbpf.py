@@ -130,6 +130,7 @@ class Libbpf:
             "ring_buffer__new": (vp, (ci, _SAMPLE_FN, vp, vp)),
             "ring_buffer__add": (ci, (vp, ci, _SAMPLE_FN, vp)),
             "ring_buffer__poll": (ci, (vp, ci)),
+            "ring_buffer__consume": (ci, (vp,)),
             "ring_buffer__free": (None, (vp,)),
         }
         for name, (restype, argtypes) in sigs.items():
@@ -297,6 +298,14 @@ class RingBuffer:
         if rc < 0 and (-rc == errno.EINTR or self._abandoned):
             return 0  # interrupted, or ended by our own callback (abandon)
         return self._lib.check(rc, "ring buffer poll")
+
+    def consume(self) -> int:
+        """Handles every ready record without waiting, woken or not (records
+        submitted with BPF_RB_NO_WAKEUP wake no poll); returns how many."""
+        rc = self._lib.lib.ring_buffer__consume(self._rb)
+        if rc < 0 and self._abandoned:
+            return 0
+        return self._lib.check(rc, "ring buffer consume")
 
     def abandon(self) -> None:
         """Make a poll in progress return at its next record, leaving the rest:
