@@ -50,12 +50,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bpf_cost  # noqa: E402
 from bpf_cost import Setup, build, order_statistic_ci, per_event_rounds  # noqa: E402
 
+from otel_pagecache.config import Settings  # noqa: E402
 from otel_pagecache.probes.core import CoreProbe  # noqa: E402
 from otel_pagecache.probes.layout import WhatifSample  # noqa: E402
 from otel_pagecache.whatif import WhatifRun, WhatifTracker  # noqa: E402
 
 MIB = 1 << 20
-SHIFT, MAX_PAGES = 6, 64  # the agent's defaults
+SHIFT, MAX_PAGES = Settings.whatif_sample_shift, Settings.whatif_max_pages_per_event
 bpf_cost.WORKLOADS = {
     "4k": ("cached 4 KiB pread of one page", 4096, 300_000, 4096),
     "4k-file": ("cached 4 KiB preads across a 64 MiB file", 4096, 300_000, 64 * MIB),

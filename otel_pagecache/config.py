@@ -210,8 +210,11 @@ SETTINGS: tuple[Setting, ...] = (
             "working set, per memcg; needs the lookup path", commands=RUN),
     Setting("whatif_window_s", "OTEL_PAGECACHE_WHATIF_WINDOW_S", POSITIVE, 600.0,
             "seconds of accesses the curve is built from (a sliding window)", commands=RUN),
-    Setting("whatif_sample_shift", "OTEL_PAGECACHE_WHATIF_SAMPLE_SHIFT", WHATIF_SHIFT, 6,
-            "the kernel samples one page in 2**N of each file", commands=RUN),
+    # 9: the agent's CPU stays under 2% of a core at 1,000,000 page accesses
+    # a second (bench/whatif_cost.py); 6 costs ~13%.
+    Setting("whatif_sample_shift", "OTEL_PAGECACHE_WHATIF_SAMPLE_SHIFT", WHATIF_SHIFT, 9,
+            "the kernel samples one page in 2**N of each file (lower: a denser curve for "
+            "small working sets, more agent CPU)", commands=RUN),
     Setting("whatif_max_pages_per_event", "OTEL_PAGECACHE_WHATIF_MAX_PAGES_PER_EVENT",
             POSITIVE_INT, 64,
             "sampled pages sent per read or fault at most; events cut there are counted in "

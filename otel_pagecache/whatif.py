@@ -485,8 +485,8 @@ class WhatifPoller:
 
     The kernel submits the samples without a wakeup (a wakeup per record cost
     microseconds per read event), so the ring is emptied on a timer: at 1,000,000
-    page accesses a second, one page in 64 sampled, 100 ms is ~1,600 records
-    of the ring's ~21,000."""
+    page accesses a second, even one page in 64 sampled (a sample shift of 6;
+    9 by default), 100 ms is ~1,600 records of the ring's ~21,000."""
 
     def __init__(self, ring, period_s: float = 0.1) -> None:
         self._ring = ring
