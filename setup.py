@@ -32,6 +32,7 @@ def copy_bcc_sources() -> None:
         "pagecache_bcc_layout.h",
         "pagecache_bcc_common.h",
         "pagecache_bookkeeping.h",
+        "pagecache_sharing.h",
         "pagecache.h",
     ):
         source = os.path.join(HERE, "bpf", name)

@@ -73,6 +73,27 @@ struct {
 	__type(value, struct read_progress);
 } reads_in_progress SEC(".maps");
 
+/* Shared hits (pagecache_sharing.h): owners per (file, 2 MiB extent), per
+ * file once the extents are full, and the hits by (reader, owner). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARING_MAX_EXTENTS);
+	__type(key, struct extent_key);
+	__type(value, struct extent_owners);
+} sharing_extents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARING_MAX_FILES);
+	__type(key, struct extent_key);
+	__type(value, struct extent_owners);
+} sharing_files SEC(".maps");
+
+PERCPU_COUNTER_MAP(pagecache_shared_hits, struct shared_key); /* (reader, owner) */
+
+/* Set once a file went to file mode: lookups look in sharing_files only then. */
+__u32 sharing_file_mode = 0;
+
 /* Stalls: a thread's start waits here, keyed by thread id, until its end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -106,6 +127,10 @@ struct {
 const volatile struct slots_announcement *unused_slots_announcement __attribute__((unused));
 
 extern unsigned long CONFIG_HZ __kconfig __weak;
+/* Not a kernel option: the loader's switch for shared hits (CoreProbe's
+ * sharing). A constant at load, so with it off the verifier drops the
+ * feature's code: the same build with sharing off, for bench/. */
+extern unsigned long CONFIG_PAGECACHE_SHARING __kconfig __weak;
 
 /* Drift: where a kernel may preempt a program on a tracepoint mid-run (7.x
  * boots with lazy preemption), another program's update of this CPU's slots
@@ -251,6 +276,13 @@ static __always_inline __u64 folio_pages(void *page_or_folio)
 	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
 }
 
+static __always_inline __u64 folio_index(void *folio)
+{
+	if (bpf_core_type_exists(struct folio))
+		return BPF_CORE_READ((struct folio *)folio, index);
+	return BPF_CORE_READ((struct page *)folio, index);
+}
+
 /* The memcg a page or folio is charged to, or 0 if none (not charged, or slab). */
 static __always_inline __u64 folio_memcg_id(void *folio)
 {
@@ -343,6 +375,30 @@ static __always_inline long map_insert(void *map, void *key, void *value)
 	return bpf_map_update_elem(map, key, value, BPF_NOEXIST);
 }
 
+#define EXTENTS_MAP (&sharing_extents)
+#define SHARING_FILES_MAP (&sharing_files)
+#define SHARED_MAP (&pagecache_shared_hits)
+
+static __always_inline long map_remove(void *map, void *key)
+{
+	return bpf_map_delete_elem(map, key);
+}
+
+static __always_inline bool sharing_on(void)
+{
+	return CONFIG_PAGECACHE_SHARING != 0;
+}
+
+static __always_inline bool file_mode_used(void)
+{
+	return sharing_file_mode != 0;
+}
+
+static __always_inline void file_mode_started(void)
+{
+	sharing_file_mode = 1;
+}
+
 /* A task's id in its innermost PID namespace (what getpid()/gettid() return
  * inside a container): thread_pid->numbers[thread_pid->level].nr. */
 static __always_inline __u32 task_ns_tid(struct task_struct *task)
@@ -409,6 +465,7 @@ static __always_inline void stall_event_task(struct stall_event *event, struct t
 }
 
 #define PAGECACHE_STALLS
+#define PAGECACHE_SHARING
 #include "pagecache_bookkeeping.h"
 
 /* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
@@ -434,6 +491,7 @@ int BPF_PROG(on_add_to_page_cache, void *folio)
 
 	count(&pagecache_insertions, &owner, nr);
 	file_pages_add(owner, mapping, nr, true);
+	sharing_pages_changed(owner, (__u64)mapping, folio_index(folio), nr);
 	SLOTS_EXCLUSIVE(note_insertion(task, task_flags(task), (__u64)mapping, nr));
 	return 0;
 }
@@ -470,6 +528,8 @@ int BPF_PROG(on_delete_from_page_cache, void *folio)
 
 	count(&pagecache_removals, &key, nr);
 	file_pages_add(key.memcg, folio_mapping(folio), -(__s64)nr, false);
+	sharing_pages_changed(key.memcg, (__u64)folio_mapping(folio), folio_index(folio),
+			      -(__s64)nr);
 	return 0;
 }
 

@@ -24,6 +24,9 @@ MIRRORS = {
     "span_slot": layout.SpanSlot,
     "span_slot_base": layout.SpanSlotBase,
     "slots_announcement": layout.SlotsAnnouncement,
+    "extent_key": layout.ExtentKey,
+    "extent_owners": layout.ExtentOwners,
+    "shared_key": layout.SharedKey,
 }
 
 

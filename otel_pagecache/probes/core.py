@@ -21,6 +21,7 @@ from .layout import (
     FileKey,
     LookupSlot,
     RemovalKey,
+    SharedKey,
     SlotsAnnouncement,
     SpanSlotBase,
 )
@@ -93,6 +94,9 @@ class ProgramChoice:
     tracepoint_programs: list[str] = field(default_factory=list)
     lookup_hooks: list[LookupHook] = field(default_factory=list)  # tried in order
     missing_tracepoints: list[str] = field(default_factory=list)
+    # How shared hits can be told here when lookups are counted (sharing.MODES):
+    # "extent" needs the insertion tracepoint's folio (its memcg, index, order).
+    sharing_mode: str = "none"
 
 
 def choose_programs(params) -> ProgramChoice:
@@ -137,6 +141,13 @@ def choose_programs(params) -> ProgramChoice:
         choice.lookup_hooks.append(LookupHook("tracepoint", tuple(sorted(LOOKUP_PROGRAMS))))
     else:
         choice.lookup_hooks += _function_hooks(params)
+    # Shared hits in extent mode: owners kept from insertions and deletions
+    # (pagecache_sharing.h), apportioned to whatever serves lookups. Exact
+    # mode (fexit on filemap_get_pages, 5.12+) is not built yet.
+    if choice.lookup_hooks and all(
+        tp_params[PROGRAMS[p]] is not None for p in sorted(REQUIRED_PROGRAMS)
+    ):
+        choice.sharing_mode = "extent"
     # writeback_dirty_page is only the old name of writeback_dirty_folio.
     old_dirty = "on_dirty_page" in choice.tracepoint_programs
     choice.missing_tracepoints = [
@@ -223,6 +234,7 @@ class CoreProbe:
         stalls: bool = True,
         max_memcgs: int = 0,
         hook_kinds: Iterable[str] = ("tracepoint", "fentry", "kprobe"),
+        sharing: bool = True,
     ) -> None:
         self.object_path = object_path or default_object_path()
         # Entries of each per-memcg map; 0 keeps the object's PAGECACHE_MAX_MEMCGS.
@@ -232,6 +244,10 @@ class CoreProbe:
         # measures each alone); the kernel's BTF decides which exist.
         self.hook_kinds = tuple(hook_kinds)
         self.want_stalls = stalls
+        # Shared hits (pagecache_sharing.h); off: the same object with the
+        # feature's code dropped at load (bench/ measures its cost so).
+        self.want_sharing = sharing
+        self.shared_mode = "none"
         self.has_lookups = False
         # Which hook serves lookups: "tracepoint", "fentry:<function>",
         # "kprobe:<function>" or "none"; and the ones tried and refused.
@@ -295,6 +311,8 @@ class CoreProbe:
             self.lookup_hook = hook.code if hook else "none"
             self.has_lookups = hook is not None
             break
+        if self.has_lookups and self.want_sharing:
+            self.shared_mode = choice.sharing_mode
         attached = set(self._obj.attached)
         self.stall_kinds = [
             kind
@@ -326,7 +344,8 @@ class CoreProbe:
 
     def _load(self, programs: list[str], hz: int | None) -> BpfObject:
         """Open, load and attach exactly ``programs``; closes what it opened on failure."""
-        obj = BpfObject(self.object_path, kconfig=f"CONFIG_HZ={hz or 0}\n")
+        kconfig = f"CONFIG_HZ={hz or 0}\nCONFIG_PAGECACHE_SHARING={int(self.want_sharing)}\n"
+        obj = BpfObject(self.object_path, kconfig=kconfig)
         try:
             for program in obj.programs:
                 obj.set_autoload(program, program in programs)
@@ -385,6 +404,7 @@ class CoreProbe:
                 k = FileKey.from_buffer_copy(key)
                 reading.files[(k.memcg, k.dev, k.ino)] = _S64.unpack(value)[0]
             reading.map_entries["pagecache_file_pages"] = (len(reading.files), files.max_entries)
+            self._read_sharing(obj, reading)
             lost = obj.map("pagecache_lost")
             for index, reason in LOST_REASONS.items():
                 value = lost.lookup(struct.pack("=I", index))
@@ -394,6 +414,19 @@ class CoreProbe:
             reading.insertions = counters["pagecache_insertions"]
             reading.dirtied = counters["pagecache_dirtied"]
             return reading
+
+    def _read_sharing(self, obj: BpfObject, reading: ActivityReading) -> None:
+        """Shared hits by (reader, owner), and the fill of the owner maps."""
+        if self.shared_mode == "none":
+            return
+        shared = obj.map("pagecache_shared_hits")
+        for key, value in shared.items():
+            k = SharedKey.from_buffer_copy(key)
+            reading.shared[(k.reader, k.owner)] = _sum_u64(shared.per_cpu(value))
+        reading.map_entries["pagecache_shared_hits"] = (len(reading.shared), shared.max_entries)
+        for name in ("sharing_extents", "sharing_files"):
+            owners = obj.map(name)
+            reading.map_entries[name] = (sum(1 for _ in owners.items()), owners.max_entries)
 
     @staticmethod
     def _slots(obj: BpfObject) -> list[LookupSlot]:
@@ -451,6 +484,13 @@ class CoreProbe:
                 bpf_map = obj.map(name)
                 for memcg in doomed:
                     bpf_map.delete(_U64.pack(memcg))
+            if self.shared_mode != "none":
+                # Pairs naming a gone memcg, on either side: counted already.
+                shared = obj.map("pagecache_shared_hits")
+                for key, _ in list(shared.items()):
+                    k = SharedKey.from_buffer_copy(key)
+                    if k.reader in doomed or k.owner in doomed:
+                        shared.delete(key)
             removals = obj.map("pagecache_removals")
             for memcg in doomed:
                 for reason in REMOVAL_REASONS:
