@@ -373,6 +373,7 @@ def _check_engines(settings: Settings) -> list[Check]:
         attached = set(probe.attached)
         missing = set(probe.missing_tracepoints)
         hook, refused = probe.lookup_hook, probe.lookup_hooks_refused
+        shared_mode = probe.shared_mode
     finally:
         probe.close()
     out.append(Check("engine.core", OK, f"loads and attaches {len(attached)} programs"))
@@ -417,7 +418,21 @@ def _check_engines(settings: Settings) -> list[Check]:
                 "filemap_get_pages / generic_file_buffered_read",
             )
         )
+    out.append(shared_hits_check(shared_mode))
     return out
+
+
+def shared_hits_check(mode: str) -> Check:
+    """How shared hits (pagecache.shared.hits/.served) are told here (docs/sharing.md)."""
+    if mode == "extent":
+        return Check(
+            "shared_hits",
+            OK,
+            "extent mode: owners per (file, 2 MiB extent), per file once the extent map is full",
+        )
+    if mode == "exact":
+        return Check("shared_hits", OK, "exact mode: the owner of each folio found")
+    return Check("shared_hits", INFO, "off: no lookups to apportion, so no shared hits")
 
 
 def healthy(checks: list[Check]) -> bool:

@@ -484,13 +484,6 @@ class CoreProbe:
                 bpf_map = obj.map(name)
                 for memcg in doomed:
                     bpf_map.delete(_U64.pack(memcg))
-            if self.shared_mode != "none":
-                # Pairs naming a gone memcg, on either side: counted already.
-                shared = obj.map("pagecache_shared_hits")
-                for key, _ in list(shared.items()):
-                    k = SharedKey.from_buffer_copy(key)
-                    if k.reader in doomed or k.owner in doomed:
-                        shared.delete(key)
             removals = obj.map("pagecache_removals")
             for memcg in doomed:
                 for reason in REMOVAL_REASONS:
@@ -501,6 +494,15 @@ class CoreProbe:
             for key, _ in list(file_map.items()):
                 if FileKey.from_buffer_copy(key).memcg in doomed:
                     file_map.delete(key)
+
+    def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Delete these (reader, owner) entries of pagecache_shared_hits."""
+        with self._lock:
+            if self._obj is None or self.shared_mode == "none":
+                return
+            shared = self._obj.map("pagecache_shared_hits")
+            for reader, owner in pairs:
+                shared.delete(bytes(SharedKey(reader, owner)))
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
         with self._lock:
