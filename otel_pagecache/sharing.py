@@ -174,3 +174,31 @@ def series_points(shared: SharedSnapshot | None, names: Names) -> dict[Key, tupl
             points(partners, names, READER_PATH, READER_CONTAINER_ID)
         )
     return out
+
+
+def top_lines(
+    shared: SharedSnapshot | None, shown: list[tuple[int, str]], limit: int = 3
+) -> list[str]:
+    """``top``'s shared-hit section: for each container shown ((memcg id,
+    display name), in the table's order), whose cache it reads and who reads
+    its cache, the ``limit`` largest of each (cumulative pages)."""
+    if shared is None:
+        return []
+    names = dict(shown)
+
+    def partners(table: dict[Key, dict[Key, int]], memcg: int) -> str:
+        ranked = sorted((table.get(memcg) or {}).items(), key=lambda kv: kv[1], reverse=True)
+        return ", ".join(
+            f"{names.get(p, p) if isinstance(p, int) else p} {n}" for p, n in ranked[:limit]
+        )
+
+    lines = []
+    for memcg, name in shown:
+        reads, read_by = partners(shared.hits, memcg), partners(shared.served, memcg)
+        if reads or read_by:
+            lines.append(
+                f"{name}: reads cache of [{reads or '-'}]; its cache read by [{read_by or '-'}]"
+            )
+    if lines:
+        lines.insert(0, f"shared hits ({shared.mode} mode, pages since start):")
+    return lines

@@ -12,6 +12,7 @@ from otel_pagecache.sharing import (
     READER_PATH,
     SharedHitsTracker,
     series_points,
+    top_lines,
 )
 
 
@@ -73,3 +74,15 @@ def test_points_name_paths_and_container_ids():
     ]
     assert points[2][1] == [(8, {READER_PATH: "/b", "pagecache.reader.container.id": "bbbb"})]
     assert points[3][1] == [(2, {READER_PATH: "/b", "pagecache.reader.container.id": "bbbb"})]
+
+
+def test_top_lines_say_whose_cache_each_container_reads_and_who_reads_its():
+    tracker = SharedHitsTracker(FakeProbe(), top_pairs=10, mode="extent")
+    snap = tracker.update(reading({(1, 2): 16384, (3, 2): 5}), {1, 2, 3})
+    lines = top_lines(snap, [(2, "docker:aaaa"), (1, "docker:bbbb"), (4, "idle")])
+    assert lines == [
+        "shared hits (extent mode, pages since start):",
+        "docker:aaaa: reads cache of [-]; its cache read by [docker:bbbb 16384, 3 5]",
+        "docker:bbbb: reads cache of [docker:aaaa 16384]; its cache read by [-]",
+    ]
+    assert top_lines(None, [(1, "x")]) == []
