@@ -1,4 +1,4 @@
-"""The case users have (issue 17): two podman containers of one image on the
+"""The case users have (issue 17): two podman (or Docker) containers of one image on the
 ``overlay`` storage driver share the image's lower-layer inodes, so the second
 container's reads of an image file are served by pages the first one owns.
 
@@ -22,6 +22,7 @@ from otel_pagecache.cgroupfs import own_cgroup_path
 from tests.agent_process import AgentProcess, agent_env
 from tests.conftest import resident_bytes
 from tests.kernel_features import skip_unless_lookups
+from tests.peers.docker import DockerDaemon
 from tests.peers.otlp_receiver import iter_points
 from tests.peers.podman import Podman
 from tests.peers.runtimes import CgroupParent, busybox_rootfs
@@ -44,21 +45,39 @@ def image_with_a_large_file(tmp_path: Path) -> Path:
     return tarball
 
 
+def _runtime(name: str, workdir: Path, parent: CgroupParent):
+    """(cli, image reference, layer-file glob under workdir, agent env, memcg leaf prefix)."""
+    if name == "podman":
+        cli = Podman(workdir, parent.path, storage_driver="overlay")
+        env = {"OTEL_PAGECACHE_CONTAINERS_STORAGE_ROOT": str(workdir / "root")}
+        return cli, "localhost/sharing:1.0", "root/overlay/*/diff/big", env, "libpod-"
+    cli = DockerDaemon(workdir, parent.path)  # its default driver: overlay2 where it works
+    env = {"OTEL_PAGECACHE_DOCKER_DATA_ROOT": str(workdir / "data-root")}
+    return cli, "sharing:1.0", "data-root/overlay2/*/diff/big", env, ""
+
+
+@pytest.mark.parametrize("runtime", ["podman", "docker"])
 def test_second_container_reads_the_first_ones_image_cache(
-    real_hierarchy, memcgs, otlp_receiver, tmp_path
+    real_hierarchy, memcgs, otlp_receiver, tmp_path, runtime
 ):
     skip_unless_lookups()
     if real_hierarchy.version != 1:
         pytest.skip("the real-runtime cgroup parent is built for cgroup v1")
     own = own_cgroup_path(real_hierarchy.version)
-    parent = CgroupParent(own, f"otel-pagecache-test-{uuid.uuid4().hex[:8]}", "libpod_parent")
-    workdir = tmp_path / "podman"
+    leaf = "libpod_parent" if runtime == "podman" else "docker"
+    parent = CgroupParent(own, f"otel-pagecache-test-{uuid.uuid4().hex[:8]}", leaf)
+    workdir = tmp_path / runtime
+    cli, image, layer_glob, runtime_env, prefix = _runtime(runtime, workdir, parent)
     volume = tmp_path / "empty"
     volume.mkdir()
     try:
-        with Podman(workdir, parent.path, storage_driver="overlay") as podman:
+        with cli as podman:
             podman.import_image(image_with_a_large_file(tmp_path), "sharing:1.0")
-            layers = list((workdir / "root" / "overlay").glob("*/diff/big"))
+            if runtime == "docker":
+                driver = podman.cli("info", "--format", "{{.Driver}}")
+                if driver != "overlay2":
+                    pytest.skip(f"dockerd chose the {driver} storage driver here, not overlay2")
+            layers = list(workdir.glob(layer_glob))
             assert len(layers) == 1, layers
             layer_file = layers[0]
             # Written back first: dirty pages are not dropped.
@@ -69,7 +88,7 @@ def test_second_container_reads_the_first_ones_image_cache(
 
             first, second = (
                 podman.run(
-                    "localhost/sharing:1.0",
+                    image,
                     "sleep",
                     "100000",
                     name=f"{role}-{uuid.uuid4().hex[:6]}",
@@ -80,7 +99,7 @@ def test_second_container_reads_the_first_ones_image_cache(
             env = agent_env(
                 otlp_receiver.grpc_endpoint,
                 OTEL_PAGECACHE_STALLS="false",
-                OTEL_PAGECACHE_CONTAINERS_STORAGE_ROOT=str(workdir / "root"),
+                **runtime_env,
             )
             args = ["run", "--engine", "core", "--include", f"{parent.top}/*"]
             with AgentProcess(args, env, tmp_path) as agent:
@@ -112,7 +131,7 @@ def test_second_container_reads_the_first_ones_image_cache(
                     print("first", first, "owners", page_owners(memcgs, layer_file))
                     raise
                 assert agent.terminate() == 0, agent.log()
-            first_memcg = Path(real_hierarchy.directory(f"{parent.path}/libpod-{first}"))
+            first_memcg = Path(real_hierarchy.directory(f"{parent.path}/{prefix}{first}"))
             owners = page_owners(memcgs, layer_file)
             assert owners.get(first_memcg.stat().st_ino, 0) == PAGES, owners
             hits = latest(requests, "pagecache.shared.hits", second)
