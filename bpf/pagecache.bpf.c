@@ -212,6 +212,11 @@ static __always_inline void lost(__u32 reason)
  *   functions, by fentry or else kprobe (see "Lookups before 6.12").
  * - kernfs_node.parent became __parent (6.15); this program never walks
  *   parents (user space maps ids to paths), so it is unaffected.
+ * - Shared hits (pagecache_sharing.h) need the insertion event's folio (its
+ *   memcg, index, order: page->index before folios) and any lookup hook:
+ *   extent mode on every kernel the rest runs on; choose_programs reports it.
+ *   Exact mode (fexit on filemap_get_pages, 5.12+, whose fbatch holds the
+ *   folios found) is not built yet.
  */
 #define HAVE_TASK_BTF bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
 #define TASK_READ(task, field) (HAVE_TASK_BTF ? (task)->field : BPF_CORE_READ(task, field))
