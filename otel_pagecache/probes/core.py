@@ -235,6 +235,7 @@ class CoreProbe:
         max_memcgs: int = 0,
         hook_kinds: Iterable[str] = ("tracepoint", "fentry", "kprobe"),
         sharing: bool = True,
+        sharing_extents: int = 0,
     ) -> None:
         self.object_path = object_path or default_object_path()
         # Entries of each per-memcg map; 0 keeps the object's PAGECACHE_MAX_MEMCGS.
@@ -247,6 +248,9 @@ class CoreProbe:
         # Shared hits (pagecache_sharing.h); off: the same object with the
         # feature's code dropped at load (bench/ measures its cost so).
         self.want_sharing = sharing
+        # Entries of sharing_extents; 0 keeps SHARING_MAX_EXTENTS (tests fill a
+        # small one to see file mode).
+        self.sharing_extents = sharing_extents
         self.shared_mode = "none"
         self.has_lookups = False
         # Which hook serves lookups: "tracepoint", "fentry:<function>",
@@ -352,6 +356,8 @@ class CoreProbe:
             if self.max_memcgs:
                 for name in (*COUNTER_MAPS, "pagecache_removals"):
                     obj.set_max_entries(name, self.max_memcgs)
+            if self.sharing_extents:
+                obj.set_max_entries("sharing_extents", self.sharing_extents)
             obj.load()
             for program in programs:
                 obj.attach(program)
