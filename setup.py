@@ -33,6 +33,7 @@ def copy_bcc_sources() -> None:
         "pagecache_bcc_common.h",
         "pagecache_bookkeeping.h",
         "pagecache_whatif.h",
+        "pagecache_sharing.h",
         "pagecache.h",
     ):
         source = os.path.join(HERE, "bpf", name)

@@ -199,6 +199,14 @@ def event_setups(
         "core": [
             _empty_setup(empty_obj, "empty_get_pages"),
             Setup("core", lambda: CoreProbe().start(), lambda p: p.program_fds()["on_get_pages"]),
+            # The same object with shared hits off (CONFIG_PAGECACHE_SHARING=0:
+            # the verifier drops their code): the cost of issue 17 is core's
+            # figure minus this one's.
+            Setup(
+                "core-no-sharing",
+                lambda: CoreProbe(sharing=False).start(),
+                lambda p: p.program_fds()["on_get_pages"],
+            ),
         ]
     }
     for name, path in core_objects.items():

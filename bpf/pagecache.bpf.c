@@ -73,6 +73,27 @@ struct {
 	__type(value, struct read_progress);
 } reads_in_progress SEC(".maps");
 
+/* Shared hits (pagecache_sharing.h): owners per (file, 2 MiB extent), per
+ * file once the extents are full, and the hits by (reader, owner). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARING_MAX_EXTENTS);
+	__type(key, struct extent_key);
+	__type(value, struct extent_owners);
+} sharing_extents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHARING_MAX_FILES);
+	__type(key, struct extent_key);
+	__type(value, struct extent_owners);
+} sharing_files SEC(".maps");
+
+PERCPU_COUNTER_MAP(pagecache_shared_hits, struct shared_key); /* (reader, owner) */
+
+/* Set once a file went to file mode: lookups look in sharing_files only then. */
+__u32 sharing_file_mode = 0;
+
 /* Stalls: a thread's start waits here, keyed by thread id, until its end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -106,6 +127,10 @@ struct {
 const volatile struct slots_announcement *unused_slots_announcement __attribute__((unused));
 
 extern unsigned long CONFIG_HZ __kconfig __weak;
+/* Not a kernel option: the loader's switch for shared hits (CoreProbe's
+ * sharing). A constant at load, so with it off the verifier drops the
+ * feature's code: the same build with sharing off, for bench/. */
+extern unsigned long CONFIG_PAGECACHE_SHARING __kconfig __weak;
 
 /* Drift: where a kernel may preempt a program on a tracepoint mid-run (7.x
  * boots with lazy preemption), another program's update of this CPU's slots
@@ -187,6 +212,11 @@ static __always_inline void lost(__u32 reason)
  *   functions, by fentry or else kprobe (see "Lookups before 6.12").
  * - kernfs_node.parent became __parent (6.15); this program never walks
  *   parents (user space maps ids to paths), so it is unaffected.
+ * - Shared hits (pagecache_sharing.h) need the insertion event's folio (its
+ *   memcg, index, order: page->index before folios) and any lookup hook:
+ *   extent mode on every kernel the rest runs on; choose_programs reports it.
+ *   Exact mode (fexit on filemap_get_pages, 5.12+, whose fbatch holds the
+ *   folios found) is not built yet.
  */
 #define HAVE_TASK_BTF bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
 #define TASK_READ(task, field) (HAVE_TASK_BTF ? (task)->field : BPF_CORE_READ(task, field))
@@ -251,6 +281,13 @@ static __always_inline __u64 folio_pages(void *page_or_folio)
 	if (bpf_core_field_exists(struct folio___folio_order, _folio_order))
 		return 1UL << BPF_CORE_READ((struct folio___folio_order *)folio, _folio_order);
 	return 1UL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
+}
+
+static __always_inline __u64 folio_index(void *folio)
+{
+	if (bpf_core_type_exists(struct folio))
+		return BPF_CORE_READ((struct folio *)folio, index);
+	return BPF_CORE_READ((struct page *)folio, index);
 }
 
 /* The memcg a page or folio is charged to, or 0 if none (not charged, or slab). */
@@ -343,6 +380,30 @@ static __always_inline void *map_find(void *map, void *key)
 static __always_inline long map_insert(void *map, void *key, void *value)
 {
 	return bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+}
+
+#define EXTENTS_MAP (&sharing_extents)
+#define SHARING_FILES_MAP (&sharing_files)
+#define SHARED_MAP (&pagecache_shared_hits)
+
+static __always_inline long map_remove(void *map, void *key)
+{
+	return bpf_map_delete_elem(map, key);
+}
+
+static __always_inline bool sharing_on(void)
+{
+	return CONFIG_PAGECACHE_SHARING != 0;
+}
+
+static __always_inline bool file_mode_used(void)
+{
+	return sharing_file_mode != 0;
+}
+
+static __always_inline void file_mode_started(void)
+{
+	sharing_file_mode = 1;
 }
 
 /* A task's id in its innermost PID namespace (what getpid()/gettid() return
@@ -445,9 +506,44 @@ static __always_inline void whatif_submit(struct whatif_sample *sample)
 
 #define PAGECACHE_STALLS
 #define PAGECACHE_WHATIF
+#define PAGECACHE_SHARING
 #include "pagecache_bookkeeping.h"
 
 /* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
+
+/*
+ * A mapping as a plain number, the file's name for the lookup bookkeeping,
+ * the what-if sampling and the shared hits' extents alike. The verifier keeps
+ * a tp_btf argument a trusted pointer even cast to an integer, and refuses
+ * any arithmetic on it but this: the difference of two pointers is a scalar
+ * (to programs allowed pointer leaks, as these are). Against a fixed address
+ * (a map's), it names the mapping as well as its address does, and the
+ * what-if sampling can hash it.
+ */
+static __always_inline __u64 mapping_number(struct address_space *mapping)
+{
+	return (__u64)mapping - (__u64)&whatif_config;
+}
+
+/* The same number for a mapping read from memory (a scalar, from which the
+ * verifier refuses to subtract a pointer): the map's address as a scalar,
+ * taken once. Insertions, removals and the lookup hooks before 6.12 read
+ * theirs; the extents they record must match the lookups' numbers. */
+__u64 mapping_base = 0;
+
+static __always_inline __u64 read_mapping_number(__u64 mapping)
+{
+	__u64 base = mapping_base;
+
+	if (!base) {
+		void *map = &whatif_config;
+
+		bpf_probe_read_kernel(&base, sizeof(base), &map);
+		mapping_base = base;
+	}
+	return mapping - base;
+}
+
 
 static __always_inline void file_pages_add(__u64 memcg, struct address_space *mapping,
 					   __s64 delta, bool create)
@@ -470,6 +566,7 @@ int BPF_PROG(on_add_to_page_cache, void *folio)
 
 	count(&pagecache_insertions, &owner, nr);
 	file_pages_add(owner, mapping, nr, true);
+	sharing_pages_changed(owner, read_mapping_number((__u64)mapping), folio_index(folio), nr);
 	SLOTS_EXCLUSIVE(note_insertion(task, task_flags(task), (__u64)mapping, nr));
 	return 0;
 }
@@ -506,23 +603,12 @@ int BPF_PROG(on_delete_from_page_cache, void *folio)
 
 	count(&pagecache_removals, &key, nr);
 	file_pages_add(key.memcg, folio_mapping(folio), -(__s64)nr, false);
+	sharing_pages_changed(key.memcg, read_mapping_number((__u64)folio_mapping(folio)),
+			      folio_index(folio), -(__s64)nr);
 	return 0;
 }
 
 /* ---- Lookups (by accessor): the hot path, from 6.12's tracepoints --------- */
-
-/*
- * The mapping's address as a plain number, the file's name for the lookup
- * bookkeeping. The verifier keeps a tp_btf argument a trusted pointer even
- * cast to an integer, and refuses any arithmetic on it but this: the
- * difference of two pointers is a scalar (to programs allowed pointer leaks,
- * as these are). Against a fixed address (a map's), it names the mapping as
- * well as its address does, and the what-if sampling can hash it.
- */
-static __always_inline __u64 mapping_number(struct address_space *mapping)
-{
-	return (__u64)mapping - (__u64)&whatif_config;
-}
 
 SEC("tp_btf/mm_filemap_get_pages")
 int BPF_PROG(on_get_pages, struct address_space *mapping, pgoff_t index, pgoff_t last_index)
@@ -559,13 +645,15 @@ static __always_inline void read_at_entry(struct kiocb *iocb, __u64 count)
 {
 	struct address_space *mapping = BPF_CORE_READ(iocb, ki_filp, f_mapping);
 
-	lookup_read_entered(current_task(), (__u64)mapping, BPF_CORE_READ(iocb, ki_pos), count,
+	lookup_read_entered(current_task(), read_mapping_number((__u64)mapping),
+			    BPF_CORE_READ(iocb, ki_pos), count,
 			    BPF_CORE_READ(mapping, host, i_size));
 }
 
 static __always_inline void fault_at_entry(struct vm_fault *vmf)
 {
-	lookup_fault(current_task(), (__u64)BPF_CORE_READ(vmf, vma, vm_file, f_mapping),
+	lookup_fault(current_task(),
+		     read_mapping_number((__u64)BPF_CORE_READ(vmf, vma, vm_file, f_mapping)),
 		     BPF_CORE_READ(vmf, pgoff));
 }
 
@@ -573,7 +661,7 @@ static __always_inline void fault_around_at_entry(struct vm_fault *vmf, __u64 st
 {
 	struct address_space *mapping = BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
 
-	lookup_fault_around_entered(current_task(), (__u64)mapping, start, end,
+	lookup_fault_around_entered(current_task(), read_mapping_number((__u64)mapping), start, end,
 				    BPF_CORE_READ(mapping, host, i_size));
 }
 

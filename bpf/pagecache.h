@@ -43,7 +43,47 @@ enum lost_reason {
 	LOST_ANNOUNCEMENT_RINGBUF_FULL = 4, /* a span-slot announcement found its ring full */
 	LOST_WHATIF_CAPPED = 5,       /* a lookup had more sampled pages than max_pages */
 	LOST_WHATIF_RINGBUF_FULL = 6, /* a what-if sample found its ring buffer full */
-	LOST_REASONS = 7,
+	LOST_EXTENT_MAP_FULL = 7,  /* an extent's owners went to file mode (extents full) */
+	LOST_FILE_OWNERS_FULL = 8, /* ... and file mode was full too: owners not recorded */
+	LOST_SHARED_MAP_FULL = 9,  /* pagecache_shared_hits had no room for a pair */
+	LOST_SHARED_RANGE_CUT = 10, /* a lookup range over SHARING_MAX_EXTENTS extents */
+	LOST_REASONS = 11,
+};
+
+/*
+ * Shared hits (pagecache_sharing.h): the owners of each (file, 2 MiB extent)
+ * of the page cache, so that a lookup can be apportioned to the memcgs that
+ * own the pages it finds.
+ */
+#define SHARING_EXTENT_SHIFT 9 /* 512 pages of 4 KiB: 2 MiB */
+#define SHARING_EXTENT_OWNERS 3
+#define SHARING_WHOLE_FILE 0xffffffffffffffffULL /* file mode's extent number */
+#define SHARING_MAX_EXTENTS 65536
+#define SHARING_MAX_FILES 16384
+#define SHARING_MAX_PAIRS 16384
+#define SHARING_MAX_RANGE_EXTENTS 32 /* extents one lookup range is apportioned over */
+
+/* sharing_extents and sharing_files key: mapping is what the engine names a
+ * file by (see pagecache_bookkeeping.h), extent its page index >> 9, or
+ * SHARING_WHOLE_FILE in file mode. */
+struct extent_key {
+	__u64 mapping;
+	__u64 extent;
+};
+
+/* Pages of the extent (or file) each owner memcg holds; other: pages of
+ * owners past the slots (their lookups are not apportioned to anyone). */
+struct extent_owners {
+	__u64 memcg[SHARING_EXTENT_OWNERS];
+	__s32 pages[SHARING_EXTENT_OWNERS];
+	__s32 other;
+};
+
+/* pagecache_shared_hits key: a reader memcg's lookups found pages that
+ * another memcg owns. */
+struct shared_key {
+	__u64 reader;
+	__u64 owner;
 };
 
 /*

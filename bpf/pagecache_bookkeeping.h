@@ -189,6 +189,15 @@ static __always_inline u32 removal_reason(TASK_T task)
 #endif
 }
 
+/* ---- Shared hits: lookups of pages another memcg owns ------------------------ */
+
+#ifdef PAGECACHE_SHARING
+#include "pagecache_sharing.h"
+#define SHARE_RANGE(reader, mapping, first, last) share_range(reader, mapping, first, last)
+#else
+#define SHARE_RANGE(reader, mapping, first, last) do {} while (0)
+#endif
+
 /* ---- Lookups (by accessor): the hot path ----------------------------------- */
 
 #include "pagecache_whatif.h"
@@ -358,8 +367,10 @@ static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64
 	if (last > index)
 		read_started(tid, mapping, index, last);
 	count_lookups(slots, last - index + 1, task);
-	/* A read's first event only: its range is counted once, here. */
-	whatif_sample(slots->lookup.memcg, mapping, index, last, ~0ULL);
+	/* A read's first event only: its range is counted once, here.
+	 * count_lookups left the reader's memcg in the slot. */
+	whatif_sample(slot->memcg, mapping, index, last, ~0ULL);
+	SHARE_RANGE(slot->memcg, mapping, index, last);
 }
 
 /* A page fault that found no mapped page: one page looked up. Fault-around
@@ -375,6 +386,7 @@ static __always_inline void lookup_fault(TASK_T task, u64 mapping, u64 index)
 	slots->lookup.fault_index = index;
 	count_lookups(slots, 1, task);
 	whatif_sample(slots->lookup.memcg, mapping, index, index, ~0ULL);
+	SHARE_RANGE(slots->lookup.memcg, mapping, index, index);
 }
 
 /* Fault-around mapped the cached pages [start, last] of a mapping: counted as
@@ -396,6 +408,10 @@ static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 st
 	}
 	count_lookups(slots, pages, task);
 	whatif_sample(slot->memcg, mapping, start, last, skip);
+	/* The whole range: a fault just counted in it is apportioned twice (one
+	 * page per fault-around; docs/sharing.md, "Faults"). */
+	if (pages)
+		SHARE_RANGE(slot->memcg, mapping, start, last);
 }
 
 /* ---- Lookups from the read and fault functions (kernels before 6.12) ---------

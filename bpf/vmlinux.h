@@ -180,6 +180,7 @@ typedef struct {
 struct folio {
 	memdesc_flags_t flags;
 	struct address_space *mapping;
+	pgoff_t index;
 	long unsigned int memcg_data;
 	long unsigned int _flags_1;
 	unsigned int _nr_pages;
@@ -199,6 +200,7 @@ struct folio___folio_order {
 struct page {
 	long unsigned int flags;
 	struct address_space *mapping;
+	pgoff_t index;
 	long unsigned int memcg_data;
 };
 

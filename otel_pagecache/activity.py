@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .probes import ActivityProbe, ActivityReading
 from .probes.layout import kernel_dev_to_user
+from .sharing import SharedHitsTracker, SharedSnapshot
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class ActivitySnapshot:
     lost: dict[str, int] = field(default_factory=dict)
     map_entries: dict[str, tuple[int, int]] = field(default_factory=dict)
     forgotten_memcgs: int = 0
+    # Shared hits (sharing.py); None where the engine does not tell them.
+    shared: SharedSnapshot | None = None
 
 
 _FIELDS = ("lookups", "misses", "insertions", "dirtied")
@@ -82,11 +85,16 @@ class ActivityTracker:
         probe: ActivityProbe,
         top_files: int = 10,
         resolve_path: Callable[[int, list[tuple[int, int, int]]], dict] | None = None,
+        top_shared_pairs: int = 10,
     ) -> None:
         self.probe = probe
         self.engine_reason = ""  # why this engine runs (agent.choose_engine)
         self.top_files = top_files
         self.resolve_path = resolve_path
+        mode = getattr(probe, "shared_mode", "none")
+        self.sharing = (
+            SharedHitsTracker(probe, top_shared_pairs, mode) if mode != "none" else None  # type: ignore[arg-type]
+        )
         self._last: dict[str, dict] = {name: {} for name in (*_FIELDS, "removals")}
         self._totals: dict[int, ActivityCounters] = {}
         self._buckets: dict[str, ActivityCounters] = {
@@ -158,6 +166,7 @@ class ActivityTracker:
             lost=dict(reading.lost),
             map_entries=dict(reading.map_entries),
             forgotten_memcgs=self._forgotten,
+            shared=self.sharing.update(reading, live_ids) if self.sharing else None,
         )
 
     def _forget(self, gone: set[int], reading: ActivityReading) -> None:

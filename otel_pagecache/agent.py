@@ -97,7 +97,9 @@ def build_activity(settings: Settings, residency: ResidencyReader) -> ActivityTr
             return hierarchy.directory(path) if path is not None else None
 
         resolver = FilePathResolver(cgroup_dir, settings.proc_root)
-    tracker = ActivityTracker(probe, settings.top_files, resolver)
+    tracker = ActivityTracker(
+        probe, settings.top_files, resolver, top_shared_pairs=settings.top_shared_pairs
+    )
     tracker.engine_reason = reason
     return tracker
 
@@ -294,6 +296,7 @@ class Agent:
             engine_reason=engine_reason_code(settings, engine),
             attribution=attribution,
             lookup_hook=lookup_hook,
+            shared_mode=getattr(self.activity.probe, "shared_mode", "") if self.activity else "",
         )
         self._stopped = threading.Event()
         self.last_export_delivered: bool | None = None

@@ -231,6 +231,9 @@ SETTINGS: tuple[Setting, ...] = (
             "window; the series carry pagecache.whatif.calibrated=true", commands=RUN),
     Setting("top_files", "OTEL_PAGECACHE_TOP_FILES", COUNT, 10,
             "files per container in pagecache.file.usage", "--top-files", commands=RUN),
+    Setting("top_shared_pairs", "OTEL_PAGECACHE_TOP_SHARED_PAIRS", COUNT, 10,
+            "partners per container named in pagecache.shared.hits and .served (the rest: "
+            "\"other\")", "--top-shared-pairs", commands=RUN),
     Setting("file_paths", "OTEL_PAGECACHE_FILE_PATHS", BOOL, False,
             "export file.path of those files (off: a container's file names stay private)",
             "--file-paths", commands=RUN, flag_value=True),
@@ -460,6 +463,7 @@ class Settings:
     lookups: bool
     bpf_max_memcgs: int
     top_files: int
+    top_shared_pairs: int
     file_paths: bool
     whatif: bool
     whatif_window_s: float

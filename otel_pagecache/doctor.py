@@ -377,6 +377,7 @@ def _check_engines(settings: Settings) -> list[Check]:
         missing = set(probe.missing_tracepoints)
         hook, refused = probe.lookup_hook, probe.lookup_hooks_refused
         whatif = probe.has_whatif
+        shared_mode = probe.shared_mode
     finally:
         probe.close()
     out.append(Check("engine.core", OK, f"loads and attaches {len(attached)} programs"))
@@ -422,6 +423,7 @@ def _check_engines(settings: Settings) -> list[Check]:
             )
         )
     out.append(_check_whatif(settings, whatif, hook))
+    out.append(shared_hits_check(shared_mode))
     return out
 
 
@@ -436,6 +438,19 @@ def _check_whatif(settings: Settings, whatif: bool, hook: str) -> Check:
         INFO,
         "no what-if curve: its page samples ride on the lookup hooks, which do not run here",
     )
+
+
+def shared_hits_check(mode: str) -> Check:
+    """How shared hits (pagecache.shared.hits/.served) are told here (docs/sharing.md)."""
+    if mode == "extent":
+        return Check(
+            "shared_hits",
+            OK,
+            "extent mode: owners per (file, 2 MiB extent), per file once the extent map is full",
+        )
+    if mode == "exact":
+        return Check("shared_hits", OK, "exact mode: the owner of each folio found")
+    return Check("shared_hits", INFO, "off: no lookups to apportion, so no shared hits")
 
 
 def healthy(checks: list[Check]) -> bool:

@@ -60,6 +60,8 @@ ATTRIBUTION = "pagecache.attribution"
 # Which hook serves lookups: "tracepoint" (6.12+), "fentry:<function>" or
 # "kprobe:<function>" before 6.12, "none" (probes/core.py, CoreProbe.lookup_hook).
 LOOKUP_HOOK = "pagecache.lookup_hook"
+# How shared hits are told: "exact", "extent" or "none" (sharing.MODES).
+SHARED_MODE = "pagecache.shared.mode"
 FILE_INODE = "file.inode"
 FILE_DEVICE = "pagecache.file.device"
 FILE_PATH = "file.path"
@@ -400,6 +402,35 @@ BPF_AGENT_METRICS = (
     ),
 )
 
+# Shared hits (sharing.py): the reader's view and the owner's, top pairs per memcg.
+SHARED_HITS = MetricSpec(
+    "pagecache.shared.hits",
+    "counter",
+    "{page}",
+    "Pages the memcg's reads and faults found that another memcg owns, by owner "
+    "(pagecache.owner.cgroup.path; the first OTEL_PAGECACHE_TOP_SHARED_PAIRS named, the rest "
+    '"other", gone owners "dying")',
+)
+SHARED_SERVED = MetricSpec(
+    "pagecache.shared.served",
+    "counter",
+    "{page}",
+    "Pages the memcg owns that another memcg's reads and faults found, by reader "
+    "(pagecache.reader.cgroup.path)",
+)
+SHARED_METRICS: tuple[MetricSpec, ...] = (SHARED_HITS, SHARED_SERVED)
+
+
+def shared_names(samples: Iterable[MemcgSample]) -> dict[int, tuple[str, str | None]]:
+    """Each memcg's (cgroup path, container id), for the partners named in
+    the shared-hit points."""
+    names = {}
+    for sample in samples:
+        container_id = sample_resource_attributes(sample).get("container.id")
+        names[sample.id] = (sample.path, container_id if isinstance(container_id, str) else None)
+    return names
+
+
 # Node totals from /proc/meminfo: the host-wide figures per-memcg numbers add up to.
 NODE_METRICS: tuple[tuple[MetricSpec, tuple[tuple[str, dict], ...]], ...] = (
     (
@@ -474,6 +505,7 @@ ALL_SPECS: tuple[MetricSpec, ...] = (
     *(spec for spec, _ in MEMCG_METRICS),
     *(spec for spec, _, _ in ACTIVITY_METRICS),
     FILE_USAGE,
+    *SHARED_METRICS,
     *(spec for spec, _ in NODE_METRICS),
     *AGENT_METRICS,
     *BPF_AGENT_METRICS,
@@ -531,6 +563,7 @@ class AgentMetrics:
         engine_reason: str = REASON_DISABLED,
         attribution: str = "owner",
         lookup_hook: str = "",
+        shared_mode: str = "",
     ) -> None:
         self._source = source
         # Which activity engine runs (core, bcc, none) and why, as a code.
@@ -541,6 +574,8 @@ class AgentMetrics:
             self._engine_attrs[ATTRIBUTION] = attribution
             if lookup_hook:
                 self._engine_attrs[LOOKUP_HOOK] = lookup_hook
+            if shared_mode:
+                self._engine_attrs[SHARED_MODE] = shared_mode
         self._read_errors_total = 0
         self._vanished_total = 0
         self._counted_snapshot: Snapshot | None = None

@@ -42,11 +42,15 @@ from .metrics import (
     CGROUP_STATE,
     FILE_USAGE,
     MEMCG_METRICS,
+    SHARED_HITS,
+    SHARED_SERVED,
     MetricSpec,
     file_points,
     sample_resource_attributes,
+    shared_names,
 )
 from .residency import MemcgSample, Snapshot
+from .sharing import series_points
 
 # gRPC servers refuse messages over 4 MiB by default (the Collector's
 # max_recv_msg_size_mib). Requests stay far below it, at 1 MiB: a request in
@@ -163,6 +167,8 @@ _MEMCG = tuple(_metric(spec, extract) for spec, extract in MEMCG_METRICS)
 _ACTIVITY = tuple(_metric(spec, extract) for spec, extract, _ in ACTIVITY_METRICS)
 _NEEDS_LOOKUPS = tuple(needs for _, _, needs in ACTIVITY_METRICS)
 _FILES = _metric(FILE_USAGE, file_points)
+_SHARED_HITS = _metric(SHARED_HITS, list)
+_SHARED_SERVED = _metric(SHARED_SERVED, list)
 
 
 class _SharedResource:
@@ -301,6 +307,9 @@ class BulkEncoder:
                 for m, needs in zip(_ACTIVITY, _NEEDS_LOOKUPS, strict=True)
                 if activity.has_lookups or not needs
             )
+        shared = {}
+        if activity is not None and activity.shared is not None:
+            shared = series_points(activity.shared, shared_names(snapshot.memcgs))
         for sample in snapshot.memcgs:
             # The path and the Identity decide the Resource's attributes (with
             # the id, the key): compared as they are, the attributes are only
@@ -310,13 +319,13 @@ class BulkEncoder:
                 sample.id, ident, partial(sample_resource_attributes, sample), now_ns
             )
             files = activity.files.get(sample.id) if activity is not None else None
-            work.append((series, sample, activity_metrics, files))
+            work.append((series, sample, activity_metrics, files, shared.get(sample.id)))
         if activity is not None:
             for state, counters in activity.buckets.items():
                 key = (CGROUP_STATE, state)
                 identity = {CGROUP_STATE: state}
                 series = live[key] = self._series_for(key, key, lambda i=identity: i, now_ns)
-                work.append((series, counters, activity_metrics, None))
+                work.append((series, counters, activity_metrics, None, shared.get(state)))
         # Memcgs gone from the snapshot are forgotten: bounded by the live set.
         self._series = live
         return work
@@ -327,6 +336,7 @@ class BulkEncoder:
         source: MemcgSample | ActivityCounters,
         activity_metrics: tuple[_Metric, ...],
         files: list | None,
+        shared: tuple[list, list] | None,
         now_ns: int,
     ) -> bytes | None:
         """One memcg's (or bucket's) ``ResourceMetrics``; None when it has no point."""
@@ -338,6 +348,12 @@ class BulkEncoder:
             metrics = self._metrics(series, activity_metrics, source, now_ns)
         if files:
             metrics += self._metrics(series, (_FILES,), files, now_ns)
+        if shared:
+            hits, served = shared
+            if hits:
+                metrics += self._metrics(series, (_SHARED_HITS,), hits, now_ns)
+            if served:
+                metrics += self._metrics(series, (_SHARED_SERVED,), served, now_ns)
         return self._resource_metrics(series, metrics) if metrics else None
 
     def _resource_metrics(self, series: _Series, metrics: list[bytes]) -> bytes:

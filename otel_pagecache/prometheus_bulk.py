@@ -39,11 +39,15 @@ from .metrics import (
     CGROUP_STATE,
     FILE_USAGE,
     MEMCG_METRICS,
+    SHARED_HITS,
+    SHARED_SERVED,
     MetricSpec,
     file_points,
     sample_resource_attributes,
+    shared_names,
 )
 from .residency import SnapshotSource
+from .sharing import series_points
 
 _NAME = re.compile(r"[^a-zA-Z0-9:]+")
 _LABEL = re.compile(r"[^a-zA-Z0-9]+")
@@ -165,3 +169,19 @@ class BulkCollector:
                     family.add({**identity, **_labels(extra)}, value)
         if family.metric.samples:
             yield family.metric
+        if activity.shared is None:
+            return
+        shared = series_points(activity.shared, shared_names(snapshot.memcgs))
+        identities = {sample.id: identity for sample, identity in memcgs}
+        for side, spec in enumerate((SHARED_HITS, SHARED_SERVED)):
+            family = _Family(spec)
+            for key, sides in shared.items():
+                identity = identities.get(key) if isinstance(key, int) else None
+                if identity is None:
+                    if isinstance(key, int):
+                        continue  # not exported this cycle
+                    identity = {label_name(CGROUP_STATE): key, **self._scope}
+                for value, extra in sides[side]:
+                    family.add({**identity, **_labels(extra)}, value)
+            if family.metric.samples:
+                yield family.metric

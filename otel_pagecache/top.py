@@ -19,6 +19,7 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
+from . import sharing
 from .containers import Identity
 from .residency import MemcgSample, Snapshot
 
@@ -166,6 +167,9 @@ def render(
         lines.append(f"{name:<{name_width}} " + " ".join(f"{c:>8}" for c in cells))
     if len(snapshot.memcgs) > len(ordered):
         lines.append(f"… {len(snapshot.memcgs) - len(ordered)} more")
+    # Whose cache each container shown reads, and who reads its cache.
+    shown = [(m.id, n) for m, n in zip(ordered, names, strict=True)]
+    lines += sharing.top_lines(activity.shared if activity else None, shown)
     if keys_line:
         lines.append(footer(sort))
     return "\n".join(lines) + "\n"

@@ -26,6 +26,9 @@ MIRRORS = {
     "slots_announcement": layout.SlotsAnnouncement,
     "whatif_config": layout.WhatifConfig,
     "whatif_sample": layout.WhatifSample,
+    "extent_key": layout.ExtentKey,
+    "extent_owners": layout.ExtentOwners,
+    "shared_key": layout.SharedKey,
 }
 
 

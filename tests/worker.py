@@ -6,6 +6,7 @@ the cgroup is the workload only. Commands, one per line on stdin, each
 answered with "ok" on stdout:
 
     read PATH [BYTES]  read the whole file with read()s of BYTES (default 1 MiB)
+    readrange PATH OFFSET LENGTH  read LENGTH bytes from OFFSET with 1 MiB pread()s
     mmap PATH [nohuge] map it and touch every page; "nohuge": MADV_NOHUGEPAGE first,
                        so large folios are mapped page by page (see test_activity)
     write PATH BYTES   write a new file of BYTES (no fsync)
@@ -38,6 +39,15 @@ def main() -> None:
             fd = os.open(args[0], os.O_RDONLY)
             while os.read(fd, size):
                 pass
+            os.close(fd)
+        elif command == "readrange":
+            fd = os.open(args[0], os.O_RDONLY)
+            offset, end = int(args[1]), int(args[1]) + int(args[2])
+            while offset < end:
+                got = os.pread(fd, min(CHUNK, end - offset), offset)
+                if not got:
+                    break
+                offset += len(got)
             os.close(fd)
         elif command == "mmap":
             with open(args[0], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:

@@ -25,6 +25,9 @@ class ActivityReading:
     removals: dict[tuple[int, str], int] = field(default_factory=dict)  # (owner, reason)
     files: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (owner, dev, ino)
     lost: dict[str, int] = field(default_factory=dict)
+    # (reader memcg, owner memcg) -> pages the reader found that the owner owns
+    # (shared hits, bpf/pagecache_sharing.h); empty where sharing is off.
+    shared: dict[tuple[int, int], int] = field(default_factory=dict)
     map_entries: dict[str, tuple[int, int]] = field(default_factory=dict)  # (used, capacity)
 
 
@@ -67,6 +70,8 @@ class ActivityProbe(Protocol):
     """The hook serving lookups: "tracepoint", "fentry:<fn>", "kprobe:<fn>" or "none"."""
     lookup_hooks_refused: list[str]
     """The lookup hooks tried and refused, each with its cause; [] when none was."""
+    shared_mode: str
+    """How shared hits are told: "exact", "extent" or "none" (see sharing.MODES)."""
     stall_kinds: list[str]
     """The stall kinds timed (see layout.STALL_KINDS); [] when stalls are off."""
     missing_tracepoints: list[str]

@@ -274,6 +274,8 @@ class BccProbe:
         # "tracepoint", "kprobe:<function>" or "none" (see CoreProbe.lookup_hook)
         self.lookup_hook = "none"
         self.lookup_hooks_refused: list[str] = []
+        # Shared hits: the CO-RE engine's only, so far (docs/sharing.md).
+        self.shared_mode = "none"
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self.attached: list[str] = []

@@ -21,6 +21,7 @@ from .layout import (
     FileKey,
     LookupSlot,
     RemovalKey,
+    SharedKey,
     SlotsAnnouncement,
     SpanSlotBase,
     WhatifConfig,
@@ -94,6 +95,9 @@ class ProgramChoice:
     tracepoint_programs: list[str] = field(default_factory=list)
     lookup_hooks: list[LookupHook] = field(default_factory=list)  # tried in order
     missing_tracepoints: list[str] = field(default_factory=list)
+    # How shared hits can be told here when lookups are counted (sharing.MODES):
+    # "extent" needs the insertion tracepoint's folio (its memcg, index, order).
+    sharing_mode: str = "none"
 
 
 def choose_programs(params) -> ProgramChoice:
@@ -138,6 +142,13 @@ def choose_programs(params) -> ProgramChoice:
         choice.lookup_hooks.append(LookupHook("tracepoint", tuple(sorted(LOOKUP_PROGRAMS))))
     else:
         choice.lookup_hooks += _function_hooks(params)
+    # Shared hits in extent mode: owners kept from insertions and deletions
+    # (pagecache_sharing.h), apportioned to whatever serves lookups. Exact
+    # mode (fexit on filemap_get_pages, 5.12+) is not built yet.
+    if choice.lookup_hooks and all(
+        tp_params[PROGRAMS[p]] is not None for p in sorted(REQUIRED_PROGRAMS)
+    ):
+        choice.sharing_mode = "extent"
     # writeback_dirty_page is only the old name of writeback_dirty_folio.
     old_dirty = "on_dirty_page" in choice.tracepoint_programs
     choice.missing_tracepoints = [
@@ -224,6 +235,8 @@ class CoreProbe:
         stalls: bool = True,
         max_memcgs: int = 0,
         hook_kinds: Iterable[str] = ("tracepoint", "fentry", "kprobe"),
+        sharing: bool = True,
+        sharing_extents: int = 0,
     ) -> None:
         self.object_path = object_path or default_object_path()
         # Entries of each per-memcg map; 0 keeps the object's PAGECACHE_MAX_MEMCGS.
@@ -233,6 +246,13 @@ class CoreProbe:
         # measures each alone); the kernel's BTF decides which exist.
         self.hook_kinds = tuple(hook_kinds)
         self.want_stalls = stalls
+        # Shared hits (pagecache_sharing.h); off: the same object with the
+        # feature's code dropped at load (bench/ measures its cost so).
+        self.want_sharing = sharing
+        # Entries of sharing_extents; 0 keeps SHARING_MAX_EXTENTS (tests fill a
+        # small one to see file mode).
+        self.sharing_extents = sharing_extents
+        self.shared_mode = "none"
         self.has_lookups = False
         # Which hook serves lookups: "tracepoint", "fentry:<function>",
         # "kprobe:<function>" or "none"; and the ones tried and refused.
@@ -296,6 +316,8 @@ class CoreProbe:
             self.lookup_hook = hook.code if hook else "none"
             self.has_lookups = hook is not None
             break
+        if self.has_lookups and self.want_sharing:
+            self.shared_mode = choice.sharing_mode
         attached = set(self._obj.attached)
         self.stall_kinds = [
             kind
@@ -327,13 +349,16 @@ class CoreProbe:
 
     def _load(self, programs: list[str], hz: int | None) -> BpfObject:
         """Open, load and attach exactly ``programs``; closes what it opened on failure."""
-        obj = BpfObject(self.object_path, kconfig=f"CONFIG_HZ={hz or 0}\n")
+        kconfig = f"CONFIG_HZ={hz or 0}\nCONFIG_PAGECACHE_SHARING={int(self.want_sharing)}\n"
+        obj = BpfObject(self.object_path, kconfig=kconfig)
         try:
             for program in obj.programs:
                 obj.set_autoload(program, program in programs)
             if self.max_memcgs:
                 for name in (*COUNTER_MAPS, "pagecache_removals"):
                     obj.set_max_entries(name, self.max_memcgs)
+            if self.sharing_extents:
+                obj.set_max_entries("sharing_extents", self.sharing_extents)
             obj.load()
             for program in programs:
                 obj.attach(program)
@@ -386,6 +411,7 @@ class CoreProbe:
                 k = FileKey.from_buffer_copy(key)
                 reading.files[(k.memcg, k.dev, k.ino)] = _S64.unpack(value)[0]
             reading.map_entries["pagecache_file_pages"] = (len(reading.files), files.max_entries)
+            self._read_sharing(obj, reading)
             lost = obj.map("pagecache_lost")
             for index, reason in LOST_REASONS.items():
                 value = lost.lookup(struct.pack("=I", index))
@@ -395,6 +421,19 @@ class CoreProbe:
             reading.insertions = counters["pagecache_insertions"]
             reading.dirtied = counters["pagecache_dirtied"]
             return reading
+
+    def _read_sharing(self, obj: BpfObject, reading: ActivityReading) -> None:
+        """Shared hits by (reader, owner), and the fill of the owner maps."""
+        if self.shared_mode == "none":
+            return
+        shared = obj.map("pagecache_shared_hits")
+        for key, value in shared.items():
+            k = SharedKey.from_buffer_copy(key)
+            reading.shared[(k.reader, k.owner)] = _sum_u64(shared.per_cpu(value))
+        reading.map_entries["pagecache_shared_hits"] = (len(reading.shared), shared.max_entries)
+        for name in ("sharing_extents", "sharing_files"):
+            owners = obj.map(name)
+            reading.map_entries[name] = (sum(1 for _ in owners.items()), owners.max_entries)
 
     @staticmethod
     def _slots(obj: BpfObject) -> list[LookupSlot]:
@@ -482,6 +521,15 @@ class CoreProbe:
             for key, _ in list(file_map.items()):
                 if FileKey.from_buffer_copy(key).memcg in doomed:
                     file_map.delete(key)
+
+    def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Delete these (reader, owner) entries of pagecache_shared_hits."""
+        with self._lock:
+            if self._obj is None or self.shared_mode == "none":
+                return
+            shared = self._obj.map("pagecache_shared_hits")
+            for reader, owner in pairs:
+                shared.delete(bytes(SharedKey(reader, owner)))
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
         with self._lock:

@@ -23,6 +23,10 @@ LOST_STALL_STARTS_FULL = 3
 LOST_ANNOUNCEMENT_RINGBUF_FULL = 4
 LOST_WHATIF_CAPPED = 5
 LOST_WHATIF_RINGBUF_FULL = 6
+LOST_EXTENT_MAP_FULL = 7
+LOST_FILE_OWNERS_FULL = 8
+LOST_SHARED_MAP_FULL = 9
+LOST_SHARED_RANGE_CUT = 10
 LOST_REASONS = {
     LOST_MEMCG_MAP_FULL: "memcg_map_full",
     LOST_FILE_MAP_FULL: "file_map_full",
@@ -31,7 +35,16 @@ LOST_REASONS = {
     LOST_ANNOUNCEMENT_RINGBUF_FULL: "announcement_ring_buffer_full",
     LOST_WHATIF_CAPPED: "whatif_capped",
     LOST_WHATIF_RINGBUF_FULL: "whatif_ring_buffer_full",
+    LOST_EXTENT_MAP_FULL: "sharing_extent_map_full",
+    LOST_FILE_OWNERS_FULL: "sharing_file_map_full",
+    LOST_SHARED_MAP_FULL: "shared_hits_map_full",
+    LOST_SHARED_RANGE_CUT: "shared_range_cut",
 }
+
+# Shared hits (bpf/pagecache_sharing.h).
+SHARING_EXTENT_SHIFT = 9
+SHARING_EXTENT_OWNERS = 3
+SHARING_WHOLE_FILE = 0xFFFFFFFFFFFFFFFF
 
 STALL_KINDS = {0: "memcg_reclaim", 1: "direct_reclaim", 2: "dirty_throttle"}
 
@@ -52,6 +65,22 @@ class FileKey(ctypes.Structure):
         ("dev", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
     )
+
+
+class ExtentKey(ctypes.Structure):
+    _fields_ = (("mapping", ctypes.c_uint64), ("extent", ctypes.c_uint64))
+
+
+class ExtentOwners(ctypes.Structure):
+    _fields_ = (
+        ("memcg", ctypes.c_uint64 * SHARING_EXTENT_OWNERS),
+        ("pages", ctypes.c_int32 * SHARING_EXTENT_OWNERS),
+        ("other", ctypes.c_int32),
+    )
+
+
+class SharedKey(ctypes.Structure):
+    _fields_ = (("reader", ctypes.c_uint64), ("owner", ctypes.c_uint64))
 
 
 class LookupSlot(ctypes.Structure):

@@ -22,7 +22,10 @@ class Podman(RuntimeCli):
     # -t 0: no grace period for the stop signal (sleep ignores SIGTERM as PID 1).
     rm_flags = ("-f", "-t", "0")
 
-    def __init__(self, workdir: Path, cgroup_parent: str) -> None:
+    def __init__(self, workdir: Path, cgroup_parent: str, storage_driver: str = "vfs") -> None:
+        """``storage_driver="overlay"`` (on a disk filesystem, not overlay):
+        every container of an image shares the lower layers' inodes
+        (tests/test_sharing_image_layer.py)."""
         require(PODMAN, "podman")
         require(RUNC, "runc")
         super().__init__(workdir)
@@ -46,7 +49,7 @@ class Podman(RuntimeCli):
             "--tmpdir",
             str(workdir / "tmp"),
             "--storage-driver",
-            "vfs",
+            storage_driver,
             "--runtime",
             RUNC,
             "--cgroup-manager",

@@ -1,0 +1,184 @@
+"""Shared hits (issue 17): lookups of pages another memcg owns, by (reader,
+owner), against the kernel's own ownership record.
+
+Ground truth: /proc/kpagecgroup through tests/page_owners.py, run after the
+measured window from a memcg of its own (touching the pages is a lookup:
+its counts are never the ones asserted). Each memcg is a real one beneath
+the test's cgroup, each reader a pinned tests/worker.py moved into it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otel_pagecache.probes import ProbeUnavailable
+from otel_pagecache.probes.core import CoreProbe
+from tests.conftest import make_cold_file
+from tests.kernel_features import skip_unless_lookups
+
+pytestmark = pytest.mark.kernel
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MIB = 1 << 20
+FILE_PAGES = 64 * MIB // PAGE  # 16,384
+
+
+@pytest.fixture(scope="module")
+def probe(real_hierarchy):
+    skip_unless_lookups()
+    engine = CoreProbe()
+    try:
+        engine.start()
+    except ProbeUnavailable as e:
+        pytest.fail(f"the CO-RE engine must load on the CI kernel: {e}")
+    if engine.shared_mode == "none":
+        engine.close()
+        pytest.skip(f"no shared-hit mode here (lookups by {engine.lookup_hook})")
+    yield engine
+    engine.close()
+
+
+def memcg(memcgs) -> tuple[int, Path]:
+    _path, directory = memcgs.create()
+    return directory.stat().st_ino, directory
+
+
+def page_owners(memcgs, path: Path) -> dict[int, int]:
+    """Pages of ``path`` by owner memcg id, per /proc/kpagecgroup, looked at
+    from a memcg of its own."""
+    _checker, directory = memcg(memcgs)
+    # The shell moves itself, then execs (no preexec_fn: the test process has
+    # threads, and a fork of it may deadlock on a lock one of them held).
+    out = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'echo $$ > "$1" && exec "$2" "$3" "$4"',
+            "sh",
+            str(directory / "cgroup.procs"),
+            sys.executable,
+            str(Path(__file__).with_name("page_owners.py")),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return {int(k): v for k, v in json.loads(out).items()}
+
+
+class Shared:
+    """Shared hits since ``mark()``: (reader, owner) -> pages."""
+
+    def __init__(self, probe) -> None:
+        self.probe = probe
+        self.before: dict[tuple[int, int], int] = {}
+
+    def mark(self) -> None:
+        self.before = dict(self.probe.read().shared)
+
+    def since(self) -> dict[tuple[int, int], int]:
+        now = self.probe.read().shared
+        delta = {pair: n - self.before.get(pair, 0) for pair, n in now.items()}
+        return {pair: n for pair, n in delta.items() if n}
+
+    def of_reader(self, delta: dict, reader: int) -> dict[int, int]:
+        return {owner: n for (r, owner), n in delta.items() if r == reader}
+
+
+def within(value: int, expected: int, fraction: float) -> bool:
+    return abs(value - expected) <= expected * fraction
+
+
+def test_one_owner_b_reads_what_a_owns(memcgs, data_dir, probe):
+    """A reads a cold 64 MiB file (A owns 16,384 pages); B reads it all: B's
+    shared hits name A with 16,384 within 1%; A's own rereads count none."""
+    path = make_cold_file(data_dir / "one-owner", 64 * MIB)
+    a, a_dir = memcg(memcgs)
+    b, b_dir = memcg(memcgs)
+    reader_a, reader_b = memcgs.worker(a_dir), memcgs.worker(b_dir)
+    shared = Shared(probe)
+    shared.mark()
+    reader_a.do("read", path)
+    reader_b.do("read", path)
+    reader_a.do("read", path)
+    delta = shared.since()
+    owners = page_owners(memcgs, path)
+    assert owners.get(a, 0) == FILE_PAGES, f"A must own the whole file first: {owners}"
+    assert within(shared.of_reader(delta, b).get(a, 0), FILE_PAGES, 0.01), delta
+    assert shared.of_reader(delta, b).keys() == {a}, delta
+    assert shared.of_reader(delta, a) == {}, f"A's own reads are not shared hits: {delta}"
+
+
+def test_two_owners_each_half(memcgs, data_dir, probe):
+    """A owns the first 32 MiB, C the second (2 MiB-aligned halves); B reads
+    all of it: 8,192 pages from each owner within 2%."""
+    half = 32 * MIB
+    path = make_cold_file(data_dir / "two-owners", 2 * half)
+    a, a_dir = memcg(memcgs)
+    b, b_dir = memcg(memcgs)
+    c, c_dir = memcg(memcgs)
+    reader_a, reader_b, reader_c = (memcgs.worker(d) for d in (a_dir, b_dir, c_dir))
+    shared = Shared(probe)
+    shared.mark()
+    reader_a.do("readrange", path, 0, half)
+    # Readahead may have run past the half: those pages are C's to read.
+    with open(path, "rb") as f:
+        os.posix_fadvise(f.fileno(), half, 0, os.POSIX_FADV_DONTNEED)
+    reader_c.do("readrange", path, half, half)
+    reader_b.do("read", path)
+    delta = shared.since()
+    owners = page_owners(memcgs, path)
+    assert within(owners.get(a, 0), FILE_PAGES // 2, 0.02), owners
+    assert within(owners.get(c, 0), FILE_PAGES // 2, 0.02), owners
+    of_b = shared.of_reader(delta, b)
+    assert within(of_b.get(a, 0), owners[a], 0.02), (of_b, owners)
+    assert within(of_b.get(c, 0), owners[c], 0.02), (of_b, owners)
+    assert of_b.keys() == {a, c}, delta
+
+
+def test_two_owners_in_file_mode(memcgs, data_dir, real_hierarchy):
+    """The extent map full (one entry, taken by the first extent inserted
+    anywhere): owners go per file, and a lookup is split by the file's owners.
+    For halves owned by A and C, B's reads of the whole file still give each
+    about half; this is what file mode gives for this case, within 4% (the one
+    extent the map holds may be this file's)."""
+    skip_unless_lookups()
+    engine = CoreProbe(stalls=False, sharing_extents=1)
+    try:
+        engine.start()
+    except ProbeUnavailable as e:
+        pytest.fail(f"the CO-RE engine must load on the CI kernel: {e}")
+    try:
+        if engine.shared_mode == "none":
+            pytest.skip(f"no shared-hit mode here (lookups by {engine.lookup_hook})")
+        half = 32 * MIB
+        # A file made while the probe runs: its (then evicted) pages fill the map.
+        path = make_cold_file(data_dir / "file-mode", 2 * half)
+        a, a_dir = memcg(memcgs)
+        b, b_dir = memcg(memcgs)
+        c, c_dir = memcg(memcgs)
+        reader_a, reader_b, reader_c = (memcgs.worker(d) for d in (a_dir, b_dir, c_dir))
+        shared = Shared(engine)
+        shared.mark()
+        reader_a.do("readrange", path, 0, half)
+        with open(path, "rb") as f:
+            os.posix_fadvise(f.fileno(), half, 0, os.POSIX_FADV_DONTNEED)
+        reader_c.do("readrange", path, half, half)
+        reader_b.do("read", path)
+        delta = shared.since()
+        lost = engine.read().lost
+        owners = page_owners(memcgs, path)
+        assert lost["sharing_extent_map_full"] > 0, lost
+        of_b = shared.of_reader(delta, b)
+        print(f"file mode: B's shared hits {of_b}, owners {owners}")
+        assert within(of_b.get(a, 0), owners[a], 0.04), (of_b, owners)
+        assert within(of_b.get(c, 0), owners[c], 0.04), (of_b, owners)
+    finally:
+        engine.close()
