@@ -6,11 +6,10 @@ import configparser
 import re
 from pathlib import Path
 
-import yaml
-
 from otel_pagecache import config
 from otel_pagecache.cli import _parser
 from tests.agent_process import run_instrumented_app
+from tests.manifests import daemonset_manifest
 from tests.peers.otlp_receiver import iter_spans
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +19,7 @@ DOCUMENTED = set(config.BY_ENV) | {name for v in config.OTHER_VARIABLES for name
 
 
 def test_daemonset_is_least_privilege_and_consistent():
-    manifest = yaml.safe_load((EXAMPLES / "kubernetes" / "daemonset.yaml").read_text())
+    manifest = daemonset_manifest()
     assert manifest["kind"] == "DaemonSet"
     pod = manifest["spec"]["template"]["spec"]
     assert manifest["spec"]["selector"]["matchLabels"].items() <= (
