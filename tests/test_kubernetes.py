@@ -55,6 +55,9 @@ PAGE = 4096
 INTERVAL_S = 5  # the overlay's OTEL_METRIC_EXPORT_INTERVAL
 BATCH_TIMEOUT_S = 5  # agent.yaml's batch processor
 STALL = "pagecache.stall.memcg_reclaim"
+# Set to a directory: the run's Prometheus answers and the stall span's trace, as
+# Prometheus and Jaeger returned them, are written there (docs/kubernetes.md quotes them).
+EXAMPLE_DIR = os.environ.get("OTEL_PAGECACHE_KUBE_EXAMPLE")
 
 # A workload container: waits for its trigger, reads its cold file once, then idles.
 # The wait loop runs sh and sleep first, so their pages are in before the read.
@@ -285,6 +288,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     shutil.rmtree(data, ignore_errors=True)
 
 
+def _example(name: str, document: object) -> None:
+    if EXAMPLE_DIR:
+        Path(EXAMPLE_DIR, name).write_text(json.dumps(document, indent=2) + "\n")
+
+
 def _series(prometheus: PrometheusServer, metric: str, **labels: str) -> list[dict[str, Any]]:
     selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
     return prometheus.query(f"{metric}{{{selector}}}")
@@ -357,6 +365,7 @@ def test_workload_series_carry_k8sattributes(cluster):
         }
         if key == "reader":
             expected["k8s_deployment_name"] = "reader"
+        _example(f"prometheus-{key}.json", series)
         for s in series:
             labels = s["metric"]
             assert {k: labels.get(k) for k in expected} == expected, labels
@@ -380,6 +389,7 @@ def test_the_agent_names_its_own_container(cluster):
         "k8s_pod_name": pod["metadata"]["name"],
         "k8s_namespace_name": "observability",
         "k8s_daemonset_name": "otel-pagecache",
+        "app": "otel-pagecache",  # agent.yaml's label extraction (app.kubernetes.io/name)
     }
     assert {k: labels.get(k) for k in expected} == expected, labels
 
@@ -432,6 +442,7 @@ def test_a_stall_span_reaches_jaeger_under_the_pods_resource(cluster):
 
     spans = cluster.jaeger.wait_for_spans("otel-pagecache", since - 5, stalled, timeout=scaled(120))
     stall = next(s for s in spans if stalled([s]))
+    _example("jaeger-stall-trace.json", cluster.jaeger.trace(stall.trace_id))
     expected = {
         "k8s.pod.name": w.pod_name,
         "k8s.pod.uid": w.pod["metadata"]["uid"],
