@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,13 @@ def _workload_objects(namespace: str, workloads: dict[str, Workload]) -> list[di
     return objects
 
 
+def _wait_for(condition: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition} not within {timeout} s"
+        time.sleep(0.2)
+
+
 def _wait_running(node: KubeNode, namespace: str, selector: list[str], timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     pods: list = []
@@ -277,6 +284,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 make_cold_file(directory / "cold", size)
                 c.workloads[key] = Workload(name, directory, size)
             objects = _workload_objects(namespace, c.workloads)
+            # The namespace first, then its "default" ServiceAccount (the controller
+            # manager makes it; the ServiceAccount admission refuses pods until then).
+            node.kubectl("apply", "-f", "-", stdin=json.dumps(objects.pop(0)))
+            _wait_for(lambda: node.kubectl("get", "serviceaccount", "default", "-n",
+                                           namespace, check=False), scaled(60))  # fmt: skip
             node.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
                                                               "items": objects}))  # fmt: skip
             for key, w in c.workloads.items():
