@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +36,7 @@ from otel_pagecache.runtime_metadata import (
     storage_index,
 )
 from tests.cgroup_trees import write_v2_cgroup
+from tests.manifests import daemonset_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runtimes"
 DOCKER_ID = "b75835153e1dd9708213c27802d5aa18b8ac34e9c0e7d82014200aa6ed9fae1d"
@@ -560,7 +560,7 @@ def _metadata_files(paths: MetadataPaths) -> list[str]:
 
 
 def test_daemonset_mounts_every_default_data_root_read_only() -> None:
-    manifest = yaml.safe_load((EXAMPLES / "kubernetes" / "daemonset.yaml").read_text())
+    manifest = daemonset_manifest()
     pod = manifest["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
