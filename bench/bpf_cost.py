@@ -317,10 +317,8 @@ def print_per_event(
                     extra = [
                         m.ns_per_event - b.ns_per_event for m, b in zip(mine, base, strict=True)
                     ]
-                    low, high = order_statistic_ci(extra)
-                    median = statistics.median(extra)
+                    median, low, high, verdict = against_target(extra, 10)
                     reads = WORKLOADS[workload_name][2]
-                    verdict = "met" if high <= 10 else "median met" if median <= 10 else "NOT met"
                     line += (
                         f" {f'{median:+.1f} [{low:+.1f}, {high:+.1f}]':>27}"
                         f" {median * events / reads:>+13.1f}  {verdict}"
@@ -379,6 +377,15 @@ def print_pread(medians: dict[str, float], rounds: int) -> None:
     print(f"4 KiB pread of a cached page, {PREAD_COUNT} per run, median of {rounds} rounds")
     for name, median in medians.items():
         print(f"  {name:<18} {median:7.1f} ns/pread  {100 * (median / base - 1):+6.1f} %")
+
+
+def against_target(values: list[float], target: float) -> tuple[float, float, float, str]:
+    """Median, 95% interval (order statistics) and the verdict against
+    ``target``: met only if the whole interval is within it."""
+    low, high = order_statistic_ci(values)
+    median = statistics.median(values)
+    verdict = "met" if high <= target else "median only" if median <= target else "NOT met"
+    return median, low, high, verdict
 
 
 def order_statistic_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -477,10 +484,7 @@ def print_paired(diffs: dict[str, list[float]]) -> None:
     )
     print(f"{'engine':<7} {'rounds':>6} {'median pts':>11} {'95% CI (order statistics)':>27}")
     for engine, values in diffs.items():
-        low, high = order_statistic_ci(values)
-        median = statistics.median(values)
-        # Met only if the whole interval is within the target.
-        verdict = "met" if high <= 3 else "median only" if median <= 3 else "NOT met"
+        median, low, high, verdict = against_target(values, 3)
         print(
             f"{engine:<7} {len(values):>6} {median:>+11.2f} "
             f"{f'[{low:+.2f}, {high:+.2f}]':>27}   target <= +3 points: {verdict}"

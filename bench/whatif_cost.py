@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bpf_cost  # noqa: E402
-from bpf_cost import Setup, build, order_statistic_ci, per_event_rounds  # noqa: E402
+from bpf_cost import Setup, against_target, build, per_event_rounds  # noqa: E402
 
 from otel_pagecache.config import Settings  # noqa: E402
 from otel_pagecache.probes.core import CoreProbe  # noqa: E402
@@ -104,9 +104,7 @@ def per_event(tmp: Path, loop: Path, rounds: int) -> None:
         off = runs[("core", "curve-off", workload)]
         on = runs[("core", "curve-on", workload)]
         diff = [a.ns_per_event - b.ns_per_event for a, b in zip(on, off, strict=True)]
-        low, high = order_statistic_ci(diff)
-        median = statistics.median(diff)
-        verdict = "met" if high <= 3 else "median met" if median <= 3 else "NOT met"
+        median, low, high, verdict = against_target(diff, 3)
         print(
             f"{workload:<8} {statistics.median(r.events for r in on):>10.0f} "
             f"{statistics.median(r.ns_per_event for r in off):>7.1f} "
@@ -150,9 +148,7 @@ def pread_slowdown(tmp: Path, loop: Path, rounds: int) -> None:
         ns = {curve: run(curve) for curve in order}
         offs.append(ns[False])
         diffs.append(100 * (ns[True] - ns[False]) / ns[False])
-    low, high = order_statistic_ci(diffs)
-    median = statistics.median(diffs)
-    verdict = "met" if high <= 0.5 else "median only" if median <= 0.5 else "NOT met"
+    median, low, high, verdict = against_target(diffs, 0.5)
     print(
         f"4 KiB pread across a cached 64 MiB file, {PREADS} per run, the fastest of 3; "
         f"{rounds} paired rounds (curve off, on): off {statistics.median(offs):.1f} ns/pread; "

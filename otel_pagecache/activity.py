@@ -91,7 +91,7 @@ class ActivityTracker:
         self.engine_reason = ""  # why this engine runs (agent.choose_engine)
         self.top_files = top_files
         self.resolve_path = resolve_path
-        mode = getattr(probe, "shared_mode", "none")
+        mode = probe.shared_mode
         self.sharing = (
             SharedHitsTracker(probe, top_shared_pairs, mode) if mode != "none" else None  # type: ignore[arg-type]
         )

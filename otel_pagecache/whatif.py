@@ -595,7 +595,9 @@ def start_whatif(settings, probe) -> WhatifRun | None:
     if not settings.whatif:
         _log.info("what-if curve: off, as asked")
         return None
-    if probe is None or not getattr(probe, "has_whatif", False):
+    if probe is None:
+        return None  # no activity engine: the agent said so, and why, already
+    if not probe.has_whatif:
         _log.info("what-if curve: off (it rides on the lookup hooks, which do not run here)")
         return None
     tracker = WhatifTracker(

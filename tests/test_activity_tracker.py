@@ -15,6 +15,7 @@ from otel_pagecache.probes import ActivityReading
 class ScriptedProbe:
     engine = "scripted"
     has_lookups = True
+    shared_mode = "none"
 
     def __init__(self, readings):
         self.readings = list(readings)
@@ -101,6 +102,7 @@ class ChurnProbe:
 
     engine = "scripted"
     has_lookups = True
+    shared_mode = "none"
 
     def __init__(self, per_cycle: int = 100) -> None:
         self.per_cycle = per_cycle

@@ -88,7 +88,8 @@ class Shared:
         delta = {pair: n - self.before.get(pair, 0) for pair, n in now.items()}
         return {pair: n for pair, n in delta.items() if n}
 
-    def of_reader(self, delta: dict, reader: int) -> dict[int, int]:
+    @staticmethod
+    def of_reader(delta: dict, reader: int) -> dict[int, int]:
         return {owner: n for (r, owner), n in delta.items() if r == reader}
 
 
@@ -110,17 +111,16 @@ def test_one_owner_b_reads_what_a_owns(memcgs, data_dir, probe):
     reader_a.do("read", path)
     delta = shared.since()
     owners = page_owners(memcgs, path)
-    assert owners.get(a, 0) == FILE_PAGES, f"A must own the whole file first: {owners}"
+    # Within 1%: these VMs shed a few cached pages without pressure.
+    assert within(owners.get(a, 0), FILE_PAGES, 0.01), f"A must own the file first: {owners}"
     assert within(shared.of_reader(delta, b).get(a, 0), FILE_PAGES, 0.01), delta
     assert shared.of_reader(delta, b).keys() == {a}, delta
     assert shared.of_reader(delta, a) == {}, f"A's own reads are not shared hits: {delta}"
 
 
-def test_two_owners_each_half(memcgs, data_dir, probe):
-    """A owns the first 32 MiB, C the second (2 MiB-aligned halves); B reads
-    all of it: 8,192 pages from each owner within 2%."""
-    half = 32 * MIB
-    path = make_cold_file(data_dir / "two-owners", 2 * half)
+def _two_owners_then_a_reader(memcgs, probe, path, half: int):
+    """A reads the first ``half`` bytes of ``path`` cold, C the rest, then B
+    reads it all: (a, b, c, the shared hits counted meanwhile)."""
     a, a_dir = memcg(memcgs)
     b, b_dir = memcg(memcgs)
     c, c_dir = memcg(memcgs)
@@ -133,11 +133,19 @@ def test_two_owners_each_half(memcgs, data_dir, probe):
         os.posix_fadvise(f.fileno(), half, 0, os.POSIX_FADV_DONTNEED)
     reader_c.do("readrange", path, half, half)
     reader_b.do("read", path)
-    delta = shared.since()
+    return a, b, c, shared.since()
+
+
+def test_two_owners_each_half(memcgs, data_dir, probe):
+    """A owns the first 32 MiB, C the second (2 MiB-aligned halves); B reads
+    all of it: 8,192 pages from each owner within 2%."""
+    half = 32 * MIB
+    path = make_cold_file(data_dir / "two-owners", 2 * half)
+    a, b, c, delta = _two_owners_then_a_reader(memcgs, probe, path, half)
     owners = page_owners(memcgs, path)
     assert within(owners.get(a, 0), FILE_PAGES // 2, 0.02), owners
     assert within(owners.get(c, 0), FILE_PAGES // 2, 0.02), owners
-    of_b = shared.of_reader(delta, b)
+    of_b = Shared.of_reader(delta, b)
     assert within(of_b.get(a, 0), owners[a], 0.02), (of_b, owners)
     assert within(of_b.get(c, 0), owners[c], 0.02), (of_b, owners)
     assert of_b.keys() == {a, c}, delta
@@ -161,22 +169,11 @@ def test_two_owners_in_file_mode(memcgs, data_dir, real_hierarchy):
         half = 32 * MIB
         # A file made while the probe runs: its (then evicted) pages fill the map.
         path = make_cold_file(data_dir / "file-mode", 2 * half)
-        a, a_dir = memcg(memcgs)
-        b, b_dir = memcg(memcgs)
-        c, c_dir = memcg(memcgs)
-        reader_a, reader_b, reader_c = (memcgs.worker(d) for d in (a_dir, b_dir, c_dir))
-        shared = Shared(engine)
-        shared.mark()
-        reader_a.do("readrange", path, 0, half)
-        with open(path, "rb") as f:
-            os.posix_fadvise(f.fileno(), half, 0, os.POSIX_FADV_DONTNEED)
-        reader_c.do("readrange", path, half, half)
-        reader_b.do("read", path)
-        delta = shared.since()
+        a, b, c, delta = _two_owners_then_a_reader(memcgs, engine, path, half)
         lost = engine.read().lost
         owners = page_owners(memcgs, path)
         assert lost["sharing_extent_map_full"] > 0, lost
-        of_b = shared.of_reader(delta, b)
+        of_b = Shared.of_reader(delta, b)
         print(f"file mode: B's shared hits {of_b}, owners {owners}")
         assert within(of_b.get(a, 0), owners[a], 0.04), (of_b, owners)
         assert within(of_b.get(c, 0), owners[c], 0.04), (of_b, owners)

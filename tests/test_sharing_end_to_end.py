@@ -72,7 +72,9 @@ def test_reader_and_owner_name_each_other(memcgs, data_dir, otlp_receiver, tmp_p
         requests = otlp_receiver.wait_for_metrics(served, timeout=60)
         assert agent.terminate() == 0, agent.log()
     owners = page_owners(memcgs, path)
-    assert owners.get(a_dir.stat().st_ino, 0) == FILE_PAGES, owners
+    # Within 1%: these VMs shed a few cached pages without pressure, which the
+    # next reader then brings in (and owns) itself.
+    assert within(owners.get(a_dir.stat().st_ino, 0), FILE_PAGES, 0.01), owners
     hits_b = latest(requests, "pagecache.shared.hits", b_id)
     owner_a = (("pagecache.owner.cgroup.path", a_path), ("pagecache.owner.container.id", a_id))
     assert list(hits_b) == [owner_a], hits_b

@@ -133,7 +133,8 @@ def test_second_container_reads_the_first_ones_image_cache(
                 assert agent.terminate() == 0, agent.log()
             first_memcg = Path(real_hierarchy.directory(f"{parent.path}/{prefix}{first}"))
             owners = page_owners(memcgs, layer_file)
-            assert owners.get(first_memcg.stat().st_ino, 0) == PAGES, owners
+            # Within 1%: these VMs shed a few cached pages without pressure.
+            assert within(owners.get(first_memcg.stat().st_ino, 0), PAGES, 0.01), owners
             hits = latest(requests, "pagecache.shared.hits", second)
             by_owner = {dict(k).get("pagecache.owner.container.id"): v for k, v in hits.items()}
             assert within(by_owner[first], PAGES, 0.01), hits
