@@ -42,8 +42,9 @@
  *   struct span_slot_base *span_base_find(u32 *tgid)
  *   int span_base_save(u32 *tgid, struct span_slot_base *)  create or replace
  *   int current_syscall_args(u64 *nr, u64 args[5])  the running syscall's
- *                                 number and first five arguments; 0 where
- *                                 the kernel cannot tell (before 5.15)
+ *                                 number and first five arguments (from
+ *                                 the registers saved at its entry); 0
+ *                                 where the engine cannot read them
  *   int slots_announcement_output(struct slots_announcement *)  0 on success
  *   void stall_event_task(struct stall_event *, TASK_T)  pid, tid, ns ids, comm
  *   u32 task_process_id(TASK_T), u32 task_ns_tid(TASK_T)
@@ -504,13 +505,14 @@ static __always_inline int announced_slots(struct span_slot_base *base)
  * Span slots learnt at once, not at the next scan of /proc. The plugin writes
  * its registry file, then renames its thread to the name it already has
  * (correlation.announce): task_rename is rare, cheap to watch, and fired by
- * the process itself. The rename's spare arguments carry the slots, so where
- * the kernel shows a syscall's arguments (5.15+) they go into span_slot_bases
- * here, before the rename returns: the process's first stall links, however
- * late user space runs. The process's pid also goes to user space, which
- * reads the registry file under its usual checks (and, before 5.15, fills
- * span_slot_bases from it, racing the process's first stalls), and forgets
- * the process when it is gone. Known processes too: a process whose slots
+ * the process itself. The rename's spare arguments carry the slots, read
+ * from the syscall's saved registers (bpf_task_pt_regs, or before 5.15 the
+ * top of the kernel stack), so they go into span_slot_bases here, before the
+ * rename returns: the process's first stall links, however late user space
+ * runs. The process's pid also goes to user space, which reads the registry
+ * file under its usual checks (and, where the registers could not be read,
+ * fills span_slot_bases from it, racing the process's first stalls), and
+ * forgets the process when it is gone. Known processes too: a process whose slots
  * are known may have new ones (a forked child published its parent's slots,
  * then exec'd an instrumented program; the instrumentation was set up
  * again). A real rename (a new name) sends nothing; an exec of a program of

@@ -14,10 +14,10 @@ Two halves, one per side of the privilege boundary:
   ``/proc/<pid>/root``, and hands each address to the stall programs, which
   copy the stalled thread's slot with ``bpf_probe_read_user`` when a stall
   starts (the stalled thread is the current task). The programs record an
-  announced address themselves where the kernel shows them the rename's
-  arguments (5.15+), so a process links from its first stall; the registry
-  reads the process's file as soon as the programs report its announcement
-  (before 5.15 that is what publishes it), and a scan of /proc every 2 s
+  announced address themselves, from the rename's saved registers, so a
+  process links from its first stall; the registry reads the process's file
+  as soon as the programs report its announcement (where the registers
+  could not be read, that is what publishes it), and a scan of /proc every 2 s
   catches the rest (processes that started before the agent, a full
   announcement ring) and forgets processes that are gone.
 
@@ -140,10 +140,10 @@ def _prctl() -> Callable[..., int] | None:
 def announce(address: int, count: int, size: int) -> None:
     """Rename this thread to the name it has, the slots in the rename's spare
     arguments (which the kernel ignores for PR_SET_NAME): the stall programs
-    see the rename (task_rename), record the slots where the kernel shows
-    them the arguments (5.15+), and the node agent reads the registry file at
-    once. A no-op for the application; without prctl (not Linux) the agent's
-    next scan finds the file instead."""
+    see the rename (task_rename) and record the slots from the syscall's
+    saved registers, and the node agent reads the registry file at once. A
+    no-op for the application; without prctl (not Linux) the agent's next
+    scan finds the file instead."""
     prctl = _prctl()
     name = ctypes.create_string_buffer(16)
     if prctl is None or prctl(PR_GET_NAME, name, 0, 0, 0) != 0:
