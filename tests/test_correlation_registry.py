@@ -216,19 +216,30 @@ def test_a_rename_to_the_same_name_announces_the_process(real_hierarchy):
         probe.close()
 
 
+def _registry_since(pid: int, since: float) -> bytes | None:
+    """The registry of ``pid`` if written after ``since``: a file of an earlier
+    process of the same pid is not this one's (the agent ignores it too)."""
+    path = Path(registry_path(pid))
+    try:
+        if path.stat().st_mtime >= since:
+            return path.read_bytes()
+    except OSError:
+        pass
+    return None
+
+
 def _forked_child_registry(slots) -> tuple[bytes | None, bytes | None]:
     """Fork (as multiprocessing or a pre-fork server does); in the child, the
     registry of its pid before and after its first span starts."""
     read_end, write_end = os.pipe()
-    before = time.time() - 1  # a file of an earlier process of the same pid is not the child's
+    before = time.time() - 1  # mtime granularity
     pid = os.fork()
     if pid == 0:  # the child: report through the pipe, never return into pytest
         try:
-            path = Path(registry_path(os.getpid()))
 
             def registry() -> str:
-                fresh = path.exists() and path.stat().st_mtime >= before
-                return path.read_text().strip() if fresh else "-"
+                found = _registry_since(os.getpid(), before)
+                return found.decode().strip() if found is not None else "-"
 
             at_fork = registry()
             slots.set(threading.get_native_id(), 1, 2, 1)
@@ -262,11 +273,10 @@ def test_forked_children_publish_the_slots_at_their_first_span_while_they_are_op
         assert at_fork is None, f"a forked child wrote a registry before any span: {at_fork}"
         assert at_span is not None, "a forked child's first span published no registry"
         assert parse_registry(at_span) == (slots.address, 64, ctypes.sizeof(SpanSlot))
-        before = time.time() - 1
+        before = time.time() - 1  # mtime granularity
         proc = subprocess.Popen(["sleep", "5"], preexec_fn=lambda: None)
         try:
-            path = Path(registry_path(proc.pid))
-            assert not (path.exists() and path.stat().st_mtime >= before), (
+            assert _registry_since(proc.pid, before) is None, (
                 f"child {proc.pid}, exec'd after a fork, left a registry"
             )
         finally:
