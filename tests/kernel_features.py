@@ -10,6 +10,7 @@ engine that fails to load is not such a case: those tests fail.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 
@@ -21,6 +22,18 @@ from otel_pagecache.probes.core import LOOKUP_PROGRAMS, PROGRAMS, CoreProbe
 # Set by scripts/vmtest in its guests: the matrix name of the kernel.
 GUEST_KERNEL = os.environ.get("VMTEST_KERNEL")
 LOOKUP_TRACEPOINTS = tuple(PROGRAMS[p] for p in sorted(LOOKUP_PROGRAMS))
+
+
+# The read size of a cold read whose lookups a test asserts exactly, on every
+# hook. 6.12+'s mm_filemap_get_pages stays silent when filemap_get_pages hands
+# back a partial batch because its last folio was still locked by the read's
+# own I/O: a read of several pages whose first batch goes that way is counted
+# from its next batch on (docs/engines.md, "unreported batches"). A one-page
+# read's batch is one folio, which that path retries until it is reported, so
+# one-page reads are exact however the I/O is timed. Multi-page cold reads are
+# checked by test_activity's migrating-reader tests, which allow exactly that
+# kernel limit on a tracepoint hook; warm multi-page reads never take it.
+EXACT_COLD_READ = 4096
 
 
 @functools.cache
@@ -75,3 +88,15 @@ def preempts_tracepoint_programs() -> bool:
         return False
     return "(full)" in text or "(lazy)" in text
 
+
+def skipped_program_runs() -> int:
+    """Runs of the probes' programs the kernel skipped (bpf_prog_info's
+    recursion_misses: the program was already running on that CPU, which
+    happens when a kernel preempts a BPF program), all engines together."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True)
+    try:
+        programs = json.loads(out.stdout or "[]")
+    except ValueError:
+        return 0
+    ours = ("on_", "fentry_", "kprobe_", "raw_tracepoint")
+    return sum(p.get("recursion_misses", 0) for p in programs if p.get("name", "").startswith(ours))

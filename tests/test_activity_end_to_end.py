@@ -14,7 +14,7 @@ from otel_pagecache.probes.btf_offsets import KernelBtf
 from otel_pagecache.probes.core import PROGRAMS, choose_programs
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
-from tests.kernel_features import skip_unless_lookups
+from tests.kernel_features import EXACT_COLD_READ, skip_unless_lookups, skipped_program_runs
 from tests.pace import scaled
 from tests.peers.otlp_receiver import iter_points
 
@@ -90,7 +90,8 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
             lambda r: any(p.resource.get("container.id") == container_id for p in iter_points(r)),
             timeout=30,
         )
-        worker.do("read", cold)
+        skipped_before = skipped_program_runs()
+        worker.do("read", cold, EXACT_COLD_READ)
 
         def has_lookups(requests):
             return any(
@@ -101,6 +102,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
             )
 
         requests = otlp_receiver.wait_for_metrics(has_lookups, timeout=120)
+        skipped = skipped_program_runs() - skipped_before
         assert agent.terminate() == 0, agent.log()
 
     # No program of ours is left once the agent has stopped (freeing is
@@ -120,11 +122,19 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     for (metric, _), (_, p) in latest.items():
         by_metric.setdefault(metric, []).append(p)
     pages = 16 * MIB // 4096
-    assert by_metric["pagecache.lookups"][0].value == pages
+    # A kernel that preempts programs on tracepoints (7.x) skips an event whose
+    # program is already running on that CPU and says so (recursion_misses):
+    # a skipped read loses its one page, a skipped insertion its folio, up to
+    # a PMD's 512 pages. Nothing else may be missing.
+    counts = {m: by_metric[m][0].value for m in ("pagecache.lookups", "pagecache.misses")}
+    counts["pagecache.insertions"] = by_metric["pagecache.insertions"][0].value
+    why = (counts, f"{skipped} program runs skipped by the kernel during the read")
+    print(f"\nACTIVITY {engine} {pages} pages: {why}")  # with pytest -s
+    assert pages - skipped <= counts["pagecache.lookups"] <= pages, why
     assert by_metric["pagecache.lookups"][0].unit == "{page}"
     assert by_metric["pagecache.lookups"][0].is_monotonic
-    assert pages <= by_metric["pagecache.misses"][0].value <= pages + 64
-    assert pages <= by_metric["pagecache.insertions"][0].value <= pages + 64
+    assert pages - 512 * skipped <= counts["pagecache.misses"] <= pages + 64, why
+    assert pages - 512 * skipped <= counts["pagecache.insertions"] <= pages + 64, why
     reasons = {p.attributes["pagecache.removal.reason"] for p in by_metric["pagecache.removals"]}
     assert reasons == {"eviction", "invalidation"}
     assert by_metric["pagecache.hit_ratio"][0].unit == "1"

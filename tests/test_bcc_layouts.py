@@ -19,6 +19,7 @@ import pytest
 
 from otel_pagecache.probes.bcc import BccProbe, bcc_available
 from tests.conftest import Worker, make_cold_file
+from tests.kernel_features import EXACT_COLD_READ
 
 MIB = 1 << 20
 UNIFIED = Path("/sys/fs/cgroup/unified")
@@ -111,7 +112,7 @@ def test_tracepoint_fields_only_count_by_the_current_tasks_cgroup(
             assert probe.attribution == "current_task" and probe.stall_kinds == []
             group_id = os.stat(v2_group).st_ino
             before = probe.read()
-            worker.do("read", cold)
+            worker.do("read", cold, EXACT_COLD_READ)
             worker.do("evict", cold)
             after = probe.read()
         finally:
