@@ -61,6 +61,14 @@ CAPABILITIES = [
      "test_correlation::test_stall_span_links_to_the_application_span[bcc-host-pids]"),
     ("auto falls back to BCC when CO-RE cannot run", ("bcc",),
      "test_doctor::test_auto_falls_back_to_bcc_when_core_cannot_run"),
+    ("what-if page samples from reads", ENGINES,
+     "test_whatif_sampling::test_small_reads_sample_one_page_in_a_stride_at_one_phase[{engine}]"),
+    ("what-if page samples from faults", ENGINES,
+     "test_whatif_sampling::test_faults_and_fault_around_sample_each_page_once[{engine}]"),
+    ("shared hits name the owning memcg", ("core",),
+     "test_sharing::test_one_owner_b_reads_what_a_owns"),
+    ("shared hits over OTLP; a removed owner", ("core",),
+     "test_sharing_end_to_end::test_removed_owner_shows_as_dying_or_parent"),
 ]  # fmt: skip
 
 
