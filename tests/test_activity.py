@@ -196,9 +196,9 @@ def test_a_cold_read_sharing_its_cpu_with_another_reader_is_counted_once(
         other.wait()
     pages = 64 * MIB // PAGE
     skipped = skipped_program_runs() - skipped_before
-    lookups = harness.delta(a)["lookups"]
-    xfail_if_unreported_batches(probe, MIB, pages, lookups)
-    assert_lookups(harness.delta(a), pages, pages, MIB, skipped, probe.engine)
+    delta = harness.delta(a)
+    xfail_if_unreported_batches(probe, MIB, pages, delta["lookups"])
+    assert_lookups(delta, pages, pages, MIB, skipped, probe.engine)
 
 
 def xfail_if_unreported_batches(probe, chunk: int, pages: int, lookups: int) -> None:
