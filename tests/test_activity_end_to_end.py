@@ -67,6 +67,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     container_id, path, directory = memcgs.create_container()
     worker = memcgs.worker(directory)
     cold = make_cold_file(data_dir / "cold-16m", 16 * MIB)
+    pages = 16 * MIB // 4096
     before = _program_ids(engine)
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
@@ -103,7 +104,7 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
             if not counted:
                 return False
             # All the pages, less one per run the kernel says it skipped (below).
-            short = 16 * MIB // 4096 - max(counted)
+            short = pages - max(counted)
             return short <= 0 or short <= skipped_program_runs() - skipped_before
 
         requests = otlp_receiver.wait_for_metrics(has_lookups, timeout=120)
@@ -126,13 +127,12 @@ def test_activity_exported_per_container_and_programs_detached_on_sigterm(
     by_metric = {}
     for (metric, _), (_, p) in latest.items():
         by_metric.setdefault(metric, []).append(p)
-    pages = 16 * MIB // 4096
     # A kernel that preempts programs on tracepoints (7.x) skips an event whose
     # program is already running on that CPU and says so (recursion_misses):
     # a skipped read loses its one page, a skipped insertion its folio, up to
     # a PMD's 512 pages. Nothing else may be missing.
-    counts = {m: by_metric[m][0].value for m in ("pagecache.lookups", "pagecache.misses")}
-    counts["pagecache.insertions"] = by_metric["pagecache.insertions"][0].value
+    counters = ("pagecache.lookups", "pagecache.misses", "pagecache.insertions")
+    counts = {m: by_metric[m][0].value for m in counters}
     why = (counts, f"{skipped} program runs skipped by the kernel during the read")
     print(f"\nACTIVITY {engine} {pages} pages: {why}")  # with pytest -s
     assert pages - skipped <= counts["pagecache.lookups"] <= pages, why
