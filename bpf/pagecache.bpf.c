@@ -94,6 +94,9 @@ PERCPU_COUNTER_MAP(pagecache_shared_hits, struct shared_key); /* (reader, owner)
 /* Set once a file went to file mode: lookups look in sharing_files only then. */
 __u32 sharing_file_mode = 0;
 
+/* Moves on whenever an extent or file gains an owner (struct share_memo). */
+__u64 sharing_generation = 0;
+
 /* Stalls: a thread's start waits here, keyed by thread id, until its end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -131,6 +134,9 @@ extern unsigned long CONFIG_HZ __kconfig __weak;
  * sharing). A constant at load, so with it off the verifier drops the
  * feature's code: the same build with sharing off, for bench/. */
 extern unsigned long CONFIG_PAGECACHE_SHARING __kconfig __weak;
+/* Also the loader's: 1 when fexit_shared_* is attached, so that reads count
+ * shared hits by the folios they found, not by extents (exact mode). */
+extern unsigned long CONFIG_PAGECACHE_SHARED_EXACT __kconfig __weak;
 
 /* Drift: where a kernel may preempt a program on a tracepoint mid-run (7.x
  * boots with lazy preemption), another program's update of this CPU's slots
@@ -215,8 +221,9 @@ static __always_inline void lost(__u32 reason)
  * - Shared hits (pagecache_sharing.h) need the insertion event's folio (its
  *   memcg, index, order: page->index before folios) and any lookup hook:
  *   extent mode on every kernel the rest runs on; choose_programs reports it.
- *   Exact mode (fexit on filemap_get_pages, 5.12+, whose fbatch holds the
- *   folios found) is not built yet.
+ *   Exact mode for reads: fexit on filemap_get_pages, whose third argument
+ *   is the folio_batch of 5.16+ (a pagevec of pages before: not read here),
+ *   with the iov_iter (up to 6.x) or the byte count second; fexit_shared_*.
  */
 #define HAVE_TASK_BTF bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)
 #define TASK_READ(task, field) (HAVE_TASK_BTF ? (task)->field : BPF_CORE_READ(task, field))
@@ -396,6 +403,11 @@ static __always_inline bool sharing_on(void)
 	return CONFIG_PAGECACHE_SHARING != 0;
 }
 
+static __always_inline bool reads_shared_exactly(void)
+{
+	return CONFIG_PAGECACHE_SHARED_EXACT != 0;
+}
+
 static __always_inline bool file_mode_used(void)
 {
 	return sharing_file_mode != 0;
@@ -404,6 +416,16 @@ static __always_inline bool file_mode_used(void)
 static __always_inline void file_mode_started(void)
 {
 	sharing_file_mode = 1;
+}
+
+static __always_inline u64 owners_generation(void)
+{
+	return *(volatile __u64 *)&sharing_generation;
+}
+
+static __always_inline void owners_changed(void)
+{
+	__sync_fetch_and_add(&sharing_generation, 1);
 }
 
 /* A task's id in its innermost PID namespace (what getpid()/gettid() return
@@ -698,6 +720,70 @@ static __always_inline void fault_around_at_entry(struct vm_fault *vmf, __u64 st
 
 LOOKUP_HOOKS(fentry, BPF_PROG)
 LOOKUP_HOOKS(kprobe, BPF_KPROBE)
+
+/* ---- Shared hits, exact mode: the folios a read found ---------------------
+ *
+ * At its exit, filemap_get_pages() has put in fbatch the folios filemap_read()
+ * copies the read's next batch from (on its partial-batch path, less the one
+ * it dropped), so each folio's memcg is the owner of exactly the pages read
+ * from it. The read's own range limits what a large folio counts. fexit
+ * only: where it is refused (the host), extent mode serves reads too. Faults
+ * keep extent mode: their hooks give a page index, not a folio
+ * (docs/sharing.md, "Modes").
+ */
+#define FOLIO_BATCH_MAX 31 /* PAGEVEC_SIZE since 6.x; 15 before, and nr bounds it */
+
+static __always_inline void shared_read_found(struct kiocb *iocb, __u64 count,
+					      struct folio_batch *fbatch)
+{
+	unsigned int nr = BPF_CORE_READ(fbatch, nr);
+	struct address_space *mapping;
+	__u64 first, last, reader, owner = 0, pages = 0;
+	void *folios;
+	int i;
+
+	if (!nr)
+		return;
+	mapping = BPF_CORE_READ(iocb, ki_filp, f_mapping);
+	if (!read_range(BPF_CORE_READ(iocb, ki_pos), count, BPF_CORE_READ(mapping, host, i_size),
+			&first, &last))
+		return;
+	reader = task_memcg_id(current_task());
+	folios = (void *)fbatch + bpf_core_field_offset(struct folio_batch, folios);
+	/* Consecutive folios of one owner go to pagecache_shared_hits at once. */
+	for (i = 0; i < FOLIO_BATCH_MAX && i < nr; i++) {
+		void *folio = NULL;
+		__u64 folio_owner, n;
+
+		bpf_probe_read_kernel(&folio, sizeof(folio), folios + i * sizeof(folio));
+		if (!folio)
+			break;
+		folio_owner = folio_memcg_id(folio);
+		n = pages_in_range(folio_index(folio), folio_pages(folio), first, last);
+		if (folio_owner != owner) {
+			share_found(reader, owner, pages);
+			owner = folio_owner;
+			pages = 0;
+		}
+		pages += n;
+	}
+	share_found(reader, owner, pages);
+}
+
+SEC("fexit/filemap_get_pages")
+int BPF_PROG(fexit_shared_iter, struct kiocb *iocb, struct iov_iter *iter,
+	     struct folio_batch *fbatch)
+{
+	SLOTS_EXCLUSIVE(shared_read_found(iocb, BPF_CORE_READ(iter, count), fbatch));
+	return 0;
+}
+
+SEC("fexit/filemap_get_pages")
+int BPF_PROG(fexit_shared_count, struct kiocb *iocb, __u64 count, struct folio_batch *fbatch)
+{
+	SLOTS_EXCLUSIVE(shared_read_found(iocb, count, fbatch));
+	return 0;
+}
 
 /* ---- Stalls (the logic: pagecache_bookkeeping.h) --------------------------- */
 

@@ -137,10 +137,26 @@ struct read_progress {
 	__u64 last;
 };
 
-/* Both slots in one per-CPU value: one map look-up per event, not two. */
+/*
+ * Shared hits' memo (pagecache_sharing.h): the last one-extent lookup range
+ * on this CPU in which no memcg but its reader held pages (or whose extent
+ * had no recorded owners), and sharing_generation when that was looked up.
+ * The same reader looking there again, with no owner added to any extent
+ * since, has no shared hits: it skips the extent map. A process re-reading
+ * its own cache, the common case, so costs no hash look-up per read.
+ */
+struct share_memo {
+	__u64 reader;
+	__u64 mapping;
+	__u64 extent;
+	__u64 generation;
+};
+
+/* The slots in one per-CPU value: one map look-up per event, not several. */
 struct cpu_slots {
 	struct lookup_slot lookup;
 	struct insert_slot insert;
+	struct share_memo share;
 };
 
 /* Page-cache stalls, timed in the kernel and sent through a ring buffer. */

@@ -194,9 +194,13 @@ static __always_inline u32 removal_reason(TASK_T task)
 
 #ifdef PAGECACHE_SHARING
 #include "pagecache_sharing.h"
-#define SHARE_RANGE(reader, mapping, first, last) share_range(reader, mapping, first, last)
+#define SHARE_RANGE(slots, reader, mapping, first, last) \
+	share_range(&(slots)->share, reader, mapping, first, last)
+#define SHARE_READ(slots, reader, mapping, first, last) \
+	share_read(&(slots)->share, reader, mapping, first, last)
 #else
-#define SHARE_RANGE(reader, mapping, first, last) do {} while (0)
+#define SHARE_RANGE(slots, reader, mapping, first, last) do {} while (0)
+#define SHARE_READ(slots, reader, mapping, first, last) do {} while (0)
 #endif
 
 /* ---- Lookups (by accessor): the hot path ----------------------------------- */
@@ -371,7 +375,7 @@ static __always_inline void lookup_read(TASK_T task, u64 mapping, u64 index, u64
 	/* A read's first event only: its range is counted once, here.
 	 * count_lookups left the reader's memcg in the slot. */
 	whatif_sample(slot->memcg, mapping, index, last, ~0ULL);
-	SHARE_RANGE(slot->memcg, mapping, index, last);
+	SHARE_READ(slots, slot->memcg, mapping, index, last);
 }
 
 /* A page fault that found no mapped page: one page looked up. Fault-around
@@ -387,7 +391,7 @@ static __always_inline void lookup_fault(TASK_T task, u64 mapping, u64 index)
 	slots->lookup.fault_index = index;
 	count_lookups(slots, 1, task);
 	whatif_sample(slots->lookup.memcg, mapping, index, index, ~0ULL);
-	SHARE_RANGE(slots->lookup.memcg, mapping, index, index);
+	SHARE_RANGE(slots, slots->lookup.memcg, mapping, index, index);
 }
 
 /* Fault-around mapped the cached pages [start, last] of a mapping: counted as
@@ -412,7 +416,7 @@ static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 st
 	/* The whole range: a fault just counted in it is apportioned twice (one
 	 * page per fault-around; docs/sharing.md, "Faults"). */
 	if (pages)
-		SHARE_RANGE(slot->memcg, mapping, start, last);
+		SHARE_RANGE(slots, slot->memcg, mapping, start, last);
 }
 
 /* ---- Lookups from the read and fault functions (kernels before 6.12) ---------
@@ -425,17 +429,30 @@ static __always_inline void lookup_fault_around(TASK_T task, u64 mapping, u64 st
  */
 #define LOOKUP_PAGE_SHIFT 12 /* 4 KiB pages: x86-64 and arm64, the builds' targets */
 
-/* A read of count bytes from pos, clamped to the file's size. */
-static __always_inline void lookup_read_entered(TASK_T task, u64 mapping, s64 pos, u64 count,
-						s64 size)
+/* The pages [*first, *last] a read of count bytes from pos covers, clamped to
+ * the file's size; false at or past the end of the file (none). Also exact
+ * shared hits' range (pagecache.bpf.c, shared_read_found). */
+static __always_inline bool read_range(s64 pos, u64 count, s64 size, u64 *first, u64 *last)
 {
 	s64 end = pos + (s64)count;
 
 	if (end > size)
 		end = size;
 	if (pos < 0 || pos >= end)
-		return; /* at or past the end of the file: nothing looked up */
-	lookup_read(task, mapping, pos >> LOOKUP_PAGE_SHIFT, (end - 1) >> LOOKUP_PAGE_SHIFT);
+		return false;
+	*first = pos >> LOOKUP_PAGE_SHIFT;
+	*last = (end - 1) >> LOOKUP_PAGE_SHIFT;
+	return true;
+}
+
+/* A read of count bytes from pos. */
+static __always_inline void lookup_read_entered(TASK_T task, u64 mapping, s64 pos, u64 count,
+						s64 size)
+{
+	u64 first, last;
+
+	if (read_range(pos, count, size, &first, &last))
+		lookup_read(task, mapping, first, last);
 }
 
 /* Fault-around of pages [start, end], clamped to the file's last page. */

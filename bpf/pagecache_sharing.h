@@ -33,6 +33,20 @@
  *   bool file_mode_used(void)      whether any file went to file mode, so
  *                                  that lookups look there only then
  *   void file_mode_started(void)
+ *   bool reads_shared_exactly(void) true: exact mode counts reads' shared
+ *                                  hits by the folios they found (the engine
+ *                                  calls share_found), not by extents
+ *   u64 owners_generation(void)    moves on after every owners_changed()
+ *   void owners_changed(void)      an extent or file gained an owner
+ *
+ * The memo (struct share_memo): a lookup range within one extent that found
+ * no owner but its reader is remembered per CPU with owners_generation(); the
+ * same reader's next lookup there skips the extent map while the generation
+ * stands. Whatever could give that reader shared hits there moves it on
+ * first: a new entry, a slot taken by a new owner, or a slot's owner holding
+ * pages again after none. (An owner's pages leaving, the only other change,
+ * cannot make a reader's own extent shared.) The generation is read before
+ * the map, and moved on after the change, so a memo never outlives one.
  */
 #ifndef __PAGECACHE_SHARING_H__
 #define __PAGECACHE_SHARING_H__
@@ -46,7 +60,11 @@ static __always_inline bool owners_add(struct extent_owners *owners, u64 owner, 
 
 	for (i = 0; i < SHARING_EXTENT_OWNERS; i++) {
 		if (owners->memcg[i] == owner) {
+			bool again = delta > 0 && owners->pages[i] <= 0;
+
 			__sync_fetch_and_add(&owners->pages[i], delta);
+			if (again)
+				owners_changed();
 			free = -2;
 			break;
 		}
@@ -58,6 +76,7 @@ static __always_inline bool owners_add(struct extent_owners *owners, u64 owner, 
 		 * first pages to the other's owner: rare, and never a crash. */
 		owners->memcg[free] = owner;
 		owners->pages[free] = delta;
+		owners_changed();
 	} else if (free != -2) {
 		if (delta > 0 || owners->other > 0) {
 			__sync_fetch_and_add(&owners->other, delta);
@@ -126,13 +145,17 @@ static __always_inline void sharing_pages_changed(u64 owner, u64 mapping, u64 in
 		owners_add(owners, owner, (__s32)nr);
 		return;
 	}
-	if (map_find(EXTENTS_MAP, &key))
+	if (map_find(EXTENTS_MAP, &key)) {
+		owners_changed(); /* created, holding initial */
 		return;
+	}
 	file_mode_started();
 	key.extent = SHARING_WHOLE_FILE;
 	owners = find_or_create(SHARING_FILES_MAP, &key, &initial, LOST_FILE_OWNERS_FULL);
 	if (owners)
 		owners_add(owners, owner, (__s32)nr);
+	else
+		owners_changed();
 }
 
 static __always_inline void count_shared(u64 reader, u64 owner, u64 pages)
@@ -147,10 +170,26 @@ static __always_inline void count_shared(u64 reader, u64 owner, u64 pages)
 		*value += pages;
 }
 
-/* pages looked up by reader in one extent (or file), apportioned to its
- * owners other than the reader, pro rata of the pages each holds there. */
-static __always_inline void share_owners(struct extent_owners *owners, u64 reader, u64 pages)
+/* An owner's share of pages, pro rata of held of total, rounded up or down
+ * at random in proportion to the remainder, so that it is right on average:
+ * truncated, one-page reads of an extent two owners hold half each would
+ * count no shared hits at all. */
+static __always_inline u64 pro_rata(u64 pages, u64 held, u64 total)
 {
+	u64 share = pages * held;
+	u64 n = share / total, rest = share % total;
+
+	if (rest && (u64)bpf_get_prandom_u32() % total < rest)
+		n++;
+	return n;
+}
+
+/* pages looked up by reader in one extent (or file), apportioned to its
+ * owners other than the reader, pro rata of the pages each holds there;
+ * whether any such owner held pages there. */
+static __always_inline bool share_owners(struct extent_owners *owners, u64 reader, u64 pages)
+{
+	bool shared = false;
 	u64 held[SHARING_EXTENT_OWNERS], total = 0;
 	int i;
 
@@ -163,22 +202,49 @@ static __always_inline void share_owners(struct extent_owners *owners, u64 reade
 	if (owners->other > 0)
 		total += (u64)owners->other;
 	if (!total)
-		return;
-	for (i = 0; i < SHARING_EXTENT_OWNERS; i++)
-		if (held[i] && owners->memcg[i] != reader)
+		return false;
+	for (i = 0; i < SHARING_EXTENT_OWNERS; i++) {
+		if (held[i] && owners->memcg[i] != reader) {
 			count_shared(reader, owners->memcg[i],
-				     held[i] == total ? pages : pages * held[i] / total);
+				     held[i] == total ? pages : pro_rata(pages, held[i], total));
+			shared = true;
+		}
+	}
+	return shared;
 }
 
-/* reader looked up pages [first, last] of mapping. */
-static __always_inline void share_range(u64 reader, u64 mapping, u64 first, u64 last)
+/* Exact mode: how many of a folio's pages [index, index + nr) a read of
+ * pages [first, last] covers. */
+static __always_inline u64 pages_in_range(u64 index, u64 nr, u64 first, u64 last)
+{
+	u64 from = index > first ? index : first;
+	u64 to = index + nr - 1 < last ? index + nr - 1 : last;
+
+	return nr && from <= to ? to - from + 1 : 0;
+}
+
+/* Exact mode: reader's read found pages owned by owner (0: not charged). */
+static __always_inline void share_found(u64 reader, u64 owner, u64 pages)
+{
+	if (owner && owner != reader)
+		count_shared(reader, owner, pages);
+}
+
+/* reader looked up pages [first, last] of mapping; memo is this CPU's. */
+static __always_inline void share_range(struct share_memo *memo, u64 reader, u64 mapping,
+					u64 first, u64 last)
 {
 	struct extent_key key = {.mapping = mapping};
 	struct extent_owners *owners;
 	u64 extent = first >> SHARING_EXTENT_SHIFT, end = last >> SHARING_EXTENT_SHIFT;
+	u64 generation;
 	int i;
 
 	if (!sharing_on())
+		return;
+	generation = owners_generation();
+	if (extent == end && memo->mapping == mapping && memo->extent == extent &&
+	    memo->reader == reader && memo->generation == generation)
 		return;
 	if (file_mode_used()) {
 		key.extent = SHARING_WHOLE_FILE;
@@ -187,6 +253,20 @@ static __always_inline void share_range(u64 reader, u64 mapping, u64 first, u64 
 			share_owners(owners, reader, last - first + 1);
 			return;
 		}
+	}
+	if (extent == end) {
+		/* One extent, the usual case: remembered when nobody else holds
+		 * pages there. (Apart from the loop below, whose verification a
+		 * flag carried through it would multiply.) */
+		key.extent = extent;
+		owners = map_find(EXTENTS_MAP, &key);
+		if (!owners || !share_owners(owners, reader, last - first + 1)) {
+			memo->reader = reader;
+			memo->mapping = mapping;
+			memo->extent = extent;
+			memo->generation = generation;
+		}
+		return;
 	}
 	for (i = 0; i < SHARING_MAX_RANGE_EXTENTS; i++) {
 		u64 from = extent << SHARING_EXTENT_SHIFT;
@@ -205,6 +285,15 @@ static __always_inline void share_range(u64 reader, u64 mapping, u64 first, u64 
 		extent++;
 	}
 	lost(LOST_SHARED_RANGE_CUT);
+}
+
+/* A read's range: by its extents' owners, unless exact mode counts the
+ * folios it found. */
+static __always_inline void share_read(struct share_memo *memo, u64 reader, u64 mapping,
+				       u64 first, u64 last)
+{
+	if (!reads_shared_exactly())
+		share_range(memo, reader, mapping, first, last);
 }
 
 #endif /* __PAGECACHE_SHARING_H__ */

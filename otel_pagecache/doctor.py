@@ -377,7 +377,7 @@ def _check_engines(settings: Settings) -> list[Check]:
         missing = set(probe.missing_tracepoints)
         hook, refused = probe.lookup_hook, probe.lookup_hooks_refused
         whatif = probe.has_whatif
-        shared_mode = probe.shared_mode
+        shared_mode, exact_refused = probe.shared_mode, probe.shared_exact_refused
     finally:
         probe.close()
     out.append(Check("engine.core", OK, f"loads and attaches {len(attached)} programs"))
@@ -423,7 +423,7 @@ def _check_engines(settings: Settings) -> list[Check]:
             )
         )
     out.append(_check_whatif(settings, whatif, hook))
-    out.append(shared_hits_check(shared_mode))
+    out.append(shared_hits_check(shared_mode, exact_refused))
     return out
 
 
@@ -440,16 +440,22 @@ def _check_whatif(settings: Settings, whatif: bool, hook: str) -> Check:
     )
 
 
-def shared_hits_check(mode: str) -> Check:
+def shared_hits_check(mode: str, exact_refused: str = "") -> Check:
     """How shared hits (pagecache.shared.hits/.served) are told here (docs/sharing.md)."""
     if mode == "extent":
         return Check(
             "shared_hits",
             OK,
-            "extent mode: owners per (file, 2 MiB extent), per file once the extent map is full",
+            "extent mode: owners per (file, 2 MiB extent), per file once the extent map is full"
+            + (f" (exact mode refused: {exact_refused})" if exact_refused else ""),
         )
     if mode == "exact":
-        return Check("shared_hits", OK, "exact mode: the owner of each folio found")
+        return Check(
+            "shared_hits",
+            OK,
+            "exact mode: reads by the owner of each folio they found (fexit on "
+            "filemap_get_pages); faults by extents",
+        )
     return Check("shared_hits", INFO, "off: no lookups to apportion, so no shared hits")
 
 

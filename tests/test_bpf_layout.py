@@ -18,6 +18,7 @@ MIRRORS = {
     "file_key": layout.FileKey,
     "lookup_slot": layout.LookupSlot,
     "insert_slot": layout.InsertSlot,
+    "share_memo": layout.ShareMemo,
     "cpu_slots": layout.CpuSlots,
     "stall_start": layout.StallStart,
     "stall_event": layout.StallEvent,

@@ -129,7 +129,8 @@ def test_lookups_from_the_read_and_fault_functions_are_decided_once():
     header = _code(BPF / HEADER)
     entered = {"lookup_read_entered", "lookup_fault_around_entered"}
     assert entered <= _defined_functions(header)
-    assert "LOOKUP_PAGE_SHIFT" in _function(header, "lookup_read_entered")
+    assert "LOOKUP_PAGE_SHIFT" in _function(header, "read_range")
+    assert "read_range(" in _function(header, "lookup_read_entered")
     for name in ("pagecache.bpf.c", "pagecache_bcc.c"):
         text = _code(BPF / name)
         for function in entered:

@@ -227,3 +227,29 @@ def test_bcc_without_btf_takes_its_kprobes_from_kallsyms_and_the_headers(
             "lookup_fault_entry",
             "lookup_map_pages_entry",
         ]
+
+
+@pytest.mark.parametrize(
+    ("kernel", "exact"),
+    [
+        ("5.10", None),  # generic_file_buffered_read: no batch of folios to read
+        ("6.1", "fexit_shared_iter"),
+        ("6.12", "fexit_shared_count"),
+        ("7.3", "fexit_shared_count"),
+    ],
+)
+def test_shared_hits_are_exact_for_reads_where_filemap_get_pages_has_a_folio_batch(kernel, exact):
+    choice = choose_programs(KERNELS[kernel])
+    # Extent mode underneath: faults are apportioned by extents in exact mode too.
+    assert choice.sharing_mode == "extent"
+    assert choice.exact_sharing_program == exact
+
+
+def test_a_pagevec_filemap_get_pages_stays_in_extent_mode():
+    """5.12 .. 5.15 handed over a pagevec of pages, which the program does not read."""
+    functions = {"filemap_get_pages": [("iocb", P), ("iter", P), ("pvec", P)]} | FAULTS
+    choice = choose_programs(
+        _kernel(_common("writeback_dirty_page", RECLAIM_OLD, THROTTLE_THRESH), functions)
+    )
+    assert choice.sharing_mode == "extent"
+    assert choice.exact_sharing_program is None

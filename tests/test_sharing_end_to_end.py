@@ -10,7 +10,7 @@ import pytest
 
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
-from tests.kernel_features import skip_unless_lookups
+from tests.kernel_features import SHARED_MODE, skip_unless_lookups
 from tests.peers.otlp_receiver import iter_points
 from tests.test_sharing import FILE_PAGES, MIB, page_owners, within
 
@@ -87,13 +87,15 @@ def test_reader_and_owner_name_each_other(memcgs, data_dir, otlp_receiver, tmp_p
     assert served_a == {reader_b_attrs: hits_b[owner_a]}, served_a
     assert latest(requests, "pagecache.shared.hits", a_id) == {}, "A's own rereads are not shared"
     agent_points = [p for p in iter_points(requests) if p.metric == "pagecache.agent.cgroups"]
-    assert {p.attributes.get("pagecache.shared.mode") for p in agent_points} == {"extent"}
+    assert {p.attributes.get("pagecache.shared.mode") for p in agent_points} == {SHARED_MODE}
 
 
 def test_removed_owner_shows_as_dying_or_parent(memcgs, data_dir, otlp_receiver, tmp_path):
     """A reads the file cold, exits, and its memcg is removed while its pages
     are cached; B's hits then name "dying" (6.18: folios keep the dead memcg)
-    or A's parent (kernels that reparent LRU folios, 7.x)."""
+    or A's parent (kernels that reparent LRU folios, 7.x). Exact mode reads
+    each folio's memcg as B finds it, so on 7.x a read while the reparenting
+    is under way names both (2,816 pages "dying", 1,280 the parent, seen)."""
     skip_unless_lookups()
     a_id, a_path, a_dir = memcgs.create_container()
     b_id, b_path, b_dir = memcgs.create_container()
@@ -114,5 +116,7 @@ def test_removed_owner_shows_as_dying_or_parent(memcgs, data_dir, otlp_receiver,
         assert agent.terminate() == 0, agent.log()
     hits_b = latest(requests, "pagecache.shared.hits", b_id)
     paths = {dict(k)["pagecache.owner.cgroup.path"] for k in hits_b}
-    assert paths in ({"dying"}, {memcgs.parent_path}), hits_b
+    assert paths and paths <= {"dying", memcgs.parent_path}, hits_b
+    if SHARED_MODE == "extent":  # the owner recorded at insertion: one answer
+        assert paths in ({"dying"}, {memcgs.parent_path}), hits_b
     print(f"removed owner's pages read by B are named {paths}")

@@ -72,6 +72,8 @@ class ActivityProbe(Protocol):
     """The lookup hooks tried and refused, each with its cause; [] when none was."""
     shared_mode: str
     """How shared hits are told: "exact", "extent" or "none" (see sharing.MODES)."""
+    shared_exact_refused: str
+    """Why exact mode does not serve where the kernel has its function; "" otherwise."""
     stall_kinds: list[str]
     """The stall kinds timed (see layout.STALL_KINDS); [] when stalls are off."""
     missing_tracepoints: list[str]

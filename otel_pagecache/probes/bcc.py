@@ -276,6 +276,7 @@ class BccProbe:
         self.lookup_hooks_refused: list[str] = []
         # Shared hits: the CO-RE engine's only, so far (docs/sharing.md).
         self.shared_mode = "none"
+        self.shared_exact_refused = ""
         self.stall_kinds: list[str] = []
         self.missing_tracepoints: list[str] = []
         self.attached: list[str] = []

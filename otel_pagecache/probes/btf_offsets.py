@@ -77,6 +77,13 @@ class KernelBtf:
             type_id = t.size_type
         return type_id
 
+    def type_id(self, name: str, kind: int) -> int | None:
+        """The BTF id of ``name`` of that kind (KIND_FUNC: a kernel function), or None."""
+        try:
+            return self._find(name, kind)
+        except KeyError:
+            return None
+
     def _find(self, name: str, kind: int) -> int:
         type_id = self._lib.btf__find_by_name_kind(self._btf, name.encode(), kind)
         if type_id < 0:

@@ -26,7 +26,7 @@ from .layout import (
     SpanSlotBase,
     WhatifConfig,
 )
-from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer
+from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer, fexit_refused
 from .lookup_slots import read_lookups
 
 _log = logging.getLogger(__name__)
@@ -98,6 +98,9 @@ class ProgramChoice:
     # How shared hits can be told here when lookups are counted (sharing.MODES):
     # "extent" needs the insertion tracepoint's folio (its memcg, index, order).
     sharing_mode: str = "none"
+    # Exact mode for reads on top of extent mode, where fexit attaches: the
+    # program that reads filemap_get_pages' folio batch at its exit.
+    exact_sharing_program: str | None = None
 
 
 def choose_programs(params) -> ProgramChoice:
@@ -143,12 +146,19 @@ def choose_programs(params) -> ProgramChoice:
     else:
         choice.lookup_hooks += _function_hooks(params)
     # Shared hits in extent mode: owners kept from insertions and deletions
-    # (pagecache_sharing.h), apportioned to whatever serves lookups. Exact
-    # mode (fexit on filemap_get_pages, 5.12+) is not built yet.
+    # (pagecache_sharing.h), apportioned to whatever serves lookups.
     if choice.lookup_hooks and all(
         tp_params[PROGRAMS[p]] is not None for p in sorted(REQUIRED_PROGRAMS)
     ):
         choice.sharing_mode = "extent"
+        # Exact for reads where filemap_get_pages hands over a folio_batch
+        # (5.16+; a pagevec of pages before): (iocb, iter, fbatch) until the
+        # byte count replaced the iov_iter.
+        get_pages = params("filemap_get_pages", KIND_FUNC)
+        if get_pages and len(get_pages) >= 3 and get_pages[2][0] == "fbatch":
+            choice.exact_sharing_program = "fexit_shared_" + (
+                "count" if get_pages[1][0] == "count" else "iter"
+            )
     # writeback_dirty_page is only the old name of writeback_dirty_folio.
     old_dirty = "on_dirty_page" in choice.tracepoint_programs
     choice.missing_tracepoints = [
@@ -253,6 +263,9 @@ class CoreProbe:
         # small one to see file mode).
         self.sharing_extents = sharing_extents
         self.shared_mode = "none"
+        # Why exact mode could not serve where the kernel has its function
+        # (fexit refused, as on hosts that refuse fentry); "" otherwise.
+        self.shared_exact_refused = ""
         self.has_lookups = False
         # Which hook serves lookups: "tracepoint", "fentry:<function>",
         # "kprobe:<function>" or "none"; and the ones tried and refused.
@@ -277,6 +290,11 @@ class CoreProbe:
         try:
             with KernelBtf() as btf:
                 choice = choose_programs(btf.params)
+                exact_refused = (
+                    fexit_refused(btf.type_id("filemap_get_pages", KIND_FUNC) or 0)
+                    if choice.exact_sharing_program and self.want_sharing
+                    else ""
+                )
         except (LibbpfMissing, LibbpfError, OSError) as e:
             raise ProbeUnavailable(str(e)) from e
         hz = kernel_hz()
@@ -303,9 +321,21 @@ class CoreProbe:
             if self.want_lookups
             else []
         )
+        exact = choice.exact_sharing_program if self.want_sharing and hooks else None
+        if exact and exact_refused:
+            self.shared_exact_refused, exact = f"{exact} ({exact_refused})", None
         for hook in [*hooks, None]:
+            programs = base + list(hook.programs if hook else ())
+            if hook is not None and exact:
+                try:
+                    self._obj = self._load([*programs, exact], hz)
+                    self.lookup_hook = hook.code
+                    self.has_lookups = True
+                    break
+                except (LibbpfMissing, LibbpfError) as e:
+                    self.shared_exact_refused = f"{exact} ({_short(e)})"
             try:
-                self._obj = self._load(base + list(hook.programs if hook else ()), hz)
+                self._obj = self._load(programs, hz)
             except (LibbpfMissing, LibbpfError) as e:
                 if hook is None:
                     raise ProbeUnavailable(
@@ -317,7 +347,10 @@ class CoreProbe:
             self.has_lookups = hook is not None
             break
         if self.has_lookups and self.want_sharing:
-            self.shared_mode = choice.sharing_mode
+            exact_attached = exact is not None and exact in self._obj.attached
+            self.shared_mode = "exact" if exact_attached else choice.sharing_mode
+            if exact_attached:
+                self.shared_exact_refused = ""
         attached = set(self._obj.attached)
         self.stall_kinds = [
             kind
@@ -349,7 +382,11 @@ class CoreProbe:
 
     def _load(self, programs: list[str], hz: int | None) -> BpfObject:
         """Open, load and attach exactly ``programs``; closes what it opened on failure."""
-        kconfig = f"CONFIG_HZ={hz or 0}\nCONFIG_PAGECACHE_SHARING={int(self.want_sharing)}\n"
+        exact = any(p.startswith("fexit_shared_") for p in programs)
+        kconfig = (
+            f"CONFIG_HZ={hz or 0}\nCONFIG_PAGECACHE_SHARING={int(self.want_sharing)}\n"
+            f"CONFIG_PAGECACHE_SHARED_EXACT={int(exact)}\n"
+        )
         obj = BpfObject(self.object_path, kconfig=kconfig)
         try:
             for program in obj.programs:

@@ -109,8 +109,17 @@ class InsertSlot(ctypes.Structure):
     )
 
 
+class ShareMemo(ctypes.Structure):
+    _fields_ = (
+        ("reader", ctypes.c_uint64),
+        ("mapping", ctypes.c_uint64),
+        ("extent", ctypes.c_uint64),
+        ("generation", ctypes.c_uint64),
+    )
+
+
 class CpuSlots(ctypes.Structure):
-    _fields_ = (("lookup", LookupSlot), ("insert", InsertSlot))
+    _fields_ = (("lookup", LookupSlot), ("insert", InsertSlot), ("share", ShareMemo))
 
 
 class SpanSlot(ctypes.Structure):

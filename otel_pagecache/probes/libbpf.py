@@ -122,6 +122,8 @@ class Libbpf:
             "bpf_map_update_elem": (ci, (ci, vp, vp, ctypes.c_uint64)),
             "bpf_map_get_next_key": (ci, (ci, vp, vp)),
             "bpf_map_lookup_batch": (ci, (ci, vp, vp, vp, vp, ctypes.POINTER(cu32), vp)),
+            "bpf_prog_load": (ci, (ci, cs, cs, vp, ctypes.c_size_t, vp)),
+            "bpf_link_create": (ci, (ci, ci, ci, vp)),
             "btf__load_vmlinux_btf": (vp, ()),
             "btf__find_by_name_kind": (ci, (vp, cs, cu32)),
             "btf__free": (None, (vp,)),
@@ -316,6 +318,55 @@ class RingBuffer:
         if self._rb:
             self._lib.lib.ring_buffer__free(self._rb)
             self._rb = 0
+
+
+class _ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts up to attach_btf_obj_fd (its sz says so)."""
+
+    _fields_ = (
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+    )
+
+
+_PROG_TYPE_TRACING = 26
+_TRACE_FEXIT = 25  # enum bpf_attach_type
+_RETURN_ZERO = (0xB7, 0x95)  # r0 = 0; exit
+
+
+def fexit_refused(btf_id: int) -> str:
+    """Why an fexit program on the kernel function of BTF id ``btf_id``
+    cannot run here, or "" when one loads and attaches: an empty one is tried
+    and closed at once, so that the agent's object is not loaded in vain
+    where the kernel refuses tracing programs (a full load costs ~0.5 s and
+    ~10 MiB of RSS)."""
+    lib = Libbpf.get().lib
+    insns = (ctypes.c_uint64 * len(_RETURN_ZERO))(*_RETURN_ZERO)
+    opts = _ProgLoadOpts(
+        sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=_TRACE_FEXIT, attach_btf_id=btf_id
+    )
+    prog = lib.bpf_prog_load(
+        _PROG_TYPE_TRACING, b"fexit_probe", b"GPL", insns, len(insns), ctypes.byref(opts)
+    )
+    Libbpf.get().log.take()  # the refusal's log lines: the errno says it
+    if prog < 0:
+        return f"load: {os.strerror(-prog)}"
+    try:
+        link = lib.bpf_link_create(prog, 0, _TRACE_FEXIT, None)
+        if link < 0:
+            return f"attach: {os.strerror(-link)}"
+        os.close(link)
+        return ""
+    finally:
+        os.close(prog)
 
 
 class _OpenOpts(ctypes.Structure):
