@@ -481,16 +481,23 @@ class WhatifTracker:
 
 
 class WhatifPoller:
-    """Consumes the probe's what-if ring buffer every ``period_s`` until ``stop()``.
+    """Consumes the probe's what-if ring buffer on a timer until ``stop()``.
 
     The kernel submits the samples without a wakeup (a wakeup per record cost
-    microseconds per read event), so the ring is emptied on a timer: at 1,000,000
-    page accesses a second, even one page in 64 sampled (a sample shift of 6;
-    9 by default), 100 ms is ~1,600 records of the ring's ~21,000."""
+    microseconds per read event), so the ring is emptied on a timer whose
+    period follows the traffic: ``BUSY`` records or more in one consume
+    halve it (down to ``min_s``), fewer than a quarter of that double it (up
+    to ``max_s``). An idle host so wakes the thread once a second, not ten
+    times; a busy one every 100 ms, when ~1,600 records of the ring's ~21,000
+    wait at 1,000,000 page accesses a second with one page in 64 sampled (9,
+    one in 512, is the default)."""
 
-    def __init__(self, ring, period_s: float = 0.1) -> None:
+    BUSY = 2000  # records per consume: ~10% of the ring
+
+    def __init__(self, ring, min_s: float = 0.1, max_s: float = 1.0) -> None:
         self._ring = ring
-        self._period_s = period_s
+        self._min_s, self._max_s = min_s, max_s
+        self.period_s = min_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otel-pagecache-whatif", daemon=True)
 
@@ -498,12 +505,22 @@ class WhatifPoller:
         self._thread.start()
         return self
 
+    def next_period(self, consumed: int) -> float:
+        """The wait before the next consume, after one that took ``consumed`` records."""
+        if consumed >= self.BUSY:
+            self.period_s = max(self._min_s, self.period_s / 2)
+        elif consumed < self.BUSY // 4:
+            self.period_s = min(self._max_s, self.period_s * 2)
+        return self.period_s
+
     def _run(self) -> None:
-        while not self._stop.wait(self._period_s):
+        while not self._stop.wait(self.period_s):
             try:
-                self._ring.consume()
+                consumed = self._ring.consume() or 0
             except Exception:  # noqa: BLE001 - keep consuming
                 _log.debug("what-if ring consume failed", exc_info=True)
+                consumed = 0
+            self.next_period(consumed)
 
     def stop(self, timeout_s: float = 2.0) -> bool:
         """False if the thread is still inside poll(): the ring (and the BPF
