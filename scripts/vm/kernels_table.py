@@ -172,7 +172,9 @@ def render(results: Path) -> str:
     for kernel, (_, doctor, _) in runs.items():
         lines.append(f"- **{kernel}**:")
         for check in doctor.get("checks", []):
-            if check["name"].startswith(("engine.", "tracepoint.", "auto")):
+            if check["name"].startswith(
+                ("engine.", "tracepoint.", "auto", "lookups", "whatif", "shared_hits")
+            ):
                 detail = check["detail"].replace("|", "\\|")
                 lines.append(f"  - `{check['name']}` {check['status']}: {detail}")
         if not doctor:
