@@ -17,16 +17,13 @@ import subprocess
 import pytest
 
 from otel_pagecache.probes import ProbeUnavailable
+from otel_pagecache.probes.btf_offsets import KIND_FUNC, KernelBtf
 from otel_pagecache.probes.core import LOOKUP_PROGRAMS, PROGRAMS, CoreProbe
+from otel_pagecache.probes.libbpf import fexit_refused
 
 # Set by scripts/vmtest in its guests: the matrix name of the kernel.
 GUEST_KERNEL = os.environ.get("VMTEST_KERNEL")
 LOOKUP_TRACEPOINTS = tuple(PROGRAMS[p] for p in sorted(LOOKUP_PROGRAMS))
-# How the CO-RE engine tells shared hits here: exact for reads where
-# filemap_get_pages hands over a folio batch and fexit loads (the 6.1, 6.12
-# and 7.x guests); extent on 5.10 (no such function) and on the host, which
-# refuses fentry/fexit.
-SHARED_MODE = "exact" if GUEST_KERNEL in ("6.1", "6.12", "7") else "extent"
 
 
 # The read size of a cold read whose lookups a test asserts exactly, on every
@@ -39,6 +36,22 @@ SHARED_MODE = "exact" if GUEST_KERNEL in ("6.1", "6.12", "7") else "extent"
 # checked by test_activity's migrating-reader tests, which allow exactly that
 # kernel limit on a tracepoint hook; warm multi-page reads never take it.
 EXACT_COLD_READ = 4096
+
+
+@functools.cache
+def shared_mode() -> str:
+    """How the CO-RE engine must tell shared hits here: "exact" for reads
+    where filemap_get_pages hands over a folio batch and fexit loads, else
+    "extent". Known for the guests (6.1, 6.12, 7.x exact; 5.10 has no such
+    function); elsewhere (this project's host refuses fentry/fexit, others
+    may not) an empty fexit on the function is tried, apart from the engine."""
+    if GUEST_KERNEL is not None:
+        return "exact" if GUEST_KERNEL in ("6.1", "6.12", "7") else "extent"
+    with KernelBtf() as btf:
+        params = btf.params("filemap_get_pages", KIND_FUNC)
+        if not params or len(params) < 3 or params[2][0] != "fbatch":
+            return "extent"
+        return "extent" if fexit_refused(btf.type_id("filemap_get_pages", KIND_FUNC)) else "exact"
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import pytest
 
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
-from tests.kernel_features import SHARED_MODE, skip_unless_lookups
+from tests.kernel_features import shared_mode, skip_unless_lookups
 from tests.peers.otlp_receiver import iter_points
 from tests.test_sharing import FILE_PAGES, MIB, page_owners, within
 
@@ -87,7 +87,7 @@ def test_reader_and_owner_name_each_other(memcgs, data_dir, otlp_receiver, tmp_p
     assert served_a == {reader_b_attrs: hits_b[owner_a]}, served_a
     assert latest(requests, "pagecache.shared.hits", a_id) == {}, "A's own rereads are not shared"
     agent_points = [p for p in iter_points(requests) if p.metric == "pagecache.agent.cgroups"]
-    assert {p.attributes.get("pagecache.shared.mode") for p in agent_points} == {SHARED_MODE}
+    assert {p.attributes.get("pagecache.shared.mode") for p in agent_points} == {shared_mode()}
 
 
 def test_removed_owner_shows_as_dying_or_parent(memcgs, data_dir, otlp_receiver, tmp_path):
@@ -117,6 +117,6 @@ def test_removed_owner_shows_as_dying_or_parent(memcgs, data_dir, otlp_receiver,
     hits_b = latest(requests, "pagecache.shared.hits", b_id)
     paths = {dict(k)["pagecache.owner.cgroup.path"] for k in hits_b}
     assert paths and paths <= {"dying", memcgs.parent_path}, hits_b
-    if SHARED_MODE == "extent":  # the owner recorded at insertion: one answer
+    if shared_mode() == "extent":  # the owner recorded at insertion: one answer
         assert paths in ({"dying"}, {memcgs.parent_path}), hits_b
     print(f"removed owner's pages read by B are named {paths}")
