@@ -18,7 +18,13 @@ import pytest
 
 from otel_pagecache.probes import ProbeUnavailable
 from otel_pagecache.probes.btf_offsets import KIND_FUNC, KernelBtf
-from otel_pagecache.probes.core import LOOKUP_PROGRAMS, PROGRAMS, CoreProbe
+from otel_pagecache.probes.core import (
+    LOOKUP_PROGRAMS,
+    PROGRAMS,
+    SHARED_EXACT_FUNCTION,
+    CoreProbe,
+    choose_programs,
+)
 from otel_pagecache.probes.libbpf import fexit_refused
 
 # Set by scripts/vmtest in its guests: the matrix name of the kernel.
@@ -48,10 +54,10 @@ def shared_mode() -> str:
     if GUEST_KERNEL is not None:
         return "exact" if GUEST_KERNEL in ("6.1", "6.12", "7") else "extent"
     with KernelBtf() as btf:
-        params = btf.params("filemap_get_pages", KIND_FUNC)
-        if not params or len(params) < 3 or params[2][0] != "fbatch":
+        if not choose_programs(btf.params).exact_sharing_program:
             return "extent"
-        return "extent" if fexit_refused(btf.type_id("filemap_get_pages", KIND_FUNC)) else "exact"
+        refused = fexit_refused(btf.type_id(SHARED_EXACT_FUNCTION, KIND_FUNC) or 0)
+    return "extent" if refused else "exact"
 
 
 @functools.cache

@@ -78,6 +78,8 @@ READ_FUNCTIONS = (
     ("generic_file_buffered_read", "buffered_read"),  # up to 5.11, once per read()
 )
 FAULT_FUNCTIONS = (("filemap_fault", "fault"), ("filemap_map_pages", "map_pages"))
+# Shared hits' exact mode: fexit on this function reads the folio batch it found.
+SHARED_EXACT_FUNCTION = "filemap_get_pages"
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def choose_programs(params) -> ProgramChoice:
         # Exact for reads where filemap_get_pages hands over a folio_batch
         # (5.16+; a pagevec of pages before): (iocb, iter, fbatch) until the
         # byte count replaced the iov_iter.
-        get_pages = params("filemap_get_pages", KIND_FUNC)
+        get_pages = params(SHARED_EXACT_FUNCTION, KIND_FUNC)
         if get_pages and len(get_pages) >= 3 and get_pages[2][0] == "fbatch":
             choice.exact_sharing_program = "fexit_shared_" + (
                 "count" if get_pages[1][0] == "count" else "iter"
@@ -291,7 +293,7 @@ class CoreProbe:
             with KernelBtf() as btf:
                 choice = choose_programs(btf.params)
                 exact_refused = (
-                    fexit_refused(btf.type_id("filemap_get_pages", KIND_FUNC) or 0)
+                    fexit_refused(btf.type_id(SHARED_EXACT_FUNCTION, KIND_FUNC) or 0)
                     if choice.exact_sharing_program and self.want_sharing
                     else ""
                 )

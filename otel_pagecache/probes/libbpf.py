@@ -348,7 +348,8 @@ def fexit_refused(btf_id: int) -> str:
     and closed at once, so that the agent's object is not loaded in vain
     where the kernel refuses tracing programs (a full load costs ~0.5 s and
     ~10 MiB of RSS)."""
-    lib = Libbpf.get().lib
+    libbpf = Libbpf.get()
+    lib = libbpf.lib
     insns = (ctypes.c_uint64 * len(_RETURN_ZERO))(*_RETURN_ZERO)
     opts = _ProgLoadOpts(
         sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=_TRACE_FEXIT, attach_btf_id=btf_id
@@ -356,7 +357,7 @@ def fexit_refused(btf_id: int) -> str:
     prog = lib.bpf_prog_load(
         _PROG_TYPE_TRACING, b"fexit_probe", b"GPL", insns, len(insns), ctypes.byref(opts)
     )
-    Libbpf.get().log.take()  # the refusal's log lines: the errno says it
+    libbpf.log.take()  # the refusal's log lines: the errno says it
     if prog < 0:
         return f"load: {os.strerror(-prog)}"
     try:
