@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import xml.etree.ElementTree as ET
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -66,10 +67,30 @@ def matrix(request):
         yield {kernel: pool.submit(_run_guest, kernel) for kernel in selected}
 
 
+def guest_failures(junit: Path, lines: int = 12) -> str:
+    """Which of the guest's tests failed, each with the start of its message:
+    the run's tail alone can be all one failure's repeated output."""
+    try:
+        cases = ET.parse(junit).getroot().iter("testcase")
+    except (OSError, ET.ParseError) as e:
+        return f"(no readable {junit.name}: {e})"
+    found = []
+    for case in cases:
+        for bad in (*case.findall("failure"), *case.findall("error")):
+            # pytest's "E " lines are the assertion and its explanation.
+            said = [ln for ln in (bad.text or "").splitlines() if ln.startswith("E ")]
+            text = "\n".join(said[:lines]) or (bad.get("message") or "")[:2000]
+            found.append(f"{case.get('classname')}::{case.get('name')}:\n{text}")
+    return "\n".join(found) or "(no failed test in junit.xml)"
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_kernel_subset_passes_in_a_guest(matrix: dict[str, Future], kernel: str):
     result = matrix[kernel].result()
     log = (RESULTS / kernel / "run.log").read_text(errors="replace")
-    tail = "\n".join(log.splitlines()[-80:])
-    assert result.returncode == 0, f"kernel {kernel}: exit {result.returncode}\n{tail}"
+    tail = "\n".join(log.splitlines()[-30:])
+    assert result.returncode == 0, (
+        f"kernel {kernel}: exit {result.returncode}\n"
+        f"{guest_failures(RESULTS / kernel / 'junit.xml')}\n{tail}"
+    )
     assert (RESULTS / kernel / "junit.xml").exists(), tail

@@ -141,6 +141,22 @@ def test_one_owner_b_reads_what_a_owns(memcgs, data_dir, probe):
         assert owners[a] <= of_b <= FILE_PAGES - owners.get(b, 0), (of_b, owners)
 
 
+def test_a_forgotten_pair_hands_over_its_total(memcgs, data_dir, probe):
+    """Deleting a pair (its owner or reader gone) returns its total as the
+    kernel held it at the deletion, and the entry is gone: what the agent
+    counts for a removed owner's pages does not depend on when it prunes."""
+    path = make_cold_file(data_dir / "forgotten-pair", 4 * MIB)
+    a, a_dir = memcg(memcgs)
+    b, b_dir = memcg(memcgs)
+    memcgs.worker(a_dir).do("read", path)
+    memcgs.worker(b_dir).do("read", path)
+    total = probe.read().shared.get((b, a), 0)
+    assert within(total, 4 * MIB // PAGE, 0.01), total
+    assert probe.forget_shared([(b, a), (a, b)]) == {(b, a): total}
+    assert (b, a) not in probe.read().shared
+    assert probe.forget_shared([(b, a)]) == {}
+
+
 def _two_owners_then_a_reader(memcgs, probe, path, half: int):
     """A reads the first ``half`` bytes of ``path`` cold, C the rest, then B
     reads it all: (a, b, c, the shared hits counted meanwhile)."""

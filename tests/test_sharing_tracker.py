@@ -19,9 +19,13 @@ from otel_pagecache.sharing import (
 class FakeProbe:
     def __init__(self) -> None:
         self.forgotten: list[tuple[int, int]] = []
+        # What the map holds when a pair is deleted: more than the reading
+        # said when a reader went on meanwhile.
+        self.at_deletion: dict[tuple[int, int], int] = {}
 
-    def forget_shared(self, pairs) -> None:
+    def forget_shared(self, pairs) -> dict[tuple[int, int], int]:
         self.forgotten += list(pairs)
+        return {pair: self.at_deletion.pop(pair) for pair in pairs if pair in self.at_deletion}
 
 
 def reading(shared: dict[tuple[int, int], int]) -> ActivityReading:
@@ -61,6 +65,33 @@ def test_a_gone_owner_is_dying_and_its_entries_are_deleted_once_counted():
     # The kernel entry starts again from 0 after the deletion.
     snap = tracker.update(reading({(1, 2): 4}), {1})
     assert snap.hits == {1: {DYING: 34}}
+
+
+def test_what_a_gone_pair_gained_before_its_deletion_is_counted():
+    """The entry is read, then deleted: a reader still reading the gone
+    owner's pages adds to it in between, and that is not lost."""
+    probe = FakeProbe()
+    tracker = SharedHitsTracker(probe, top_pairs=10)
+    tracker.update(reading({(1, 2): 10}), {1, 2})
+    probe.at_deletion[(1, 2)] = 45
+    snap = tracker.update(reading({(1, 2): 30}), {1})
+    assert snap.hits == {1: {DYING: 45}}
+    snap = tracker.update(reading({(1, 2): 4}), {1})
+    assert snap.hits == {1: {DYING: 49}}
+
+
+def test_a_failed_deletion_keeps_the_baseline():
+    """Pruning that fails leaves the entries, which keep counting from where
+    they were: nothing counted twice."""
+
+    class Refusing(FakeProbe):
+        def forget_shared(self, pairs):
+            raise OSError("map gone")
+
+    tracker = SharedHitsTracker(Refusing(), top_pairs=10)
+    tracker.update(reading({(1, 2): 10}), {1, 2})
+    assert tracker.update(reading({(1, 2): 30}), {1}).hits == {1: {DYING: 30}}
+    assert tracker.update(reading({(1, 2): 35}), {1}).hits == {1: {DYING: 35}}
 
 
 def test_points_name_paths_and_container_ids():

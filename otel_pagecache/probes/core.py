@@ -561,14 +561,19 @@ class CoreProbe:
                 if FileKey.from_buffer_copy(key).memcg in doomed:
                     file_map.delete(key)
 
-    def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> None:
-        """Delete these (reader, owner) entries of pagecache_shared_hits."""
+    def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        """Delete these (reader, owner) entries of pagecache_shared_hits; their
+        totals as they were deleted."""
         with self._lock:
             if self._obj is None or self.shared_mode == "none":
-                return
+                return {}
             shared = self._obj.map("pagecache_shared_hits")
+            taken = {}
             for reader, owner in pairs:
-                shared.delete(bytes(SharedKey(reader, owner)))
+                value = shared.take(bytes(SharedKey(reader, owner)))
+                if value is not None:
+                    taken[(reader, owner)] = _sum_u64(shared.per_cpu(value))
+            return taken
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
         with self._lock:

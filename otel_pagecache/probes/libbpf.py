@@ -27,6 +27,9 @@ _log = logging.getLogger(__name__)
 
 # enum bpf_map_type values the reader needs to know about.
 MAP_PERCPU_TYPES = frozenset({5, 6, 10})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+# The kernel's own ENOTSUPP (include/linux/errno.h), which the bpf() syscall
+# returns for a command a map type does not have (not errno.ENOTSUP, 95).
+_KERNEL_ENOTSUPP = 524
 
 
 class LibbpfError(OSError):
@@ -119,6 +122,7 @@ class Libbpf:
             "bpf_map__set_max_entries": (ci, (vp, cu32)),
             "bpf_map_lookup_elem": (ci, (ci, vp, vp)),
             "bpf_map_delete_elem": (ci, (ci, vp)),
+            "bpf_map_lookup_and_delete_elem": (ci, (ci, vp, vp)),
             "bpf_map_update_elem": (ci, (ci, vp, vp, ctypes.c_uint64)),
             "bpf_map_get_next_key": (ci, (ci, vp, vp)),
             "bpf_map_lookup_batch": (ci, (ci, vp, vp, vp, vp, ctypes.POINTER(cu32), vp)),
@@ -176,6 +180,7 @@ class BpfMap:
         self.cpu_stride = (self.value_size + 7) & ~7
         self.full_value_size = self.cpu_stride * lib.ncpus if self.percpu else self.value_size
         self._batch_ok = True
+        self._take_ok = True
 
     def lookup(self, key: bytes) -> bytes | None:
         value = ctypes.create_string_buffer(self.full_value_size)
@@ -197,6 +202,25 @@ class BpfMap:
         if rc < 0 and -rc != errno.ENOENT:
             self._lib.check(rc, f"delete from {self.name}")
         return rc == 0
+
+    def take(self, key: bytes) -> bytes | None:
+        """Delete an entry and return its last value (None if there was none).
+        One call where the kernel can (hash maps: 5.14+), so that nothing a
+        program adds between reading and deleting is lost; elsewhere a lookup
+        right before the delete leaves that window a syscall wide."""
+        if self._take_ok:
+            value = ctypes.create_string_buffer(self.full_value_size)
+            rc = self._lib.lib.bpf_map_lookup_and_delete_elem(self.fd, key, value)
+            if rc == 0:
+                return value.raw
+            if -rc == errno.ENOENT:
+                return None
+            if -rc not in (errno.EINVAL, errno.EOPNOTSUPP, _KERNEL_ENOTSUPP):
+                self._lib.check(rc, f"take from {self.name}")
+            self._take_ok = False
+        value = self.lookup(key)
+        self.delete(key)
+        return value
 
     def items(self, chunk: int = 1024) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value); in batches of ``chunk`` where the kernel can (5.6+)."""

@@ -559,7 +559,15 @@ class OtlpReceiver(Managed):
         recs = self.received()
         if not recs:
             return "nothing received"
-        return "\n".join(summarize_request(r) for r in recs)
+        # Runs of identical lines as one: a long wait's periodic exports
+        # would otherwise bury everything else in a failure message.
+        lines: list[list] = []
+        for line in (summarize_request(r) for r in recs):
+            if lines and lines[-1][0] == line:
+                lines[-1][1] += 1
+            else:
+                lines.append([line, 1])
+        return "\n".join(line if n == 1 else f"{line} (x{n})" for line, n in lines)
 
     # -- waiting
 
