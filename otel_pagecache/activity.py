@@ -110,7 +110,18 @@ class ActivityTracker:
     def update(self, live_ids: Collection[int]) -> ActivitySnapshot:
         reading = self.probe.read()
         interval: dict[object, list[int]] = {}  # target -> [lookups, misses] this interval
-        gone: set[int] = set()
+        gone = {
+            memcg
+            for memcg in (
+                *(m for name in _FIELDS for m in getattr(reading, name)),
+                *(m for m, _ in reading.removals),
+            )
+            if memcg and memcg not in live_ids
+        }
+        # Entries of gone memcgs are deleted before they are counted, and
+        # counted as they were deleted: a dying memcg's pages go on being
+        # evicted between this reading and the delete.
+        forgotten = self._forget(gone, reading) if gone else False
 
         def target(memcg: int):
             if memcg in live_ids:
@@ -120,7 +131,6 @@ class ActivityTracker:
                 return memcg, counters
             if memcg == 0:
                 return UNATTRIBUTED, self._buckets[UNATTRIBUTED]
-            gone.add(memcg)
             return DYING, self._buckets[DYING]
 
         for name in _FIELDS:
@@ -149,8 +159,8 @@ class ActivityTracker:
             counters.interval_lookups, counters.interval_misses = lookups, misses
             counters.hit_ratio = max(0.0, 1.0 - misses / lookups) if lookups > 0 else None
 
-        if gone:
-            self._forget(gone, reading)
+        if forgotten:
+            self._restart_baselines(gone, reading)
         # Totals of memcgs that are gone are dropped: their series end, and
         # what their pages do from now on counts as "dying".
         for memcg in [m for m in self._totals if m not in live_ids]:
@@ -169,19 +179,35 @@ class ActivityTracker:
             shared=self.sharing.update(reading, live_ids) if self.sharing else None,
         )
 
-    def _forget(self, gone: set[int], reading: ActivityReading) -> None:
+    def _forget(self, gone: set[int], reading: ActivityReading) -> bool:
+        """Delete the gone memcgs' entries, and raise ``reading`` to what they
+        held when deleted. False if the probe could not (entries stay)."""
         new = gone - self._forgotten_ids.keys()
         try:
             # A dying memcg's pages keep being removed, re-creating its counter
             # entries: those are deleted each time. Its file entries cannot
             # come back (nothing is charged to a dead memcg), so the file map
             # is scanned once per memcg.
-            self.probe.forget(gone, files=bool(new))
+            taken = self.probe.forget(gone, files=bool(new))
         except Exception:  # noqa: BLE001 - pruning failing must not stop the collection
             _log.debug("forgetting %d memcgs failed", len(gone), exc_info=True)
-            return
+            return False
         self._forgotten += len(new)
         self._remember_forgotten(gone)
+        for name in _FIELDS:
+            counted = getattr(reading, name)
+            for memcg, value in getattr(taken, name).items():
+                # The reading's lookups include those still in per-CPU slots,
+                # which the map had not got yet.
+                if name == "lookups":
+                    value += reading.lookups_in_slots.get(memcg, 0)
+                counted[memcg] = max(counted.get(memcg, 0), value)
+        for key, value in taken.removals.items():
+            reading.removals[key] = max(reading.removals.get(key, 0), value)
+        return True
+
+    def _restart_baselines(self, gone: set[int], reading: ActivityReading) -> None:
+        """Entries of forgotten memcgs start again from 0 if they come back."""
         for name in _FIELDS:
             last = self._last[name]
             for memcg in gone:

@@ -17,8 +17,10 @@ class ScriptedProbe:
     has_lookups = True
     shared_mode = "none"
 
-    def __init__(self, readings):
+    def __init__(self, readings, at_deletion=()):
         self.readings = list(readings)
+        # What each forget finds in the maps as it deletes (else nothing).
+        self.at_deletion = list(at_deletion)
         self.forgotten = []
 
     def read(self):
@@ -26,6 +28,7 @@ class ScriptedProbe:
 
     def forget(self, ids, files=True):
         self.forgotten.append((set(ids), files))
+        return self.at_deletion.pop(0) if self.at_deletion else ActivityReading()
 
 
 def test_a_dip_is_not_a_reset():
@@ -60,6 +63,30 @@ def test_gone_memcgs_go_to_dying_and_are_forgotten_once():
     assert third.buckets["dying"].evictions == 4 + 3
     assert third.forgotten_memcgs == 1
     assert [files for _, files in probe.forgotten] == [True, False]
+
+
+def test_what_a_gone_memcg_gained_before_its_deletion_is_counted():
+    """Its entries are read, then deleted: evictions of its pages and lookups
+    in between are in the totals the deletion returns, and counted; lookups
+    still in a per-CPU slot then reach a fresh entry and are not counted twice."""
+    probe = ScriptedProbe(
+        [
+            ActivityReading(removals={(7, "eviction"): 5}, lookups={7: 10}),
+            # 7 is gone; 2 of its 12 lookups are still in a per-CPU slot.
+            ActivityReading(
+                removals={(7, "eviction"): 9}, lookups={7: 12}, lookups_in_slots={7: 2}
+            ),
+            # The slot's 2 reached a fresh entry, and 1 more lookup came.
+            ActivityReading(lookups={7: 3}),
+        ],
+        at_deletion=[ActivityReading(removals={(7, "eviction"): 14}, lookups={7: 11})],
+    )
+    tracker = ActivityTracker(probe)
+    tracker.update({7})
+    second = tracker.update(set())
+    assert second.buckets["dying"].evictions == 14 - 5
+    assert second.buckets["dying"].lookups == (11 + 2) - 10
+    assert tracker.update(set()).buckets["dying"].lookups == 3 + 1
 
 
 def test_hit_ratio_over_the_interval_and_none_without_lookups():
@@ -124,9 +151,13 @@ class ChurnProbe:
         return ActivityReading(insertions=dict(self.insertions), removals=dict(self.removals))
 
     def forget(self, ids, files=True):
+        taken = ActivityReading()
         for memcg in ids:
-            self.insertions.pop(memcg, None)
-            self.removals.pop((memcg, "eviction"), None)
+            if memcg in self.insertions:
+                taken.insertions[memcg] = self.insertions.pop(memcg)
+            if (memcg, "eviction") in self.removals:
+                taken.removals[(memcg, "eviction")] = self.removals.pop((memcg, "eviction"))
+        return taken
 
 
 def test_memory_stays_flat_under_churn():

@@ -119,8 +119,9 @@ class ActivityProbe(Protocol):
         """Drop the span-slot addresses of these (exited) processes."""
         ...
 
-    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
-        """Delete every entry of these (gone) memcgs; ``files=False`` skips the file map."""
+    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> ActivityReading:
+        """Delete every entry of these (gone) memcgs; ``files=False`` skips the
+        file map. Returns their counters and removals as they were deleted."""
         ...
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:

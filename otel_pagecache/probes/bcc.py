@@ -37,16 +37,10 @@ from .core import (
     kernel_hz,
 )
 from .kheaders import find_headers
-from .layout import LOST_REASONS, REMOVAL_REASONS
+from .layout import COUNTER_MAPS, LOST_REASONS, REMOVAL_REASONS
 from .lookup_slots import read_lookups
 
 _log = logging.getLogger(__name__)
-COUNTER_MAPS = (
-    "pagecache_lookups",
-    "pagecache_misses",
-    "pagecache_insertions",
-    "pagecache_dirtied",
-)
 
 
 def bcc_available() -> bool:
@@ -520,24 +514,34 @@ class BccProbe:
                     with contextlib.suppress(KeyError):
                         del table[table.Key(pid)]
 
-    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
+    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> ActivityReading:
+        taken = ActivityReading()
         with self._lock:
             b = self._bpf
             if b is None:
-                return
+                return taken
             doomed = set(memcg_ids)
+            # BCC's tables have no per-key lookup-and-delete: each value is
+            # read right before its delete, a syscall apart.
             for name in COUNTER_MAPS:
                 table = b[name.encode()]
+                counted = getattr(taken, name.removeprefix("pagecache_"))
                 for memcg in doomed:
+                    key = table.Key(memcg)
                     with contextlib.suppress(KeyError):
-                        del table[table.Key(memcg)]
+                        counted[memcg] = sum(table[key])
+                        del table[key]
             removals = b[b"pagecache_removals"]
             for key in [k for k in removals if k.memcg in doomed]:
-                del removals[key]
+                with contextlib.suppress(KeyError):
+                    reason = REMOVAL_REASONS.get(key.reason, "unknown")
+                    taken.removals[(key.memcg, reason)] = sum(removals[key])
+                    del removals[key]
             if files:
                 table = b[b"pagecache_file_pages"]
                 for key in [k for k in table if k.memcg in doomed]:
                     del table[key]
+        return taken
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from importlib import resources
 from . import ActivityReading, ProbeUnavailable
 from .btf_offsets import KIND_FUNC, KIND_TYPEDEF, KernelBtf
 from .layout import (
+    COUNTER_MAPS,
     LOST_REASONS,
     REMOVAL_REASONS,
     CpuSlots,
@@ -192,12 +193,6 @@ def _function_hooks(params) -> list[LookupHook]:
     ]
 
 
-COUNTER_MAPS = (
-    "pagecache_lookups",
-    "pagecache_misses",
-    "pagecache_insertions",
-    "pagecache_dirtied",
-)
 _U64 = struct.Struct("=Q")
 _S64 = struct.Struct("=q")
 
@@ -536,30 +531,36 @@ class CoreProbe:
                 for pid in pids:
                     bases.delete(struct.pack("=I", pid))
 
-    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> None:
+    def forget(self, memcg_ids: Iterable[int], files: bool = True) -> ActivityReading:
         """Delete every entry of these memcgs (gone cgroups), keeping maps bounded;
-        ``files=False`` leaves the (large) per-file map unscanned."""
+        their counters and removals as they were deleted. ``files=False``
+        leaves the (large) per-file map unscanned."""
+        taken = ActivityReading()
         with self._lock:
             obj = self._obj
-            if obj is None:
-                return
             doomed = set(memcg_ids)
-            if not doomed:
-                return
+            if obj is None or not doomed:
+                return taken
             for name in COUNTER_MAPS:
                 bpf_map = obj.map(name)
+                counted = getattr(taken, name.removeprefix("pagecache_"))
                 for memcg in doomed:
-                    bpf_map.delete(_U64.pack(memcg))
+                    value = bpf_map.take(_U64.pack(memcg))
+                    if value is not None:
+                        counted[memcg] = _sum_u64(bpf_map.per_cpu(value))
             removals = obj.map("pagecache_removals")
             for memcg in doomed:
-                for reason in REMOVAL_REASONS:
-                    removals.delete(bytes(RemovalKey(memcg, reason, 0)))
+                for reason, reason_name in REMOVAL_REASONS.items():
+                    value = removals.take(bytes(RemovalKey(memcg, reason, 0)))
+                    if value is not None:
+                        taken.removals[(memcg, reason_name)] = _sum_u64(removals.per_cpu(value))
             if not files:
-                return
+                return taken
             file_map = obj.map("pagecache_file_pages")
             for key, _ in list(file_map.items()):
                 if FileKey.from_buffer_copy(key).memcg in doomed:
                     file_map.delete(key)
+            return taken
 
     def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
         """Delete these (reader, owner) entries of pagecache_shared_hits; their

@@ -10,6 +10,14 @@ import ctypes
 REMOVAL_EVICTION = 0
 REMOVAL_INVALIDATION = 1
 REMOVAL_UNKNOWN = 2
+# The per-memcg counter maps, each named after the reading's field it fills.
+COUNTER_MAPS = (
+    "pagecache_lookups",
+    "pagecache_misses",
+    "pagecache_insertions",
+    "pagecache_dirtied",
+)
+
 REMOVAL_REASONS = {
     REMOVAL_EVICTION: "eviction",
     REMOVAL_INVALIDATION: "invalidation",
