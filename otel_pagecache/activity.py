@@ -121,7 +121,7 @@ class ActivityTracker:
         # Entries of gone memcgs are deleted before they are counted, and
         # counted as they were deleted: a dying memcg's pages go on being
         # evicted between this reading and the delete.
-        forgotten = self._forget(gone, reading) if gone else False
+        forgotten = self._forget(gone, reading) if gone else None
 
         def target(memcg: int):
             if memcg in live_ids:
@@ -159,8 +159,8 @@ class ActivityTracker:
             counters.interval_lookups, counters.interval_misses = lookups, misses
             counters.hit_ratio = max(0.0, 1.0 - misses / lookups) if lookups > 0 else None
 
-        if forgotten:
-            self._restart_baselines(gone, reading)
+        if forgotten is not None:
+            self._restart_baselines(gone, forgotten)
         # Totals of memcgs that are gone are dropped: their series end, and
         # what their pages do from now on counts as "dying".
         for memcg in [m for m in self._totals if m not in live_ids]:
@@ -179,9 +179,10 @@ class ActivityTracker:
             shared=self.sharing.update(reading, live_ids) if self.sharing else None,
         )
 
-    def _forget(self, gone: set[int], reading: ActivityReading) -> bool:
-        """Delete the gone memcgs' entries, and raise ``reading`` to what they
-        held when deleted. False if the probe could not (entries stay)."""
+    def _forget(self, gone: set[int], reading: ActivityReading) -> ActivityReading | None:
+        """Delete the gone memcgs' entries, and set ``reading`` to what they
+        held when deleted; what was taken, or None if the probe could not
+        (the entries stay)."""
         new = gone - self._forgotten_ids.keys()
         try:
             # A dying memcg's pages keep being removed, re-creating its counter
@@ -191,22 +192,25 @@ class ActivityTracker:
             taken = self.probe.forget(gone, files=bool(new))
         except Exception:  # noqa: BLE001 - pruning failing must not stop the collection
             _log.debug("forgetting %d memcgs failed", len(gone), exc_info=True)
-            return False
+            return None
         self._forgotten += len(new)
         self._remember_forgotten(gone)
-        for name in _FIELDS:
+        for name in ("misses", "insertions", "dirtied"):
             counted = getattr(reading, name)
             for memcg, value in getattr(taken, name).items():
-                # The reading's lookups include those still in per-CPU slots,
-                # which the map had not got yet.
-                if name == "lookups":
-                    value += reading.lookups_in_slots.get(memcg, 0)
                 counted[memcg] = max(counted.get(memcg, 0), value)
         for key, value in taken.removals.items():
             reading.removals[key] = max(reading.removals.get(key, 0), value)
-        return True
+        # Lookups: the map's part as taken, and what per-CPU slots held just
+        # after, not the reading's slots: a slot that flushed in between is
+        # in the taken part already, and would count twice.
+        seen = reading.lookups.keys() | taken.lookups.keys() | taken.lookups_in_slots.keys()
+        for memcg in gone & seen:
+            in_map, held = taken.lookups.get(memcg, 0), taken.lookups_in_slots.get(memcg, 0)
+            reading.lookups[memcg] = in_map + held
+        return taken
 
-    def _restart_baselines(self, gone: set[int], reading: ActivityReading) -> None:
+    def _restart_baselines(self, gone: set[int], taken: ActivityReading) -> None:
         """Entries of forgotten memcgs start again from 0 if they come back."""
         for name in _FIELDS:
             last = self._last[name]
@@ -215,8 +219,8 @@ class ActivityTracker:
         # Lookups still in a per-CPU slot will reach the map later: they are
         # counted already, so start that memcg's baseline from them.
         for memcg in gone:
-            if memcg in reading.lookups_in_slots:
-                self._last["lookups"][memcg] = reading.lookups_in_slots[memcg]
+            if taken.lookups_in_slots.get(memcg):
+                self._last["lookups"][memcg] = taken.lookups_in_slots[memcg]
         for key in [k for k in self._last["removals"] if k[0] in gone]:
             del self._last["removals"][key]
 
@@ -265,7 +269,7 @@ def _delta(raw: int, previous: int) -> int:
     # Never negative, and a dip is not a reset: a reading can miss a per-CPU
     # slot flushed between reading the map and the slots (it is seen next
     # time). The only real reset, deleting a gone memcg's entries, also drops
-    # its baseline (see _forget).
+    # its baseline (see _restart_baselines).
     return max(0, raw - previous)
 
 

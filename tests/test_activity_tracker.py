@@ -8,6 +8,8 @@ tested against ground truth in test_activity.py.
 
 from __future__ import annotations
 
+import pytest
+
 from otel_pagecache.activity import ActivityTracker
 from otel_pagecache.probes import ActivityReading
 
@@ -24,11 +26,20 @@ class ScriptedProbe:
         self.forgotten = []
 
     def read(self):
-        return self.readings.pop(0)
+        self.last = self.readings.pop(0)
+        return self.last
 
     def forget(self, ids, files=True):
+        """What the maps held at the deletion: scripted, else as last read."""
         self.forgotten.append((set(ids), files))
-        return self.at_deletion.pop(0) if self.at_deletion else ActivityReading()
+        if self.at_deletion:
+            return self.at_deletion.pop(0)
+        held = {m: n for m, n in self.last.lookups_in_slots.items() if m in ids}
+        return ActivityReading(
+            lookups={m: n - held.get(m, 0) for m, n in self.last.lookups.items() if m in ids},
+            lookups_in_slots=held,
+            removals={k: n for k, n in self.last.removals.items() if k[0] in ids},
+        )
 
 
 def test_a_dip_is_not_a_reset():
@@ -66,27 +77,51 @@ def test_gone_memcgs_go_to_dying_and_are_forgotten_once():
 
 
 def test_what_a_gone_memcg_gained_before_its_deletion_is_counted():
-    """Its entries are read, then deleted: evictions of its pages and lookups
-    in between are in the totals the deletion returns, and counted; lookups
-    still in a per-CPU slot then reach a fresh entry and are not counted twice."""
+    """Its entries are read, then deleted: evictions of its pages in between
+    are in the totals the deletion returns, and counted."""
     probe = ScriptedProbe(
         [
-            ActivityReading(removals={(7, "eviction"): 5}, lookups={7: 10}),
-            # 7 is gone; 2 of its 12 lookups are still in a per-CPU slot.
-            ActivityReading(
-                removals={(7, "eviction"): 9}, lookups={7: 12}, lookups_in_slots={7: 2}
-            ),
-            # The slot's 2 reached a fresh entry, and 1 more lookup came.
-            ActivityReading(lookups={7: 3}),
+            ActivityReading(removals={(7, "eviction"): 5}),
+            ActivityReading(removals={(7, "eviction"): 9}),  # 7 is gone
         ],
-        at_deletion=[ActivityReading(removals={(7, "eviction"): 14}, lookups={7: 11})],
+        at_deletion=[ActivityReading(removals={(7, "eviction"): 14})],
     )
     tracker = ActivityTracker(probe)
     tracker.update({7})
-    second = tracker.update(set())
-    assert second.buckets["dying"].evictions == 14 - 5
-    assert second.buckets["dying"].lookups == (11 + 2) - 10
-    assert tracker.update(set()).buckets["dying"].lookups == 3 + 1
+    assert tracker.update(set()).buckets["dying"].evictions == 14 - 5
+
+
+@pytest.mark.parametrize(
+    "at_deletion, later, expected",
+    [
+        # The slot still holds its 2 after the take: they reach a fresh entry
+        # later (with 1 more), and only the 1 is new then.
+        (ActivityReading(lookups={7: 10}, lookups_in_slots={7: 2}), {7: 3}, (2, 3)),
+        # The slot flushed its 2 into the map before the take: they are in the
+        # taken 12, and counted once; the fresh entry's 1 is all new.
+        (ActivityReading(lookups={7: 12}), {7: 1}, (2, 3)),
+        # It flushed between the take and the reading of the slots: seen in
+        # neither then, so counted when the fresh entry shows them.
+        (ActivityReading(lookups={7: 10}), {7: 3}, (0, 3)),
+    ],
+    ids=["slot-after-take", "flushed-before-take", "flushed-during-take"],
+)
+def test_a_gone_memcgs_lookups_in_per_cpu_slots_count_once(at_deletion, later, expected):
+    """7 had 10 lookups in the map and 2 in a per-CPU slot when read, then its
+    cgroup went; each order of the slot's flush and the deletion counts them once."""
+    probe = ScriptedProbe(
+        [
+            ActivityReading(lookups={7: 10}),
+            ActivityReading(lookups={7: 12}, lookups_in_slots={7: 2}),  # 7 is gone
+            ActivityReading(lookups=later),
+        ],
+        at_deletion=[at_deletion],
+    )
+    tracker = ActivityTracker(probe)
+    tracker.update({7})
+    second = tracker.update(set()).buckets["dying"].lookups
+    third = tracker.update(set()).buckets["dying"].lookups
+    assert (second, third) == expected
 
 
 def test_hit_ratio_over_the_interval_and_none_without_lookups():

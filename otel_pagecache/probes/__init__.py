@@ -121,7 +121,9 @@ class ActivityProbe(Protocol):
 
     def forget(self, memcg_ids: Iterable[int], files: bool = True) -> ActivityReading:
         """Delete every entry of these (gone) memcgs; ``files=False`` skips the
-        file map. Returns their counters and removals as they were deleted."""
+        file map. Returns their counters and removals as they were deleted,
+        and in ``lookups_in_slots`` the lookups per-CPU slots held just after
+        (those reach a new map entry later)."""
         ...
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:

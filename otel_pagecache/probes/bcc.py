@@ -38,7 +38,7 @@ from .core import (
 )
 from .kheaders import find_headers
 from .layout import COUNTER_MAPS, LOST_REASONS, REMOVAL_REASONS
-from .lookup_slots import read_lookups
+from .lookup_slots import held_lookups, read_lookups
 
 _log = logging.getLogger(__name__)
 
@@ -531,6 +531,9 @@ class BccProbe:
                     with contextlib.suppress(KeyError):
                         counted[memcg] = sum(table[key])
                         del table[key]
+            # Read after the take (as CoreProbe.forget).
+            held = held_lookups([cpu.lookup for cpu in b[b"cpu_slots"][0]])
+            taken.lookups_in_slots = {m: n for m, n in held.items() if m in doomed}
             removals = b[b"pagecache_removals"]
             for key in [k for k in removals if k.memcg in doomed]:
                 with contextlib.suppress(KeyError):

@@ -28,7 +28,7 @@ from .layout import (
     WhatifConfig,
 )
 from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer, fexit_refused
-from .lookup_slots import read_lookups
+from .lookup_slots import held_lookups, read_lookups
 
 _log = logging.getLogger(__name__)
 
@@ -548,6 +548,10 @@ class CoreProbe:
                     value = bpf_map.take(_U64.pack(memcg))
                     if value is not None:
                         counted[memcg] = _sum_u64(bpf_map.per_cpu(value))
+            # Read after the take: what the slots still hold reaches a new
+            # entry later (a flush before the take is in the taken value).
+            held = held_lookups(self._slots(obj))
+            taken.lookups_in_slots = {m: n for m, n in held.items() if m in doomed}
             removals = obj.map("pagecache_removals")
             for memcg in doomed:
                 for reason, reason_name in REMOVAL_REASONS.items():

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import ctypes
 
-REMOVAL_EVICTION = 0
-REMOVAL_INVALIDATION = 1
-REMOVAL_UNKNOWN = 2
 # The per-memcg counter maps, each named after the reading's field it fills.
 COUNTER_MAPS = (
     "pagecache_lookups",
@@ -18,6 +15,9 @@ COUNTER_MAPS = (
     "pagecache_dirtied",
 )
 
+REMOVAL_EVICTION = 0
+REMOVAL_INVALIDATION = 1
+REMOVAL_UNKNOWN = 2
 REMOVAL_REASONS = {
     REMOVAL_EVICTION: "eviction",
     REMOVAL_INVALIDATION: "invalidation",

@@ -34,10 +34,16 @@ def read_lookups(
         if after == before:
             break
         before = after
+    held = held_lookups(slots)
+    for memcg, pages in held.items():
+        table[memcg] = table.get(memcg, 0) + pages
+    return table, held
+
+
+def held_lookups(slots: list[LookupSlot]) -> dict[int, int]:
+    """Lookups the slots hold, by memcg: they reach the map at a later flush."""
     held: dict[int, int] = {}
     for slot in slots:
         if slot.lookups:
             held[slot.memcg] = held.get(slot.memcg, 0) + slot.lookups
-    for memcg, pages in held.items():
-        table[memcg] = table.get(memcg, 0) + pages
-    return table, held
+    return held
