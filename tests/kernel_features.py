@@ -45,6 +45,14 @@ EXACT_COLD_READ = 4096
 
 
 @functools.cache
+def exact_sharing_program() -> str:
+    """The exact-mode program choose_programs picks for this kernel, "" if
+    none (no filemap_get_pages with a folio batch)."""
+    with KernelBtf() as btf:
+        return choose_programs(btf.params).exact_sharing_program
+
+
+@functools.cache
 def shared_mode() -> str:
     """How the CO-RE engine must tell shared hits here: "exact" for reads
     where filemap_get_pages hands over a folio batch and fexit loads, else
@@ -53,9 +61,9 @@ def shared_mode() -> str:
     may not) an empty fexit on the function is tried, apart from the engine."""
     if GUEST_KERNEL is not None:
         return "exact" if GUEST_KERNEL in ("6.1", "6.12", "7") else "extent"
+    if not exact_sharing_program():
+        return "extent"
     with KernelBtf() as btf:
-        if not choose_programs(btf.params).exact_sharing_program:
-            return "extent"
         refused = fexit_refused(btf.type_id(SHARED_EXACT_FUNCTION, KIND_FUNC) or 0)
     return "extent" if refused else "exact"
 

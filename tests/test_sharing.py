@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from otel_pagecache.probes import ProbeUnavailable
-from otel_pagecache.probes.btf_offsets import KernelBtf
-from otel_pagecache.probes.core import CoreProbe, choose_programs
+from otel_pagecache.probes.core import CoreProbe
 from tests.conftest import make_cold_file
-from tests.kernel_features import shared_mode, skip_unless_lookups
+from tests.kernel_features import exact_sharing_program, shared_mode, skip_unless_lookups
 
 pytestmark = pytest.mark.kernel
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -107,8 +106,7 @@ def test_the_mode_is_exact_for_reads_wherever_fexit_attaches(probe):
         assert not any(p.startswith("fexit_shared_") for p in probe.attached), probe.attached
         # Where the kernel has the function (this project's host: it refuses
         # fexit), the refusal is named; 5.10 has nothing to refuse.
-        with KernelBtf() as btf:
-            exact_program = choose_programs(btf.params).exact_sharing_program
+        exact_program = exact_sharing_program()
         if exact_program:
             assert probe.shared_exact_refused.startswith(exact_program), probe.shared_exact_refused
         else:

@@ -50,17 +50,14 @@ def _named(otlp_receiver, container_id: str) -> None:
     )
 
 
-def _wait(otlp_receiver, predicate, timeout: float, **shown: str):
-    """wait_for_metrics, whose timeout also says what the named containers'
-    shared-hit series held (``shown``: what -> container id)."""
+def _wait(otlp_receiver, predicate, timeout: float, *shown: tuple[str, str]):
+    """wait_for_metrics, whose timeout also says what these (metric,
+    container id) series held."""
     try:
         return otlp_receiver.wait_for_metrics(predicate, timeout=timeout)
     except AssertionError as e:
         requests = otlp_receiver.metrics_requests()
-        held = {
-            what: latest(requests, f"pagecache.shared.{what.split('_')[0]}", container)
-            for what, container in shown.items()
-        }
+        held = {f"{m} of {c}": latest(requests, m, c) for m, c in shown}
         raise AssertionError(f"the series held {held}\n{e}") from None
 
 
@@ -83,7 +80,13 @@ def test_reader_and_owner_name_each_other(memcgs, data_dir, otlp_receiver, tmp_p
                 for v in latest(requests, "pagecache.shared.served", a_id).values()
             )
 
-        requests = _wait(otlp_receiver, served, 60, served_a=a_id, hits_b=b_id)
+        requests = _wait(
+            otlp_receiver,
+            served,
+            60,
+            ("pagecache.shared.served", a_id),
+            ("pagecache.shared.hits", b_id),
+        )
         assert agent.terminate() == 0, agent.log()
     owners = page_owners(memcgs, path)
     # Within 1%: these VMs shed a few cached pages without pressure, which the
@@ -126,7 +129,7 @@ def test_removed_owner_shows_as_dying_or_parent(memcgs, data_dir, otlp_receiver,
         def counted(requests) -> bool:
             return sum(latest(requests, "pagecache.shared.hits", b_id).values()) >= pages * 0.99
 
-        requests = _wait(otlp_receiver, counted, 60, hits_b=b_id)
+        requests = _wait(otlp_receiver, counted, 60, ("pagecache.shared.hits", b_id))
         assert agent.terminate() == 0, agent.log()
     hits_b = latest(requests, "pagecache.shared.hits", b_id)
     paths = {dict(k)["pagecache.owner.cgroup.path"] for k in hits_b}

@@ -449,14 +449,11 @@ class BccProbe:
                 reading.map_entries[name] = (len(values), table.max_entries)
                 return values
 
-            def read_slots() -> list:
-                return [cpu.lookup for cpu in b[b"cpu_slots"][0]]
-
             for name in COUNTER_MAPS:
                 if name != "pagecache_lookups":
                     setattr(reading, name.removeprefix("pagecache_"), read_counter_map(name))
             reading.lookups, reading.lookups_in_slots = read_lookups(
-                lambda: read_counter_map("pagecache_lookups"), read_slots
+                lambda: read_counter_map("pagecache_lookups"), lambda: self._slots(b)
             )
             removals = b[b"pagecache_removals"]
             for k, v in removals.items():
@@ -514,6 +511,11 @@ class BccProbe:
                     with contextlib.suppress(KeyError):
                         del table[table.Key(pid)]
 
+    @staticmethod
+    def _slots(b) -> list:
+        """Each CPU's lookup slot (as CoreProbe._slots)."""
+        return [cpu.lookup for cpu in b[b"cpu_slots"][0]]
+
     def forget(self, memcg_ids: Iterable[int], files: bool = True) -> ActivityReading:
         taken = ActivityReading()
         with self._lock:
@@ -532,7 +534,7 @@ class BccProbe:
                         counted[memcg] = sum(table[key])
                         del table[key]
             # Read after the take (as CoreProbe.forget).
-            held = held_lookups([cpu.lookup for cpu in b[b"cpu_slots"][0]])
+            held = held_lookups(self._slots(b))
             taken.lookups_in_slots = {m: n for m, n in held.items() if m in doomed}
             removals = b[b"pagecache_removals"]
             for key in [k for k in removals if k.memcg in doomed]:

@@ -27,7 +27,7 @@ from .layout import (
     SpanSlotBase,
     WhatifConfig,
 )
-from .libbpf import BpfObject, LibbpfError, LibbpfMissing, RingBuffer, fexit_refused
+from .libbpf import BpfMap, BpfObject, LibbpfError, LibbpfMissing, RingBuffer, fexit_refused
 from .lookup_slots import held_lookups, read_lookups
 
 _log = logging.getLogger(__name__)
@@ -222,8 +222,9 @@ def default_object_path() -> str:
     return str(resources.files("otel_pagecache._bpf") / "pagecache.bpf.o")
 
 
-def _sum_u64(values: list[bytes]) -> int:
-    return sum(_U64.unpack_from(v)[0] for v in values)
+def _total(bpf_map: BpfMap, value: bytes) -> int:
+    """A u64 counter's value: summed over CPUs in a per-CPU map."""
+    return sum(_U64.unpack_from(v)[0] for v in bpf_map.per_cpu(value))
 
 
 class CoreProbe:
@@ -421,7 +422,7 @@ class CoreProbe:
                 bpf_map = obj.map(name)
                 table = {}
                 for key, value in bpf_map.items():
-                    table[_U64.unpack(key)[0]] = _sum_u64(bpf_map.per_cpu(value))
+                    table[_U64.unpack(key)[0]] = _total(bpf_map, value)
                 reading.map_entries[name] = (len(table), bpf_map.max_entries)
                 return table
 
@@ -435,7 +436,7 @@ class CoreProbe:
             for key, value in removals.items():
                 k = RemovalKey.from_buffer_copy(key)
                 reason = REMOVAL_REASONS.get(k.reason, "unknown")
-                reading.removals[(k.memcg, reason)] = _sum_u64(removals.per_cpu(value))
+                reading.removals[(k.memcg, reason)] = _total(removals, value)
             reading.map_entries["pagecache_removals"] = (
                 len(reading.removals),
                 removals.max_entries,
@@ -449,7 +450,7 @@ class CoreProbe:
             lost = obj.map("pagecache_lost")
             for index, reason in LOST_REASONS.items():
                 value = lost.lookup(struct.pack("=I", index))
-                reading.lost[reason] = _sum_u64(lost.per_cpu(value)) if value else 0
+                reading.lost[reason] = _total(lost, value) if value else 0
             reading.lookups = counters["pagecache_lookups"]
             reading.misses = counters["pagecache_misses"]
             reading.insertions = counters["pagecache_insertions"]
@@ -463,7 +464,7 @@ class CoreProbe:
         shared = obj.map("pagecache_shared_hits")
         for key, value in shared.items():
             k = SharedKey.from_buffer_copy(key)
-            reading.shared[(k.reader, k.owner)] = _sum_u64(shared.per_cpu(value))
+            reading.shared[(k.reader, k.owner)] = _total(shared, value)
         reading.map_entries["pagecache_shared_hits"] = (len(reading.shared), shared.max_entries)
         for name in ("sharing_extents", "sharing_files"):
             owners = obj.map(name)
@@ -547,7 +548,7 @@ class CoreProbe:
                 for memcg in doomed:
                     value = bpf_map.take(_U64.pack(memcg))
                     if value is not None:
-                        counted[memcg] = _sum_u64(bpf_map.per_cpu(value))
+                        counted[memcg] = _total(bpf_map, value)
             # Read after the take: what the slots still hold reaches a new
             # entry later (a flush before the take is in the taken value).
             held = held_lookups(self._slots(obj))
@@ -557,7 +558,7 @@ class CoreProbe:
                 for reason, reason_name in REMOVAL_REASONS.items():
                     value = removals.take(bytes(RemovalKey(memcg, reason, 0)))
                     if value is not None:
-                        taken.removals[(memcg, reason_name)] = _sum_u64(removals.per_cpu(value))
+                        taken.removals[(memcg, reason_name)] = _total(removals, value)
             if not files:
                 return taken
             file_map = obj.map("pagecache_file_pages")
@@ -577,7 +578,7 @@ class CoreProbe:
             for reader, owner in pairs:
                 value = shared.take(bytes(SharedKey(reader, owner)))
                 if value is not None:
-                    taken[(reader, owner)] = _sum_u64(shared.per_cpu(value))
+                    taken[(reader, owner)] = _total(shared, value)
             return taken
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
