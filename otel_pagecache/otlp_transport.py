@@ -36,6 +36,12 @@ from dataclasses import dataclass, field
 _log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+# gRPC's reconnect backoff grows to 2 min by default (1 s x 1.6 per failed
+# connect): after a one-minute collector outage the channel's next connect
+# came 45 s after the collector was back (measured, 75 s outage). Capped, a
+# returning collector is reconnected to within this (+20 % jitter); a
+# connect to a dead address every few seconds costs nothing.
+MAX_RECONNECT_BACKOFF_S = 4.0
 _RETRY_HTTP = frozenset({429, 502, 503, 504})
 
 
@@ -165,15 +171,18 @@ class GrpcSender:
         target = parsed.netloc or settings.endpoint
         secure = parsed.scheme == "https" or (parsed.scheme != "http" and not settings.insecure)
         compression = grpc.Compression.Gzip if settings.compression == "gzip" else None
+        options = [("grpc.max_reconnect_backoff_ms", int(MAX_RECONNECT_BACKOFF_S * 1000))]
         if secure:
             credentials = grpc.ssl_channel_credentials(
                 _read(settings.certificate),
                 _read(settings.client_key),
                 _read(settings.client_certificate),
             )
-            self._channel = grpc.secure_channel(target, credentials, compression=compression)
+            self._channel = grpc.secure_channel(
+                target, credentials, options=options, compression=compression
+            )
         else:
-            self._channel = grpc.insecure_channel(target, compression=compression)
+            self._channel = grpc.insecure_channel(target, options=options, compression=compression)
         # Requests go as the bytes they already are: no serializer.
         self._export = self._channel.unary_unary(
             self._METHOD, response_deserializer=ExportMetricsServiceResponse.FromString

@@ -11,9 +11,11 @@ Bounds stated here (and in bench/README.md):
   period measured before the outage when collecting takes longer, as on a
   loaded host with thousands of memcgs) plus the OTLP exporter's retry
   bound after the collector comes back. The retry bound is the exporter's
-  timeout, ``OTEL_EXPORTER_OTLP_TIMEOUT`` (default 10 s): the SDK retries
-  with backoff 1, 2, 4 ... s while the deadline allows, reconnecting its
-  channel on UNAVAILABLE, and then gives the batch up. The test allows
+  timeout, ``OTEL_EXPORTER_OTLP_TIMEOUT`` (default 10 s): the agent retries
+  with backoff 1, 2, 4 ... s while the deadline allows, then gives the cycle
+  up; its gRPC channel reconnects at least every
+  ``otlp_transport.MAX_RECONNECT_BACKOFF_S`` (x 1.2 jitter), which is below
+  that timeout (uncapped, gRPC's backoff reaches 2 min). The test allows
   ``RESUME_SLACK_S`` more for this shared, contended machine.
 - After ``kill -9``, the kernel frees every program, map and link of the
   dead process (nothing is pinned); a restarted agent's first export comes

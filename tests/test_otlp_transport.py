@@ -14,9 +14,14 @@ from opentelemetry.proto.collector.metrics.v1 import (
 )
 
 from otel_pagecache.otlp_bulk import MAX_REQUEST_BYTES, BulkEncoder, requests
-from otel_pagecache.otlp_transport import ExportError, OtlpMetricSender, OtlpSettings
+from otel_pagecache.otlp_transport import (
+    MAX_RECONNECT_BACKOFF_S,
+    ExportError,
+    OtlpMetricSender,
+    OtlpSettings,
+)
 from tests.collection_snapshot import fixed_snapshot
-from tests.peers import Blackhole
+from tests.peers import Blackhole, ClosingListener
 from tests.peers.otlp_receiver import OtlpReceiver, iter_points
 
 
@@ -158,3 +163,31 @@ def test_a_blackhole_costs_at_most_the_deadline(protocol):
         sender.close()
     finally:
         hole.close()
+
+
+def test_a_returning_collector_is_reconnected_to_within_the_backoff_cap():
+    """gRPC's own reconnect backoff grows 1.6x per failed connect up to 2 min:
+    uncapped, the gaps between connects in this 24 s window reach 7.6 s or
+    more (1, 1.6, 2.6, 4.1, 6.6, 10.5 s, each +-20 %), and a collector back
+    after a minute's outage waited up to the next one (CI's failure of
+    test_faults). Capped, no gap exceeds the cap plus its 20 % jitter."""
+    window_s = 24.0
+    with ClosingListener() as collector_not_there:
+        sender = OtlpMetricSender(
+            OtlpSettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": collector_not_there.endpoint})
+        )
+        try:
+            started = time.monotonic()
+            # A send every 0.2 s, as a busy export loop retries: each fails at
+            # once while the channel waits out its backoff.
+            while time.monotonic() - started < window_s:
+                with pytest.raises(ExportError):
+                    sender.send(b"", time.monotonic() + 0.5)
+                time.sleep(0.2)
+            ended = time.monotonic()
+        finally:
+            sender.close()
+        connects = collector_not_there.connected_at()
+    gaps = [b - a for a, b in zip([started, *connects], [*connects, ended], strict=True)]
+    assert len(connects) >= 5, gaps
+    assert max(gaps) <= MAX_RECONNECT_BACKOFF_S * 1.2 + 1.5, [f"{g:.1f}" for g in gaps]

@@ -151,13 +151,15 @@ class ClosingListener(Managed):
     """A loopback TCP port that takes each connection, reads the first bytes the
     client sends and closes it: every export attempt reaches it and fails at
     once. ``attempts()`` counts them (those whose first bytes hold ``marker``,
-    e.g. ``b"POST /v1/metrics"``); after ``stop()`` the port refuses connections.
+    e.g. ``b"POST /v1/metrics"``), ``connected_at()`` says when they came; after
+    ``stop()`` the port refuses connections.
     """
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
         self._heads: list[bytes] = []
+        self._arrivals: list[float] = []  # time.monotonic() of each accept
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: socket.socket | None = None
@@ -187,6 +189,7 @@ class ClosingListener(Managed):
                 continue
             except OSError:
                 return
+            arrived = time.monotonic()
             with conn:
                 conn.settimeout(1.0)
                 try:
@@ -195,6 +198,11 @@ class ClosingListener(Managed):
                     head = b""
             with self._lock:
                 self._heads.append(head)
+                self._arrivals.append(arrived)
+
+    def connected_at(self) -> list[float]:
+        with self._lock:
+            return list(self._arrivals)
 
     def attempts(self, marker: bytes = b"") -> int:
         with self._lock:
@@ -333,4 +341,3 @@ class GoPeer(Managed):
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
-
