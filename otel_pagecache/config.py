@@ -155,6 +155,8 @@ class Setting:
 RUN = ("run",)
 TOP = ("top",)
 
+# One setting per entry, laid out by hand: name, variable, parser, default, help.
+# fmt: off
 SETTINGS: tuple[Setting, ...] = (
     # --- the agent's own; strict -------------------------------------------------------------
     Setting("host_root", "OTEL_PAGECACHE_HOST_ROOT", PATH, "/",
@@ -292,6 +294,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("top_count", None, POSITIVE_INT, None,
             "stop after this many screens (default: until q or Ctrl-C)", "--count", commands=TOP),
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,7 @@ def _otlp(
     return Variable(names, default, meaning, used_by)
 
 
+# fmt: off
 OTHER_VARIABLES: tuple[Variable, ...] = (
     _otlp("ENDPOINT", "http://localhost:4317 (grpc), http://localhost:4318 (http/protobuf)",
           "collector address; http/protobuf appends v1/metrics to the generic one and takes "
@@ -347,6 +351,7 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
              "else /lib/modules/$(uname -r)/build, else the newest linux-headers under /usr/src",
              "run, top, doctor (probes/kheaders)"),
 )
+# fmt: on
 
 BY_ENV = {s.env: s for s in SETTINGS if s.env}
 

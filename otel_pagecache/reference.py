@@ -28,9 +28,7 @@ def _cell(text: str) -> str:
 def metrics_table() -> str:
     rows = ["| name | instrument | unit | description |", "|---|---|---|---|"]
     for spec in ALL_SPECS:
-        rows.append(
-            f"| `{spec.name}` | {spec.kind} | `{spec.unit}` | {_cell(spec.description)} |"
-        )
+        rows.append(f"| `{spec.name}` | {spec.kind} | `{spec.unit}` | {_cell(spec.description)} |")
     return "\n".join(rows) + "\n"
 
 

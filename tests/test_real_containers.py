@@ -122,9 +122,7 @@ def test_real_container_is_named_and_counted_exactly(
     cid = runtime.cli.run(
         f"{IMAGE}:{TAG}", "sleep", "100000", name=container_name, volume=f"{data_dir}:/data:ro"
     )
-    env = agent_env(
-        otlp_receiver.grpc_endpoint, OTEL_PAGECACHE_STALLS="false", **runtime.agent_env
-    )
+    env = agent_env(otlp_receiver.grpc_endpoint, OTEL_PAGECACHE_STALLS="false", **runtime.agent_env)
     include = f"{runtime.parent.top}/*"
     with AgentProcess(["run", "--engine", "core", "--include", include], env, tmp_path) as agent:
 

@@ -64,8 +64,7 @@ def test_argparse_mistakes_are_one_line_too():
     result = _cli("run", "--no-such-flag")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "otel-pagecache: error: unrecognized arguments: --no-such-flag "
-        "(see otel-pagecache --help)"
+        "otel-pagecache: error: unrecognized arguments: --no-such-flag (see otel-pagecache --help)"
     ]
 
 
@@ -319,8 +318,13 @@ def test_every_environment_read_is_documented():
     problems += [f"SETTINGS' {s.env}" for s in config.SETTINGS if s.env and s.env not in documented]
     assert not problems, "undocumented environment reads:\n" + "\n".join(problems)
     # The scan does see the reads this test exists for.
-    assert {"OTEL_SDK_DISABLED", "OTEL_BSP_MAX_QUEUE_SIZE", "BCC_KERNEL_SOURCE",
-            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "OTEL_PAGECACHE_CGROUP_ROOT"} <= read_anywhere
+    assert {
+        "OTEL_SDK_DISABLED",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "BCC_KERNEL_SOURCE",
+        "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+        "OTEL_PAGECACHE_CGROUP_ROOT",
+    } <= read_anywhere
 
 
 def test_the_environment_scan_fails_on_an_undocumented_read():
@@ -338,6 +342,8 @@ def f(env, name):
 """
     names, computed = _environment_reads(source, "new.py")
     assert set(names) == {f"NOPE_{n}" for n in ("ONE", "TWO", "THREE", "FOUR", "FIVE")} | {
-        "OTEL_PAGECACHE_SPAN_FIGURES", "OTEL_PAGECACHE_ENGINE"}
+        "OTEL_PAGECACHE_SPAN_FIGURES",
+        "OTEL_PAGECACHE_ENGINE",
+    }
     assert computed == ["new.py:9"]
     assert len(_undocumented(source, "new.py")) == 6

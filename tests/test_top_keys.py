@@ -143,18 +143,25 @@ def _sample(memcg: int, cache: int, misses: int, evictions: int):
 
 @pytest.mark.parametrize(
     ("sort", "order"),
-    [("cache", ["/cg1", "/cg2", "/cg3"]), ("misses", ["/cg3", "/cg2", "/cg1"]),
-     ("evictions", ["/cg2", "/cg1", "/cg3"])],
+    [
+        ("cache", ["/cg1", "/cg2", "/cg3"]),
+        ("misses", ["/cg3", "/cg2", "/cg1"]),
+        ("evictions", ["/cg2", "/cg1", "/cg3"]),
+    ],
 )
 def test_render_sorts_by_the_chosen_rate(sort, order):
     from otel_pagecache.residency import Snapshot
     from otel_pagecache.top import render
 
-    before = Snapshot(0.0, 2, [_sample(1, 3 << 20, 0, 0), _sample(2, 2 << 20, 0, 0),
-                                _sample(3, 1 << 20, 0, 0)])
+    before = Snapshot(
+        0.0, 2, [_sample(1, 3 << 20, 0, 0), _sample(2, 2 << 20, 0, 0), _sample(3, 1 << 20, 0, 0)]
+    )
     # Over 2 s: cg1 10 misses 40 evictions, cg2 20/80, cg3 30/0.
-    now = Snapshot(2.0, 2, [_sample(1, 3 << 20, 10, 40), _sample(2, 2 << 20, 20, 80),
-                             _sample(3, 1 << 20, 30, 0)])
+    now = Snapshot(
+        2.0,
+        2,
+        [_sample(1, 3 << 20, 10, 40), _sample(2, 2 << 20, 20, 80), _sample(3, 1 << 20, 30, 0)],
+    )
     lines = render(now, before, sort=sort, keys_line=True).splitlines()
     rows = [line.split()[0] for line in lines if line.startswith("/cg")]
     assert rows == order
