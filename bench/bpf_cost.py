@@ -220,13 +220,12 @@ def event_setups(
     if bcc:
         from otel_pagecache.probes.bcc import BccProbe
 
+        bcc_fd = lambda p: p._bpf.funcs[b"raw_tracepoint__mm_filemap_get_pages"].fd  # noqa: E731
         setups["bcc"] = [
             _empty_setup(empty_obj, "empty_raw_get_pages"),
-            Setup(
-                "bcc",
-                lambda: BccProbe().start(),
-                lambda p: p._bpf.funcs[b"raw_tracepoint__mm_filemap_get_pages"].fd,
-            ),
+            Setup("bcc", lambda: BccProbe().start(), bcc_fd),
+            # Shared hits compiled out (no WITH_SHARING): their cost on BCC.
+            Setup("bcc-no-sharing", lambda: BccProbe(sharing=False).start(), bcc_fd),
         ]
     return setups
 

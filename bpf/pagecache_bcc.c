@@ -17,6 +17,9 @@
  *                        kprobes on the read and fault functions, which the
  *                        loader attaches (lookup_read_* to the read function
  *                        this kernel has, lookup_fault_entry, lookup_map_pages_entry)
+ *   WITH_SHARING         shared hits in extent mode (pagecache_sharing.h),
+ *                        where lookups are counted; "mapping" there is the
+ *                        address_space pointer, as on the lookup paths here
  */
 #ifdef KPROBE_LOOKUPS
 #include <uapi/linux/ptrace.h> /* struct pt_regs, as bcc's own tools include it */
@@ -169,6 +172,55 @@ static __always_inline int current_syscall_args(u64 *nr, u64 args[5])
 }
 #endif
 
+#ifdef WITH_SHARING
+#define PAGECACHE_SHARING
+static __always_inline bool sharing_on(void)
+{
+	return true;
+}
+
+/* fexit (exact mode) is the CO-RE engine's alone. */
+static __always_inline bool reads_shared_exactly(void)
+{
+	return false;
+}
+
+static __always_inline bool file_mode_used(void)
+{
+	struct sharing_state *state = sharing_state_get();
+
+	return state && state->file_mode;
+}
+
+static __always_inline void file_mode_started(void)
+{
+	struct sharing_state *state = sharing_state_get();
+
+	if (state)
+		state->file_mode = 1;
+}
+
+static __always_inline u64 owners_generation(void)
+{
+	struct sharing_state *state = sharing_state_get();
+
+	return state ? *(volatile u64 *)&state->generation : 0;
+}
+
+static __always_inline void owners_changed(void)
+{
+	struct sharing_state *state = sharing_state_get();
+
+	if (state)
+		__sync_fetch_and_add(&state->generation, 1);
+}
+#define SHARING_PAGES_CHANGED(owner, folio, nr) \
+	sharing_pages_changed(owner, rd64((folio) + OFF_FOLIO_MAPPING), \
+			      rd64((folio) + OFF_FOLIO_INDEX), nr)
+#else
+#define SHARING_PAGES_CHANGED(owner, folio, nr) do {} while (0)
+#endif
+
 #include "pagecache_bookkeeping.h"
 
 /* ---- Insertions, dirtying, removals (by owner) ---------------------------- */
@@ -189,6 +241,7 @@ RAW_TRACEPOINT_PROBE(mm_filemap_add_to_page_cache)
 
 	count(INSERTIONS_MAP, &owner, nr);
 	file_pages_add(owner, folio, nr, true);
+	SHARING_PAGES_CHANGED(owner, folio, (s64)nr);
 	note_insertion(task, task_flags(task), rd64(folio + OFF_FOLIO_MAPPING), nr);
 	return 0;
 }
@@ -224,6 +277,7 @@ RAW_TRACEPOINT_PROBE(mm_filemap_delete_from_page_cache)
 	key.reason = removal_reason((void *)bpf_get_current_task());
 	count(REMOVALS_MAP, &key, nr);
 	file_pages_add(key.memcg, folio, -(s64)nr, false);
+	SHARING_PAGES_CHANGED(key.memcg, folio, -(s64)nr);
 	return 0;
 }
 

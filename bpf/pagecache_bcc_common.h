@@ -51,7 +51,32 @@ enum map_handle {
 	DIRTIED_MAP,
 	REMOVALS_MAP,
 	FILE_PAGES_MAP,
+	EXTENTS_MAP,
+	SHARING_FILES_MAP,
+	SHARED_MAP,
 };
+
+#ifdef WITH_SHARING
+/* Shared hits in extent mode (pagecache_sharing.h), as pagecache.bpf.c keeps
+ * them; the two globals there (file mode used, the owners' generation) are
+ * one array entry here: BCC has no global data. */
+BPF_HASH(sharing_extents, struct extent_key, struct extent_owners, SHARING_MAX_EXTENTS);
+BPF_HASH(sharing_files, struct extent_key, struct extent_owners, SHARING_MAX_FILES);
+BPF_PERCPU_HASH(pagecache_shared_hits, struct shared_key, u64, PAGECACHE_MAX_MEMCGS);
+struct sharing_state {
+	u64 generation;
+	u32 file_mode;
+	u32 unused;
+};
+BPF_ARRAY(sharing_state, struct sharing_state, 1);
+
+static __always_inline struct sharing_state *sharing_state_get(void)
+{
+	u32 zero = 0;
+
+	return sharing_state.lookup(&zero);
+}
+#endif
 
 static __always_inline void *map_find(enum map_handle map, void *key)
 {
@@ -62,6 +87,12 @@ static __always_inline void *map_find(enum map_handle map, void *key)
 	case DIRTIED_MAP: return pagecache_dirtied.lookup(key);
 	case REMOVALS_MAP: return pagecache_removals.lookup(key);
 	case FILE_PAGES_MAP: return pagecache_file_pages.lookup(key);
+#ifdef WITH_SHARING
+	case EXTENTS_MAP: return sharing_extents.lookup(key);
+	case SHARING_FILES_MAP: return sharing_files.lookup(key);
+	case SHARED_MAP: return pagecache_shared_hits.lookup(key);
+#endif
+	default: return 0;
 	}
 	return 0;
 }
@@ -76,9 +107,27 @@ static __always_inline long map_insert(enum map_handle map, void *key, void *val
 	case DIRTIED_MAP: return pagecache_dirtied.insert(key, value);
 	case REMOVALS_MAP: return pagecache_removals.insert(key, value);
 	case FILE_PAGES_MAP: return pagecache_file_pages.insert(key, value);
+#ifdef WITH_SHARING
+	case EXTENTS_MAP: return sharing_extents.insert(key, value);
+	case SHARING_FILES_MAP: return sharing_files.insert(key, value);
+	case SHARED_MAP: return pagecache_shared_hits.insert(key, value);
+#endif
+	default: return -1;
 	}
 	return -1;
 }
+
+#ifdef WITH_SHARING
+static __always_inline long map_remove(enum map_handle map, void *key)
+{
+	switch (map) {
+	case EXTENTS_MAP: return sharing_extents.delete(key);
+	case SHARING_FILES_MAP: return sharing_files.delete(key);
+	default: return -1;
+	}
+	return -1;
+}
+#endif
 
 #ifdef WITH_STALLS
 BPF_HASH(stall_starts, u32, struct stall_start, PAGECACHE_MAX_STALLING_THREADS);

@@ -21,6 +21,7 @@
 #define HAS_FOLIO 1
 #define OFF_FOLIO_FLAGS offsetof(struct folio, flags)
 #define OFF_FOLIO_MAPPING offsetof(struct folio, mapping)
+#define OFF_FOLIO_INDEX offsetof(struct folio, index)
 #define OFF_FOLIO_MEMCG_DATA offsetof(struct folio, memcg_data)
 #define OFF_FOLIO_FLAGS_1 offsetof(struct folio, _flags_1)
 #define OFF_FOLIO_ORDER -1
@@ -33,6 +34,7 @@
 #else
 #define OFF_FOLIO_FLAGS offsetof(struct page, flags)
 #define OFF_FOLIO_MAPPING offsetof(struct page, mapping)
+#define OFF_FOLIO_INDEX offsetof(struct page, index)
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 11, 0)
 #define OFF_FOLIO_MEMCG_DATA offsetof(struct page, memcg_data)
 #else

@@ -156,7 +156,7 @@ def _check_bcc() -> Check:
             "the CO-RE engine (engine.core) does not need BCC",
         )
     layout, attribution, hook = probe.layout, probe.attribution, probe.lookup_hook
-    whatif = probe.has_whatif
+    whatif, shared_mode = probe.has_whatif, probe.shared_mode
     refused = probe.lookup_hooks_refused
     probe.close()
     detail = f"compiles and loads ({where}); layouts from {layout}, counts by {attribution}"
@@ -170,6 +170,8 @@ def _check_bcc() -> Check:
         detail += f"; lookups from {hook}"
     if whatif:
         detail += "; what-if samples"
+    if shared_mode != "none":
+        detail += f"; shared hits ({shared_mode} mode)"
     return Check("engine.bcc", OK, detail)
 
 

@@ -493,6 +493,28 @@ def test_forgetting_a_memcg_returns_what_its_entries_held(memcgs, data_dir, prob
     assert probe.forget([a], files=False).insertions == {}
 
 
+def test_a_reader_of_another_memcgs_pages_has_shared_hits_on_both_engines(memcgs, data_dir, probe):
+    """B reads the 2 MiB A brought in: 512 shared hits of B on A, whichever
+    engine (one copy of the code, pagecache_sharing.h). test_sharing.py has
+    the cases against /proc/kpagecgroup; this is the check that runs BCC's in
+    every guest, where this module's BCC probe is the only one compiled."""
+    if not probe.has_lookups:
+        pytest.skip(f"no lookups here ({probe.lookup_hook}): no shared hits")
+    assert probe.shared_mode in ("exact", "extent"), probe.shared_exact_refused
+    a, a_dir = _memcg(memcgs)
+    b, b_dir = _memcg(memcgs)
+    cold = make_cold_file(data_dir / "shared-2m", 2 * MIB)
+    memcgs.worker(a_dir).do("read", cold)
+    before = probe.read().shared
+    memcgs.worker(b_dir).do("read", cold)
+    after = probe.read().shared
+    hits = after.get((b, a), 0) - before.get((b, a), 0)
+    # 2%: a guest may shed a few of A's pages before B reads them.
+    assert abs(hits - 2 * MIB // PAGE) <= 2 * MIB // PAGE * 0.02, (probe.shared_mode, after)
+    assert not any(reader == a for reader, _ in after), after  # A read only its own
+    assert probe.read().map_entries["sharing_extents"][0] >= 1
+
+
 def test_missing_object_names_the_cause_and_the_fix(tmp_path):
     with pytest.raises(ProbeUnavailable, match="install clang and libbpf-dev"):
         CoreProbe(object_path=str(tmp_path / "none.bpf.o")).start()

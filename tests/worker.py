@@ -6,7 +6,10 @@ the cgroup is the workload only. Commands, one per line on stdin, each
 answered with "ok" on stdout:
 
     read PATH [BYTES]  read the whole file with read()s of BYTES (default 1 MiB)
-    readrange PATH OFFSET LENGTH  read LENGTH bytes from OFFSET with 1 MiB pread()s
+    readrange PATH OFFSET LENGTH [random]  read LENGTH bytes from OFFSET with 1 MiB
+                       pread()s; "random": POSIX_FADV_RANDOM first, so no readahead
+                       runs past the range (its async I/O can outlast the read, and
+                       DONTNEED skips pages still under I/O)
     mmap PATH [nohuge] map it and touch every page; "nohuge": MADV_NOHUGEPAGE first,
                        so large folios are mapped page by page (see test_activity)
     write PATH BYTES   write a new file of BYTES (no fsync)
@@ -42,6 +45,8 @@ def main() -> None:
             os.close(fd)
         elif command == "readrange":
             fd = os.open(args[0], os.O_RDONLY)
+            if args[3:] == ["random"]:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             offset, end = int(args[1]), int(args[1]) + int(args[2])
             while offset < end:
                 got = os.pread(fd, min(CHUNK, end - offset), offset)

@@ -248,9 +248,17 @@ class BccProbe:
     engine = "bcc"
 
     def __init__(
-        self, lookups: bool = True, stalls: bool = True, layout: str = "auto", whatif: bool = True
+        self,
+        lookups: bool = True,
+        stalls: bool = True,
+        layout: str = "auto",
+        whatif: bool = True,
+        sharing: bool = True,
     ) -> None:
         self.want_lookups = lookups
+        # Shared hits in extent mode (pagecache_sharing.h, the CO-RE engine's
+        # code); exact mode needs fexit, which is the CO-RE engine's alone.
+        self.want_sharing = sharing
         # The what-if samples (pagecache_whatif.h) are compiled in only when
         # wanted: off, the lookup path is the same text as before.
         self.want_whatif = whatif
@@ -268,7 +276,6 @@ class BccProbe:
         # "tracepoint", "kprobe:<function>" or "none" (see CoreProbe.lookup_hook)
         self.lookup_hook = "none"
         self.lookup_hooks_refused: list[str] = []
-        # Shared hits: the CO-RE engine's only, so far (docs/sharing.md).
         self.shared_mode = "none"
         self.shared_exact_refused = ""
         self.stall_kinds: list[str] = []
@@ -356,6 +363,10 @@ class BccProbe:
             cflags += ["-DWITH_STALLS", f"-DKERNEL_HZ={kernel_hz() or 0}"]
         if self.want_whatif and self.want_lookups:
             cflags.append("-DWITH_WHATIF")
+        # Owners are read from the folio: not in the tracepoint-fields program.
+        sharing = self.want_sharing and self.want_lookups and self.layout != "tracepoints"
+        if sharing:
+            cflags.append("-DWITH_SHARING")
         previous = os.environ.get("BCC_KERNEL_SOURCE")
         os.environ["BCC_KERNEL_SOURCE"] = headers.path
         printed = _Printed()
@@ -384,6 +395,7 @@ class BccProbe:
         if kprobes and self.want_lookups:
             self._attach_kprobes(kprobes)
         self.has_whatif = self.has_lookups and self.want_whatif
+        self.shared_mode = "extent" if sharing and self.has_lookups else "none"
         if self.want_stalls:
             self.stall_kinds = ["memcg_reclaim", "direct_reclaim", "dirty_throttle"]
         self.attached = [
@@ -470,7 +482,21 @@ class BccProbe:
             for index, reason in LOST_REASONS.items():
                 if index < lost.max_entries:
                     reading.lost[reason] = sum(lost[index])
+            if self.shared_mode != "none":
+                self._read_sharing(b, reading)
             return reading
+
+    @staticmethod
+    def _read_sharing(b, reading: ActivityReading) -> None:
+        """Shared hits by (reader, owner), and the fill of the owner maps (as
+        CoreProbe._read_sharing)."""
+        shared = b[b"pagecache_shared_hits"]
+        for k, v in shared.items():
+            reading.shared[(k.reader, k.owner)] = sum(v)
+        reading.map_entries["pagecache_shared_hits"] = (len(reading.shared), shared.max_entries)
+        for name in ("sharing_extents", "sharing_files"):
+            owners = b[name.encode()]
+            reading.map_entries[name] = (len(owners), owners.max_entries)
 
     def stall_ring(self, callback, on_announcement=None) -> _BccRing:
         """The stall ring buffer and the span-slot announcements, polled like the
@@ -545,6 +571,21 @@ class BccProbe:
             if files:
                 table = b[b"pagecache_file_pages"]
                 for key in [k for k in table if k.memcg in doomed]:
+                    del table[key]
+        return taken
+
+    def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        """See CoreProbe.forget_shared; each total is read right before its
+        delete (as in forget)."""
+        taken: dict[tuple[int, int], int] = {}
+        with self._lock:
+            if self._bpf is None or self.shared_mode == "none":
+                return taken
+            table = self._bpf[b"pagecache_shared_hits"]
+            for reader, owner in pairs:
+                key = table.Key(reader, owner)
+                with contextlib.suppress(KeyError):
+                    taken[(reader, owner)] = sum(table[key])
                     del table[key]
         return taken
 

@@ -163,6 +163,7 @@ class KernelBtf:
 MEMBERS = {
     "OFF_FOLIO_FLAGS": (("folio", "flags"), ("page", "flags")),
     "OFF_FOLIO_MAPPING": (("folio", "mapping"), ("page", "mapping")),
+    "OFF_FOLIO_INDEX": (("folio", "index"), ("page", "index")),
     "OFF_FOLIO_MEMCG_DATA": (
         ("folio", "memcg_data"),
         ("page", "memcg_data"),  # 5.11 .. 5.15

@@ -66,7 +66,10 @@ CAPABILITIES = [
     ("what-if page samples from faults", ENGINES,
      "test_whatif_sampling::test_faults_and_fault_around_sample_each_page_once[{engine}]"),
     ("shared hits name the owning memcg", ("core",),
-     "test_sharing::test_one_owner_b_reads_what_a_owns"),
+     "test_sharing::test_one_owner_b_reads_what_a_owns[core]"),
+    ("shared hits of a reader of another's 2 MiB", ENGINES,
+     "test_activity::"
+     "test_a_reader_of_another_memcgs_pages_has_shared_hits_on_both_engines[{engine}]"),
     ("shared hits over OTLP; a removed owner", ("core",),
      "test_sharing_end_to_end::test_removed_owner_shows_as_dying_or_parent"),
 ]  # fmt: skip
