@@ -1,16 +1,18 @@
 """The kernel-dependent subset (tests marked ``kernel``) in a guest of each
 kernel of the VM matrix: Debian's 5.10, 6.1, 6.12 and newest 7.x, booted by
 scripts/vmtest, on cgroup v2. One guest per kernel, two at a time (the
-machines have two cores; under TCG each guest is mostly one busy vCPU).
+machines have two cores; under TCG each guest is mostly one busy vCPU), and
+in the same two slots a fifth guest: scripts/vm/kube-identity, the
+one-node Kubernetes cluster on cgroup v2 (test_kube_identity_on_cgroup_v2).
 
 Results of each run (JUnit XML, the run's log, vmtest.txt with the exact
 kernel version and timings) go to .vmtest-results/<kernel>/, which
 scripts/vm/kernels_table.py turns into docs/kernels.md.
 
-Part of the default run (and CI): about 15 minutes on these 2-core machines
-with the kernels cached, docs/vmtest.md. ``OTEL_PAGECACHE_KERNEL_MATRIX=0``
-skips it for a quick local run; ``-k 'kernel_subset and 6.12'`` picks one
-kernel.
+Part of the default run (and CI): about 17 minutes on these 2-core machines
+with the kernels cached (one run of 7 December), docs/vmtest.md.
+``OTEL_PAGECACHE_KERNEL_MATRIX=0`` skips it for a quick local run;
+``-k 'kernel_subset and 6.12'`` picks one kernel.
 """
 
 from __future__ import annotations
