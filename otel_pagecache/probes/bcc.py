@@ -244,6 +244,20 @@ def _record_has_order() -> bool:
     return False
 
 
+def _take(table, key) -> int | None:
+    """Delete a per-CPU counter's entry and return its total (None if there
+    was none): BpfMap.take for BCC's tables, which have no per-key
+    lookup-and-delete, so the value is read right before the delete, a
+    syscall apart."""
+    try:
+        value = sum(table[key])
+    except KeyError:
+        return None
+    with contextlib.suppress(KeyError):  # deleted meanwhile: still counted
+        del table[key]
+    return value
+
+
 class BccProbe:
     engine = "bcc"
 
@@ -549,25 +563,22 @@ class BccProbe:
             if b is None:
                 return taken
             doomed = set(memcg_ids)
-            # BCC's tables have no per-key lookup-and-delete: each value is
-            # read right before its delete, a syscall apart.
             for name in COUNTER_MAPS:
                 table = b[name.encode()]
                 counted = getattr(taken, name.removeprefix("pagecache_"))
                 for memcg in doomed:
-                    key = table.Key(memcg)
-                    with contextlib.suppress(KeyError):
-                        counted[memcg] = sum(table[key])
-                        del table[key]
+                    value = _take(table, table.Key(memcg))
+                    if value is not None:
+                        counted[memcg] = value
             # Read after the take (as CoreProbe.forget).
             held = held_lookups(self._slots(b))
             taken.lookups_in_slots = {m: n for m, n in held.items() if m in doomed}
             removals = b[b"pagecache_removals"]
             for key in [k for k in removals if k.memcg in doomed]:
-                with contextlib.suppress(KeyError):
+                value = _take(removals, key)
+                if value is not None:
                     reason = REMOVAL_REASONS.get(key.reason, "unknown")
-                    taken.removals[(key.memcg, reason)] = sum(removals[key])
-                    del removals[key]
+                    taken.removals[(key.memcg, reason)] = value
             if files:
                 table = b[b"pagecache_file_pages"]
                 for key in [k for k in table if k.memcg in doomed]:
@@ -575,18 +586,16 @@ class BccProbe:
         return taken
 
     def forget_shared(self, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
-        """See CoreProbe.forget_shared; each total is read right before its
-        delete (as in forget)."""
+        """See CoreProbe.forget_shared."""
         taken: dict[tuple[int, int], int] = {}
         with self._lock:
             if self._bpf is None or self.shared_mode == "none":
                 return taken
             table = self._bpf[b"pagecache_shared_hits"]
             for reader, owner in pairs:
-                key = table.Key(reader, owner)
-                with contextlib.suppress(KeyError):
-                    taken[(reader, owner)] = sum(table[key])
-                    del table[key]
+                value = _take(table, table.Key(reader, owner))
+                if value is not None:
+                    taken[(reader, owner)] = value
         return taken
 
     def forget_files(self, keys: Iterable[tuple[int, int, int]]) -> None:
