@@ -24,6 +24,7 @@ from otel_pagecache.probes.bcc import BccProbe, bcc_available
 from otel_pagecache.probes.btf_offsets import KernelBtf
 from otel_pagecache.probes.core import CoreProbe
 from otel_pagecache.residency import ResidencyReader
+from otel_pagecache.whatif import expand_sample
 from tests.conftest import cached_pages, make_cold_file, resident_bytes
 from tests.kernel_features import (
     EXACT_COLD_READ,
@@ -31,6 +32,8 @@ from tests.kernel_features import (
     skip_unless_lookups,
     skipped_program_runs,
 )
+from tests.test_whatif_sampling import SHIFT as WHATIF_SHIFT
+from tests.test_whatif_sampling import Samples as WhatifSamples
 
 pytestmark = pytest.mark.kernel
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -513,6 +516,31 @@ def test_a_reader_of_another_memcgs_pages_has_shared_hits_on_both_engines(memcgs
     assert abs(hits - 2 * MIB // PAGE) <= 2 * MIB // PAGE * 0.02, (probe.shared_mode, after)
     assert not any(reader == a for reader, _ in after), after  # A read only its own
     assert probe.read().map_entries["sharing_extents"][0] >= 1
+
+
+def test_small_reads_give_whatif_samples_on_both_engines(memcgs, data_dir, probe):
+    """A 1 MiB file read a page per read(): one page in 16 sampled, at one
+    phase, each once, whichever engine (one copy of the code,
+    pagecache_whatif.h). test_whatif_sampling.py has the cases; this is the
+    check that runs BCC's in every guest, where this module's BCC probe is the
+    only one compiled."""
+    if not probe.has_lookups:
+        pytest.skip(f"no lookups here ({probe.lookup_hook}): no what-if samples")
+    assert probe.has_whatif
+    a, a_dir = _memcg(memcgs)
+    cold = make_cold_file(data_dir / "whatif-1m", MIB)
+    samples = WhatifSamples(probe)
+    probe.set_whatif(WHATIF_SHIFT, 64)
+    try:
+        samples.drain(a)
+        memcgs.worker(a_dir).do("read", cold, PAGE)
+        records = samples.drain(a)
+    finally:  # the rest of this module runs with the curve off, as the agent starts
+        probe.set_whatif(WHATIF_SHIFT, 64, enabled=False)
+    sampled = sorted(p for r in records for p in expand_sample(r.first, r.count, r.shift, r.skip))
+    stride = 1 << WHATIF_SHIFT
+    assert len(sampled) == MIB // PAGE // stride, (probe.engine, records)
+    assert sampled == list(range(sampled[0], MIB // PAGE, stride)), sampled
 
 
 def test_missing_object_names_the_cause_and_the_fix(tmp_path):

@@ -25,10 +25,11 @@ from tests.kernel_features import (
     GUEST_KERNEL,
     exact_sharing_program,
     shared_mode,
+    sharing_cases_here,
     skip_unless_lookups,
 )
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, sharing_cases_here]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
 FILE_PAGES = 64 * MIB // PAGE  # 16,384

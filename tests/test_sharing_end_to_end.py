@@ -10,11 +10,11 @@ import pytest
 
 from tests.agent_process import AgentProcess
 from tests.conftest import make_cold_file
-from tests.kernel_features import shared_mode, skip_unless_lookups
+from tests.kernel_features import shared_mode, sharing_cases_here, skip_unless_lookups
 from tests.peers.otlp_receiver import iter_points
 from tests.test_sharing import FILE_PAGES, MIB, page_owners, within
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, sharing_cases_here]
 
 
 def latest(requests, metric: str, container_id: str) -> dict[tuple, float]:
