@@ -296,7 +296,7 @@ class Agent:
             engine_reason=engine_reason_code(settings, engine),
             attribution=attribution,
             lookup_hook=lookup_hook,
-            shared_mode=getattr(self.activity.probe, "shared_mode", "") if self.activity else "",
+            shared_mode=self.activity.probe.shared_mode if self.activity else "",
         )
         self._stopped = threading.Event()
         self.last_export_delivered: bool | None = None

@@ -8,7 +8,9 @@ nothing: this needs no BPF.
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,25 @@ def test_the_protocol_declares_what_the_agent_uses():
     for name, value in methods.items():
         doc = (value.fget if isinstance(value, property) else value).__doc__
         assert doc and doc.strip(), f"ActivityProbe.{name} has no docstring"
+
+
+def test_no_getattr_fallback_on_a_probe():
+    """getattr(probe, name, default) or hasattr(probe, ...) in the package
+    would let an engine lack a member unnoticed: every use goes through the
+    Protocol, which both engines are checked against below."""
+    package = Path(__file__).resolve().parent.parent / "otel_pagecache"
+    found = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and node.args
+                and "probe" in ast.unparse(node.args[0])
+            ):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=lambda c: c.__name__)
