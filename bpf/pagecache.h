@@ -7,8 +7,12 @@
 #ifndef __PAGECACHE_H__
 #define __PAGECACHE_H__
 
-/* Bounds: every map is preallocated at load time, so memory is fixed. */
+/* Bounds: every map is preallocated at load time, so memory is fixed.
+ * OTEL_PAGECACHE_BPF_MAX_MEMCGS overrides the per-memcg maps' size: the CO-RE
+ * loader resizes them before load, BCC compiles with it as -D. */
+#ifndef PAGECACHE_MAX_MEMCGS
 #define PAGECACHE_MAX_MEMCGS 16384
+#endif
 #define PAGECACHE_MAX_FILES 65536
 #define PAGECACHE_MAX_STALLING_THREADS 16384
 #define PAGECACHE_STALL_RINGBUF_BYTES (256 * 1024)

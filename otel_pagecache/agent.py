@@ -119,7 +119,9 @@ def choose_engine(settings: Settings):
         ).start()
 
     def bcc():
-        return BccProbe(lookups=settings.lookups, stalls=settings.stalls).start()
+        return BccProbe(
+            lookups=settings.lookups, stalls=settings.stalls, max_memcgs=settings.bpf_max_memcgs
+        ).start()
 
     if settings.engine in ("core", "bcc"):
         start = core if settings.engine == "core" else bcc

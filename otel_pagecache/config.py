@@ -204,7 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
             "--no-lookups", flag_value=False,
             flag_help="leave the lookup path unattached: no lookups, no hit ratio"),
     Setting("bpf_max_memcgs", "OTEL_PAGECACHE_BPF_MAX_MEMCGS", COUNT, 0,
-            "(CO-RE engine) entries of each per-memcg BPF map (0: built-in 16384); events of "
+            "entries of each per-memcg BPF map, both engines (0: built-in 16384); events of "
             "memcgs beyond it are counted in pagecache.agent.bpf.lost", commands=RUN),
     # The what-if curve (docs/whatif.md): page accesses sampled on the lookup path.
     Setting("whatif", "OTEL_PAGECACHE_WHATIF", BOOL, True,

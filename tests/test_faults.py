@@ -31,6 +31,10 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
+import pytest
+
+from otel_pagecache.probes.bcc import bcc_available
+from otel_pagecache.probes.layout import PER_MEMCG_MAPS
 from tests.agent_process import AgentProcess, limit_memcg, stall_agent_env
 from tests.agent_watch import (
     bpf_objects_of,
@@ -188,9 +192,14 @@ def test_kill_9_leaves_nothing_attached_and_a_restart_exports(otlp_receiver, tmp
     assert not error_lines(restarted.log()), restarted.log()
 
 
+@pytest.mark.parametrize("engine", ["core", "bcc"])
 def test_maps_too_small_count_losses_and_keep_tracked_memcgs_exact(
-    memcgs, data_dir, otlp_receiver, tmp_path
+    memcgs, data_dir, otlp_receiver, tmp_path, engine
 ):
+    """OTEL_PAGECACHE_BPF_MAX_MEMCGS sizes both engines' per-memcg maps (CO-RE
+    at load, BCC at compile)."""
+    if engine == "bcc" and not bcc_available():
+        pytest.skip("BCC's Python module (python3-bpfcc) is not installed")
     capacity = 16
     parent, _ = memcgs.create()
     children = [memcgs.create(f"{parent.rsplit('/', 1)[-1]}/m{n:02d}") for n in range(40)]
@@ -201,7 +210,7 @@ def test_maps_too_small_count_losses_and_keep_tracked_memcgs_exact(
         otlp_receiver,
         OTEL_PAGECACHE_BPF_MAX_MEMCGS=str(capacity),
         OTEL_PAGECACHE_STALLS="false",
-        OTEL_PAGECACHE_ENGINE="core",
+        OTEL_PAGECACHE_ENGINE=engine,
     )
     with AgentProcess(["run", "--include", f"{parent}/*"], env, tmp_path) as agent:
         otlp_receiver.wait_for_metrics(
@@ -237,15 +246,13 @@ def test_maps_too_small_count_losses_and_keep_tracked_memcgs_exact(
         assert agent.terminate() == 0, agent.log()
     assert not error_lines(agent.log()), agent.log()
     points = list(iter_points(otlp_receiver.metrics_requests()))
-    per_memcg_maps = {
-        f"pagecache_{name}" for name in ("lookups", "misses", "insertions", "dirtied", "removals")
-    }
     entries = [
         p
         for p in own_points(points, "pagecache.agent.bpf.map.entries")
-        if p.attributes["pagecache.bpf.map"] in per_memcg_maps
+        if p.attributes["pagecache.bpf.map"] in PER_MEMCG_MAPS
     ]
-    assert entries and max(p.value for p in entries) <= capacity
+    assert {p.attributes["pagecache.bpf.map"] for p in entries} == set(PER_MEMCG_MAPS)
+    assert max(p.value for p in entries) <= capacity
     latest: dict[str, tuple[int, float]] = {}
     for p in points:
         where = p.resource.get("pagecache.cgroup.path")

@@ -268,8 +268,12 @@ class BccProbe:
         layout: str = "auto",
         whatif: bool = True,
         sharing: bool = True,
+        max_memcgs: int = 0,
     ) -> None:
         self.want_lookups = lookups
+        # Entries of each per-memcg map (layout.PER_MEMCG_MAPS), compiled in;
+        # 0 keeps pagecache.h's PAGECACHE_MAX_MEMCGS.
+        self.max_memcgs = max_memcgs
         # Shared hits in extent mode (pagecache_sharing.h, the CO-RE engine's
         # code); exact mode needs fexit, which is the CO-RE engine's alone.
         self.want_sharing = sharing
@@ -381,6 +385,8 @@ class BccProbe:
         sharing = self.want_sharing and self.want_lookups and self.layout != "tracepoints"
         if sharing:
             cflags.append("-DWITH_SHARING")
+        if self.max_memcgs:
+            cflags.append(f"-DPAGECACHE_MAX_MEMCGS={self.max_memcgs}")
         previous = os.environ.get("BCC_KERNEL_SOURCE")
         os.environ["BCC_KERNEL_SOURCE"] = headers.path
         printed = _Printed()

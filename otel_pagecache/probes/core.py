@@ -17,6 +17,7 @@ from .btf_offsets import KIND_FUNC, KIND_TYPEDEF, KernelBtf
 from .layout import (
     COUNTER_MAPS,
     LOST_REASONS,
+    PER_MEMCG_MAPS,
     REMOVAL_REASONS,
     CpuSlots,
     FileKey,
@@ -390,7 +391,7 @@ class CoreProbe:
             for program in obj.programs:
                 obj.set_autoload(program, program in programs)
             if self.max_memcgs:
-                for name in (*COUNTER_MAPS, "pagecache_removals"):
+                for name in PER_MEMCG_MAPS:
                     obj.set_max_entries(name, self.max_memcgs)
             if self.sharing_extents:
                 obj.set_max_entries("sharing_extents", self.sharing_extents)

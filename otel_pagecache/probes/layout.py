@@ -14,6 +14,9 @@ COUNTER_MAPS = (
     "pagecache_insertions",
     "pagecache_dirtied",
 )
+# Every map sized PAGECACHE_MAX_MEMCGS (pagecache.h), which
+# OTEL_PAGECACHE_BPF_MAX_MEMCGS overrides on both engines.
+PER_MEMCG_MAPS = (*COUNTER_MAPS, "pagecache_removals", "pagecache_shared_hits")
 
 REMOVAL_EVICTION = 0
 REMOVAL_INVALIDATION = 1
