@@ -53,9 +53,9 @@ def exact_sharing_program() -> str:
 
 
 # The guests that run the shared-hit cases against /proc/kpagecgroup
-# (test_sharing*.py): 6.12 and 7.x, one exact and extent pair each, as issue
-# 17 asks. 5.10 (extent mode, struct page) and 6.1 (exact) are covered by
-# test_activity.py's both-engine check, which costs them seconds, not a minute.
+# (test_sharing*.py): 6.12 and 7.x, as issue 17 asks. 5.10 (extent mode,
+# struct page) and 6.1 (exact mode) are covered by test_activity.py's
+# both-engine check, which costs them seconds where the cases cost a minute.
 SHARING_CASE_GUESTS = ("6.12", "7")
 sharing_cases_here = pytest.mark.skipif(
     GUEST_KERNEL is not None and GUEST_KERNEL not in SHARING_CASE_GUESTS,

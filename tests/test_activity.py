@@ -535,7 +535,7 @@ def test_small_reads_give_whatif_samples_on_both_engines(memcgs, data_dir, probe
         samples.drain(a)
         memcgs.worker(a_dir).do("read", cold, PAGE)
         records = samples.drain(a)
-    finally:  # the rest of this module runs with the curve off, as the agent starts
+    finally:  # the module's other tests run with the curve off, as a probe starts
         probe.set_whatif(WHATIF_SHIFT, 64, enabled=False)
     sampled = sorted(p for r in records for p in expand_sample(r.first, r.count, r.shift, r.skip))
     stride = 1 << WHATIF_SHIFT
