@@ -507,31 +507,15 @@ def sharing_pread(tmp: Path, loop: Path, rounds: int, bcc: bool = True) -> dict[
     return diffs
 
 
-def print_sharing(diffs: dict[str, list[float]]) -> None:
-    print(
-        f"4 KiB pread of a cached page, {PREAD_COUNT} per run, the fastest of 3; per round: "
-        "the engine with shared hits off, then on (the agent's default)"
-    )
-    print(f"{'engine':<7} {'rounds':>6} {'on - off pts':>13} {'95% CI (order statistics)':>27}")
+def print_points(diffs: dict[str, list[float]], per_round: str, column: str, target: float):
+    """A table of paired pread differences in points, per engine, against ``target``."""
+    print(f"4 KiB pread of a cached page, {PREAD_COUNT} per run, the fastest of 3; {per_round}")
+    print(f"{'engine':<7} {'rounds':>6} {column:>13} {'95% CI (order statistics)':>27}")
     for engine, values in diffs.items():
-        median, low, high, verdict = against_target(values, 0.5)
+        median, low, high, verdict = against_target(values, target)
         print(
             f"{engine:<7} {len(values):>6} {median:>+13.2f} "
-            f"{f'[{low:+.2f}, {high:+.2f}]':>27}   target <= +0.5 points: {verdict}"
-        )
-
-
-def print_paired(diffs: dict[str, list[float]]) -> None:
-    print(
-        f"4 KiB pread of a cached page, {PREAD_COUNT} per run, the fastest of 3; per round: "
-        "nothing, the empty floor, the engine at the agent's defaults, back to back"
-    )
-    print(f"{'engine':<7} {'rounds':>6} {'median pts':>11} {'95% CI (order statistics)':>27}")
-    for engine, values in diffs.items():
-        median, low, high, verdict = against_target(values, 3)
-        print(
-            f"{engine:<7} {len(values):>6} {median:>+11.2f} "
-            f"{f'[{low:+.2f}, {high:+.2f}]':>27}   target <= +3 points: {verdict}"
+            f"{f'[{low:+.2f}, {high:+.2f}]':>27}   target <= +{target:g} points: {verdict}"
         )
 
 
@@ -610,10 +594,21 @@ def main() -> int:
             print_per_event(setups, per_event_rounds(tmp, loop, setups, args.event_rounds))
             print(f"({load()} after the per-event rounds)")
         if args.rounds:
-            print_paired(pread_paired(tmp, empty_obj, loop, args.rounds, bcc))
+            print_points(
+                pread_paired(tmp, empty_obj, loop, args.rounds, bcc),
+                "per round: nothing, the empty floor, the engine at the agent's defaults, "
+                "back to back",
+                "median pts",
+                3,
+            )
             print(f"({load()} after the pread rounds)")
         if args.sharing_rounds:
-            print_sharing(sharing_pread(tmp, loop, args.sharing_rounds, bcc))
+            print_points(
+                sharing_pread(tmp, loop, args.sharing_rounds, bcc),
+                "per round: the engine with shared hits off, then on (the agent's default)",
+                "on - off pts",
+                0.5,
+            )
             print(f"({load()} after the shared-hit pread rounds)")
     return 0
 
