@@ -199,6 +199,32 @@ def _two_owners_then_a_reader(memcgs, probe, path, half: int):
 def test_two_owners_each_half(memcgs, data_dir, probe):
     """A owns the first 32 MiB, C the second (2 MiB-aligned halves); B reads
     all of it: 8,192 pages from each owner within 2%."""
+    _assert_two_owners_each_half(memcgs, data_dir, probe)
+
+
+def test_two_owners_each_half_in_extent_mode_where_exact_mode_serves(
+    memcgs, data_dir, real_hierarchy
+):
+    """Extent mode on the kernels where the CO-RE engine serves exact mode
+    (the 6.12 and 7.x guests): the same case with exact mode turned off.
+    Elsewhere extent mode is the engine's own, which the case above runs."""
+    skip_unless_lookups()
+    if shared_mode() != "exact":
+        pytest.skip("extent mode is the CO-RE engine's mode here: test_two_owners_each_half")
+    engine = CoreProbe(stalls=False, shared_exact=False)
+    try:
+        engine.start()
+    except ProbeUnavailable as e:
+        pytest.fail(f"the CO-RE engine must load on the CI kernel: {e}")
+    try:
+        assert engine.shared_mode == "extent", engine.attached
+        assert not any(p.startswith("fexit_shared_") for p in engine.attached), engine.attached
+        _assert_two_owners_each_half(memcgs, data_dir, engine)
+    finally:
+        engine.close()
+
+
+def _assert_two_owners_each_half(memcgs, data_dir, probe) -> None:
     half = 32 * MIB
     path = make_cold_file(data_dir / "two-owners", 2 * half)
     a, b, c, delta = _two_owners_then_a_reader(memcgs, probe, path, half)

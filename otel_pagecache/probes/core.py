@@ -246,6 +246,7 @@ class CoreProbe:
         hook_kinds: Iterable[str] = ("tracepoint", "fentry", "kprobe"),
         sharing: bool = True,
         sharing_extents: int = 0,
+        shared_exact: bool = True,
     ) -> None:
         self.object_path = object_path or default_object_path()
         # Entries of each per-memcg map; 0 keeps the object's PAGECACHE_MAX_MEMCGS.
@@ -261,6 +262,9 @@ class CoreProbe:
         # Entries of sharing_extents; 0 keeps SHARING_MAX_EXTENTS (tests fill a
         # small one to see file mode).
         self.sharing_extents = sharing_extents
+        # False: extent mode even where exact mode would serve (tests check
+        # extent mode on the kernels that have exact mode).
+        self.want_shared_exact = shared_exact
         self.shared_mode = "none"
         # Why exact mode could not serve where the kernel has its function
         # (fexit refused, as on hosts that refuse fentry); "" otherwise.
@@ -286,12 +290,13 @@ class CoreProbe:
                 "the kernel has no BTF (/sys/kernel/btf/vmlinux): CO-RE needs "
                 "CONFIG_DEBUG_INFO_BTF=y; activity metrics are off"
             )
+        shared_exact_wanted = self.want_sharing and self.want_shared_exact
         try:
             with KernelBtf() as btf:
                 choice = choose_programs(btf.params)
                 exact_refused = (
                     fexit_refused(btf.type_id(SHARED_EXACT_FUNCTION, KIND_FUNC) or 0)
-                    if choice.exact_sharing_program and self.want_sharing
+                    if choice.exact_sharing_program and shared_exact_wanted
                     else ""
                 )
         except (LibbpfMissing, LibbpfError, OSError) as e:
@@ -320,7 +325,7 @@ class CoreProbe:
             if self.want_lookups
             else []
         )
-        exact = choice.exact_sharing_program if self.want_sharing and hooks else None
+        exact = choice.exact_sharing_program if shared_exact_wanted and hooks else None
         if exact and exact_refused:
             self.shared_exact_refused, exact = f"{exact} ({exact_refused})", None
         for hook in [*hooks, None]:

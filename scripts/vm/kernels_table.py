@@ -69,6 +69,8 @@ CAPABILITIES = [
      "test_whatif_sampling::test_faults_and_fault_around_sample_each_page_once[{engine}]"),
     ("shared hits name the owning memcg", ("core",),
      "test_sharing::test_one_owner_b_reads_what_a_owns[core]"),
+    ("shared hits of two owners, extent mode where exact mode serves", ("core",),
+     "test_sharing::test_two_owners_each_half_in_extent_mode_where_exact_mode_serves"),
     ("shared hits of a reader of another's 2 MiB", ENGINES,
      "test_activity::"
      "test_a_reader_of_another_memcgs_pages_has_shared_hits_on_both_engines[{engine}]"),
