@@ -507,7 +507,7 @@ def sharing_pread(tmp: Path, loop: Path, rounds: int, bcc: bool = True) -> dict[
     return diffs
 
 
-def print_points(diffs: dict[str, list[float]], per_round: str, column: str, target: float):
+def print_points(diffs: dict[str, list[float]], per_round: str, column: str, target: float) -> None:
     """A table of paired pread differences in points, per engine, against ``target``."""
     print(f"4 KiB pread of a cached page, {PREAD_COUNT} per run, the fastest of 3; {per_round}")
     print(f"{'engine':<7} {'rounds':>6} {column:>13} {'95% CI (order statistics)':>27}")
