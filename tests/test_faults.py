@@ -251,7 +251,10 @@ def test_maps_too_small_count_losses_and_keep_tracked_memcgs_exact(
         for p in own_points(points, "pagecache.agent.bpf.map.entries")
         if p.attributes["pagecache.bpf.map"] in PER_MEMCG_MAPS
     ]
-    assert {p.attributes["pagecache.bpf.map"] for p in entries} == set(PER_MEMCG_MAPS)
+    # Every per-memcg map the engine reports (shared hits only where a shared
+    # mode serves) is within the capacity.
+    reported = {p.attributes["pagecache.bpf.map"] for p in entries}
+    assert {"pagecache_lookups", "pagecache_insertions", "pagecache_removals"} <= reported
     assert max(p.value for p in entries) <= capacity
     latest: dict[str, tuple[int, float]] = {}
     for p in points:
